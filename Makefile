@@ -1,0 +1,25 @@
+# The README's two commands: `make run` and `make test`. Both do all set-up first.
+PY ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := redis-server nginx wrk
+
+.PHONY: setup run test bench lint
+
+setup:
+	@missing=""; for tool in redis-server nginx wrk; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) setup.py -q build_ext --inplace
+	@$(PY) -c "import fastgw._c.http_parser" || { echo "the Cython build failed"; exit 1; }
+
+run: setup
+	fastgw run $(ARGS)
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py $(ARGS)

@@ -1,0 +1,286 @@
+"""Start and stop the processes under test: the mock upstream, nginx and fastgw.
+
+Every process is started in its own session (process group) so that stopping it also stops the
+workers it forked, and so a Ctrl-C in the terminal reaches only the runner, which then stops them
+in order instead of leaving half-killed groups behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+HOST = "127.0.0.1"
+
+
+class TargetError(RuntimeError):
+    """A target could not be started; the message says why and what to do."""
+
+
+def free_port() -> int:
+    """Ask the kernel for an unused port (tiny race, acceptable on a bench machine)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def python_env() -> dict[str, str]:
+    """Environment for child Pythons: the repo on sys.path, so an uninstalled checkout still runs."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def fastgw_command_works(*args: str) -> tuple[bool, str]:
+    """Whether `python -m fastgw ARGS --help` runs, with the tail of its output when it does not."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fastgw", *args, "--help"],
+            cwd=REPO_ROOT,
+            env=python_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"`python -m fastgw {' '.join(args)} --help` did not finish in 30 s"
+    if proc.returncode == 0:
+        return True, ""
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return False, f"`python -m fastgw {' '.join(args)} --help` exited {proc.returncode}: " + " | ".join(tail)
+
+
+def http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
+    """GET a URL; HTTP error statuses are returned, not raised, since any answer proves liveness."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Process:
+    """One started target: its command, log file and process group."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+    def start(self, cwd: Path, stack: ExitStack, env: dict[str, str] | None = None) -> None:
+        """Start in a new session so stop() can signal the whole group; `stack` will stop it."""
+        log = self.log_path.open("wb")
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        stack.callback(self.stop)
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the group (graceful drain), then SIGKILL whatever is left after `grace` seconds."""
+        if self.popen is None:
+            return
+        pgid = self.popen.pid  # leader of its own session: pgid == pid
+        self._signal_group(pgid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        # Forked workers may outlive their leader for a moment; the group id still reaches them.
+        self._signal_group(pgid, signal.SIGKILL)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def fail(self, what: str) -> TargetError:
+        """An error carrying the process's last log lines, which usually say what went wrong."""
+        status = "running" if self.alive() else f"exited with {self.popen.returncode if self.popen else '?'}"
+        return TargetError(f"{self.name}: {what} ({status}); last log lines:\n{self.log_tail()}")
+
+
+def wait_until(proc: Process, ready: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `ready()` until true; fail early if the process died, late if it never got ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise proc.fail(f"died before {what}")
+        try:
+            if ready():
+                return
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        time.sleep(0.05)
+    raise proc.fail(f"not {what} after {timeout:.0f} s")
+
+
+def start_mock(workdir: Path, workers: int, chunks: int, stack: ExitStack) -> Process:
+    """The mock LLM upstream, via the CLI if it exists, else via fastgw.mock_llm.serve()."""
+    port = free_port()
+    cli_ok, cli_err = fastgw_command_works("mock-llm")
+    if cli_ok:
+        argv = [sys.executable, "-m", "fastgw", "mock-llm", "--port", str(port), "--workers", str(workers),
+                "--chunks", str(chunks), "--chunk-delay-ms", "0"]
+    elif (REPO_ROOT / "fastgw" / "mock_llm.py").exists():
+        code = (f"from fastgw.mock_llm import serve; "
+                f"serve({HOST!r}, {port}, workers={workers}, chunks={chunks}, chunk_delay_ms=0)")
+        argv = [sys.executable, "-c", code]
+    else:
+        raise TargetError(f"mock upstream: no `fastgw mock-llm` CLI ({cli_err}) and no fastgw/mock_llm.py yet")
+    proc = Process("mock", argv, workdir / "mock.log", info={"port": port, "workers": workers})
+    proc.start(REPO_ROOT, stack, python_env())
+    wait_until(proc, lambda: "listening on" in proc.log_tail() or http_get(f"http://{HOST}:{port}/")[0] > 0,
+               30, "listening")
+    return proc
+
+
+def render_nginx_conf(prefix: Path, workers: int, port: int, upstream_port: int) -> str:
+    """Fill bench/nginx.conf.tmpl; the `user` line matters only when we are root (else nginx drops to nobody)."""
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    template = Template((BENCH_DIR / "nginx.conf.tmpl").read_text())
+    text = template.safe_substitute(
+        user_line=f"user {user};" if os.geteuid() == 0 else "",
+        workers=workers,
+        prefix=str(prefix),
+        host=HOST,
+        port=port,
+        upstream_port=upstream_port,
+    )
+    if "${" in text:
+        raise TargetError("nginx.conf.tmpl has a placeholder that render_nginx_conf does not fill")
+    return text
+
+
+def start_nginx(workdir: Path, workers: int, upstream_port: int, stack: ExitStack) -> Process:
+    """nginx as a keep-alive, unbuffered reverse proxy: the reference every figure is divided by."""
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        raise TargetError("nginx is not on PATH")
+    prefix = workdir / "nginx"
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(render_nginx_conf(prefix, workers, port, upstream_port))
+    argv = [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    check = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise TargetError(f"nginx rejected the generated config:\n{check.stderr}")
+    proc = Process("nginx", argv, workdir / "nginx.log", info={"port": port, "workers": workers})
+    proc.start(workdir, stack)
+    wait_until(proc, lambda: http_get(f"http://{HOST}:{port}/")[0] > 0, 30, "answering")
+    return proc
+
+
+def fastgw_config(port: int, admin_port: int, workers: int, upstream_port: int, extra_routes: int = 0) -> str:
+    """The gateway config; `extra_routes` exact routes go before the catch-all so traffic still matches `/`."""
+    lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}", "routes:"]
+    upstream = f"http://{HOST}:{upstream_port}"
+    for i in range(extra_routes):
+        lines += [f"  - name: r{i}", f"    match: {{path: /r/{i}}}", f"    upstream: {upstream}"]
+    lines += ["  - name: mock", "    match: {path: /}", f"    upstream: {upstream}"]
+    return "\n".join(lines) + "\n"
+
+
+def admin_status(admin_port: int, timeout: float = 1.0) -> dict | None:
+    """GET /status as JSON, or None when the admin API is not there (yet)."""
+    try:
+        code, body = http_get(f"http://{HOST}:{admin_port}/status", timeout)
+    except OSError:
+        return None
+    if code != 200:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def workers_ready(status: dict | None, workers: int) -> bool:
+    """The contract: `workers` lists N entries, each with ready: true."""
+    if status is None:
+        return False
+    entries = status.get("workers")
+    return (isinstance(entries, list) and len(entries) == workers
+            and all(isinstance(w, dict) and w.get("ready") is True for w in entries))
+
+
+def start_fastgw(workdir: Path, workers: int, upstream_port: int, stack: ExitStack) -> Process:
+    """`fastgw run` with the same worker count as nginx; ready per /status, else when the port answers."""
+    ok, err = fastgw_command_works("run")
+    if not ok:
+        raise TargetError(f"fastgw is not runnable yet: {err}")
+    port, admin_port = free_port(), free_port()
+    config = workdir / "fastgw.yaml"
+    config.write_text(fastgw_config(port, admin_port, workers, upstream_port))
+    argv = [sys.executable, "-m", "fastgw", "run", "-c", str(config)]
+    proc = Process("fastgw", argv, workdir / "fastgw.log",
+                   info={"port": port, "admin_port": admin_port, "workers": workers, "admin_api": False})
+
+    started = time.monotonic()
+
+    def ready() -> bool:
+        status = admin_status(admin_port)
+        if workers_ready(status, workers):
+            proc.info["admin_api"] = True
+            proc.info["status"] = status
+            return True
+        # Fallback for a gateway without /status: any answer on the listen port, once the admin
+        # API had a fair chance to come up (so a slow admin does not make us skip the push scenario).
+        if status is not None or time.monotonic() - started < 5:
+            return False
+        return http_get(f"http://{HOST}:{port}/json", 0.5)[0] > 0
+
+    proc.start(REPO_ROOT, stack, python_env())
+    wait_until(proc, ready, 60, "ready")
+    return proc

@@ -1,0 +1,33 @@
+"""The one place that chooses between the Cython hot paths and their pure-Python twins.
+
+Set FASTGW_PURE=1 to force the pure-Python versions (tests run both). Each name is
+exported three ways: ``X`` (the one in use), ``XPy`` and, when built, ``XC``.
+"""
+
+from __future__ import annotations
+
+import os
+
+PURE = os.environ.get("FASTGW_PURE", "") == "1"
+
+from fastgw.http import parser as _py_parser  # noqa: E402
+
+RequestParserPy = _py_parser.RequestParser
+ResponseParserPy = _py_parser.ResponseParser
+serialize_headPy = _py_parser.serialize_head
+
+RequestParserC = ResponseParserC = serialize_headC = None
+try:
+    from fastgw._c import http_parser as _c_parser
+except ImportError:  # not built: the pure twin serves
+    _c_parser = None
+else:
+    RequestParserC = _c_parser.RequestParser
+    ResponseParserC = _c_parser.ResponseParser
+    serialize_headC = _c_parser.serialize_head
+
+COMPILED = _c_parser is not None and not PURE
+
+RequestParser = RequestParserC if COMPILED else RequestParserPy
+ResponseParser = ResponseParserC if COMPILED else ResponseParserPy
+serialize_head = serialize_headC if COMPILED else serialize_headPy

@@ -1,0 +1,1 @@
+"""The AI side of the gateway: OpenAI-compatible front door, model routing, providers."""

@@ -1,0 +1,121 @@
+"""A config generation as a worker runs it: immutable, built once per publish.
+
+The supervisor validates and normalises a config and publishes it as a JSON blob; each
+worker turns the blob into a :class:`Generation` (router, routes with their balancers,
+limits). Requests keep a reference to the generation they started with, so a push
+never changes the rules under an in-flight request or stream.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastgw.proxy.balancer import make_balancer
+from fastgw.proxy.upstream import Pool, PoolSet
+from fastgw.router import Router
+
+HOST_PRESERVE = 0
+HOST_UPSTREAM = 1
+HOST_LITERAL = 2
+
+
+class Endpoint:
+    __slots__ = ("pool", "host_header", "url")
+
+    def __init__(self, pool: Pool, url: str) -> None:
+        self.pool = pool
+        default_port = 443 if pool.scheme == "https" else 80
+        host = pool.host if ":" not in pool.host else f"[{pool.host}]"
+        self.host_header = (host if pool.port == default_port else f"{host}:{pool.port}").encode()
+        self.url = url
+
+
+class Route:
+    """One plain HTTP route: where to send matching requests, and how."""
+
+    __slots__ = (
+        "name",
+        "endpoints",
+        "balancer",
+        "host_mode",
+        "literal_host",
+        "strip_prefix",
+        "connect_timeout",
+        "first_byte_timeout",
+        "idle_timeout",
+    )
+
+    def __init__(self, spec: dict[str, Any], pools: PoolSet) -> None:
+        upstream = spec["upstream"]
+        pool_cfg = upstream["pool"]
+        self.name = spec["name"]
+        self.endpoints = [
+            Endpoint(
+                pools.get(e["scheme"], e["host"], e["port"], pool_cfg["max_idle"], pool_cfg["idle_timeout"]),
+                e["url"],
+            )
+            for e in upstream["endpoints"]
+        ]
+        self.balancer = make_balancer([e["weight"] for e in upstream["endpoints"]], upstream["balance"])
+        host_header = upstream["host_header"]
+        if host_header == "preserve":
+            self.host_mode, self.literal_host = HOST_PRESERVE, b""
+        elif host_header == "upstream":
+            self.host_mode, self.literal_host = HOST_UPSTREAM, b""
+        else:
+            self.host_mode, self.literal_host = HOST_LITERAL, host_header.encode()
+        strip = upstream.get("strip_prefix")
+        self.strip_prefix = strip.encode() if strip else b""
+        timeouts = upstream["timeouts"]
+        self.connect_timeout = timeouts["connect"]
+        self.first_byte_timeout = timeouts["first_byte"]
+        self.idle_timeout = timeouts["idle"]
+
+
+class Generation:
+    """Everything a worker needs to serve requests under one config version."""
+
+    __slots__ = (
+        "number",
+        "config",
+        "router",
+        "routes",
+        "ai",
+        "max_header_size",
+        "max_headers",
+        "max_body_size",
+        "header_timeout",
+        "keepalive_timeout",
+        "drain_timeout",
+        "max_pipelined",
+        "server_header",
+    )
+
+    def __init__(self, number: int, config: dict[str, Any], pools: PoolSet) -> None:
+        from fastgw.ai.frontdoor import AIFrontDoor  # the AI side is optional per config
+
+        self.number = number
+        self.config = config
+        self.routes = [Route(spec, pools) for spec in config["routes"]]
+        self.router = Router(config["routes"], self.routes)
+        self.ai = AIFrontDoor(config) if config.get("models") else None
+        http = config["http"]
+        self.max_header_size = http["max_header_size"]
+        self.max_headers = http["max_headers"]
+        self.max_body_size = http["max_body_size"]
+        self.header_timeout = http["header_timeout"]
+        self.keepalive_timeout = http["keepalive_timeout"]
+        self.drain_timeout = http["drain_timeout"]
+        self.max_pipelined = http["max_pipelined"]
+        self.server_header = http["server_header"]
+
+    @classmethod
+    def from_blob(cls, blob: bytes, pools: PoolSet) -> Generation:
+        doc = json.loads(blob)
+        return cls(doc["generation"], doc["config"], pools)
+
+
+def encode_generation(number: int, config: dict[str, Any]) -> bytes:
+    """The blob the supervisor publishes; the inverse of :meth:`Generation.from_blob`."""
+    return json.dumps({"generation": number, "config": config}, separators=(",", ":")).encode()

@@ -1,0 +1,267 @@
+"""The admin HTTP API, served by the supervisor from a daemon thread.
+
+Stdlib only (``ThreadingHTTPServer``): the admin API is low-traffic and must not pull an
+event loop into the supervisor. Every response is JSON (or Prometheus text), including
+errors for malformed requests, and no handler failure can reach the supervisor's loop.
+
+Endpoints: ``GET /status``, ``GET /healthz``, ``GET /metrics``, ``GET /config`` (secrets
+redacted) and ``POST /config`` (validate, then publish a new generation).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+from fastgw.config import ConfigError
+from workers.shm import BlobTooLarge
+
+REDACTED = "***"
+_SECRET_KEYS = {"api_key", "api_keys", "x_api_key", "authorization", "password", "secret", "token", "secret_key"}
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)", re.IGNORECASE)
+
+
+class Backend(Protocol):
+    """What the admin API needs from the supervisor (kept narrow so tests can fake it)."""
+
+    config: dict
+    generation: int
+
+    def status(self) -> dict: ...
+
+    def push_config(self, text: str, source: str) -> tuple[int, list[str]]: ...
+
+
+def format_url(host: str, port: int) -> str:
+    """``http://host:port``, bracketing IPv6 literals."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with secrets replaced by ``"***"``, safe to show or log.
+
+    Secrets are the values of secret-named keys (``api_keys`` entries, ``password`` ...)
+    and passwords inside URLs such as ``redis://:pass@host``.
+    """
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if str(key).lower().replace("-", "_") in _SECRET_KEYS and item is not None:
+                out[key] = [REDACTED] * len(item) if isinstance(item, list) else REDACTED
+            else:
+                out[key] = redact(item)
+        return out
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", value)
+    return value
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+@dataclass
+class Metric:
+    """One Prometheus metric family: ``add`` samples, then :func:`render_metrics`."""
+
+    name: str
+    kind: str  # "gauge" or "counter"
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+    def add(self, value: float, **labels: object) -> None:
+        self.samples.append(({k: str(v) for k, v in labels.items()}, value))
+
+
+Collector = Callable[[dict], Iterable[Metric]]
+"""Builds metric families from a ``/status`` snapshot; append new ones to :data:`COLLECTORS`."""
+
+
+def _worker_metrics(status: dict) -> Iterable[Metric]:
+    generation = Metric("fastgw_config_generation", "gauge", "Config generation published by the supervisor.")
+    generation.add(status["generation"])
+    families = {
+        "up": Metric("fastgw_worker_up", "gauge", "1 if the worker in this slot is ready."),
+        "requests_total": Metric("fastgw_worker_requests_total", "counter", "Requests served by the slot's worker."),
+        "active_requests": Metric("fastgw_worker_active_requests", "gauge", "Requests in flight."),
+        "connections": Metric("fastgw_worker_connections", "gauge", "Open client connections."),
+        "restarts": Metric("fastgw_worker_restarts_total", "counter", "Times the supervisor respawned the slot."),
+        "generation": Metric("fastgw_worker_generation", "gauge", "Config generation the worker serves."),
+    }
+    for worker in status["workers"]:
+        slot = worker["slot"]
+        families["up"].add(int(worker["ready"]), slot=slot)
+        families["requests_total"].add(worker["requests_total"], slot=slot)
+        families["active_requests"].add(worker["active_requests"], slot=slot)
+        families["connections"].add(worker["connections"], slot=slot)
+        families["restarts"].add(worker["restarts"], slot=slot)
+        if worker["generation"] is not None:
+            families["generation"].add(worker["generation"], slot=slot)
+    return [generation, *families.values()]
+
+
+COLLECTORS: list[Collector] = [_worker_metrics]
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(metrics: Iterable[Metric]) -> str:
+    """Prometheus text exposition format 0.0.4."""
+    lines = []
+    for metric in metrics:
+        lines.append(f"# HELP {metric.name} {metric.help}")
+        lines.append(f"# TYPE {metric.name} {metric.kind}")
+        for labels, value in metric.samples:
+            inner = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
+            lines.append(f"{metric.name}{{{inner}}} {value:g}" if inner else f"{metric.name} {value:g}")
+    return "\n".join(lines) + "\n"
+
+
+# -- HTTP -------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, kind: str, **extra: object) -> tuple[int, dict]:
+    return status, {"error": {"message": message, "type": kind, **extra}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "fastgw-admin"
+    timeout = 10  # a client that stalls mid-request only ties up its own thread, and not for long
+
+    ROUTES = {"/status": ("GET",), "/healthz": ("GET",), "/metrics": ("GET",), "/config": ("GET", "POST")}
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Access logs would drown the supervisor's event lines; requests are not logged."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed requests (bad request line, headers, method) get JSON, not HTML."""
+        self.close_connection = True
+        self.request_version = "HTTP/1.0"  # an unparsable request line leaves 0.9, which sends no head
+        self._send_json(*_error(code, message or HTTPStatus(code).phrase, "invalid_request"))
+
+    def _dispatch(self) -> None:
+        path = self.path.split("?", 1)[0]
+        methods = self.ROUTES.get(path)
+        if methods is None:
+            self._send_json(*_error(404, f"no such endpoint: {path}", "not_found"))
+        elif self.command not in methods:
+            allowed = ", ".join(methods)
+            self._send_json(*_error(405, f"{path} allows {allowed}", "method_not_allowed"), ("Allow", allowed))
+        else:
+            try:
+                self._route(path)
+            except Exception as exc:  # a bug here must not take the admin thread, or more, down
+                self.server.log(f"admin: {self.command} {path} failed: {exc!r}")
+                self._send_json(*_error(500, "internal error", "internal_error"))
+
+    def _route(self, path: str) -> None:
+        backend = self.server.backend
+        if path == "/status":
+            self._send_json(200, backend.status())
+        elif path == "/healthz":
+            ready = sum(worker["ready"] for worker in backend.status()["workers"])
+            self._send_json(200 if ready else 503, {"ready_workers": ready})
+        elif path == "/metrics":
+            status = backend.status()
+            text = render_metrics(metric for collect in COLLECTORS for metric in collect(status))
+            self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        elif self.command == "GET":  # /config: shaped like a config file, generation in a header
+            generation, config = backend.generation, backend.config
+            self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))
+        else:
+            self._send_json(*self._post_config())
+
+    def _post_config(self) -> tuple[int, dict]:
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return _error(411, "Content-Length is required", "invalid_request")
+        if not length.isdigit():
+            return _error(400, "invalid Content-Length", "invalid_request")
+        if int(length) > self.server.max_body:
+            self.close_connection = True
+            return _error(413, f"config is larger than {self.server.max_body} bytes", "config_too_large")
+        raw = self.rfile.read(int(length))
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as exc:
+            return _error(400, "invalid config", "invalid_config", errors=[f"POST /config: not UTF-8 ({exc.reason})"])
+        try:
+            generation, warnings = self.server.backend.push_config(text, "POST /config")
+        except ConfigError as exc:
+            return _error(400, "invalid config", "invalid_config", errors=exc.errors)
+        except BlobTooLarge as exc:
+            return _error(413, str(exc), "config_too_large")
+        return 200, {"generation": generation, "warnings": warnings}
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+    def _send_json(self, status: int, body: dict, *headers: tuple[str, str]) -> None:
+        self._send(status, json.dumps(body, indent=1).encode() + b"\n", "application/json", *headers)
+
+    def _send(self, status: int, body: bytes, content_type: str, *headers: tuple[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, backend: Backend, max_body: int, log: Callable[[str], None]) -> None:
+        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        self.backend = backend
+        self.max_body = max_body
+        self.log = log
+        super().__init__((host, port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, a DNS round trip we do not need.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished mid-response is not worth a traceback."""
+        self.log(f"admin: request from {client_address[0]} failed")
+
+
+class AdminServer:
+    """The admin API on ``host:port``, serving ``backend`` from a daemon thread."""
+
+    def __init__(self, host: str, port: int, backend: Backend, *, max_body: int, log: Callable[[str], None]) -> None:
+        self._server = _Server(host, port, backend, max_body, log)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fastgw-admin", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return host, port
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+    def close_in_child(self) -> None:
+        """In a forked worker: drop the inherited listening socket (the thread did not fork)."""
+        self._server.socket.close()

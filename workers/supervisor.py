@@ -1,0 +1,446 @@
+"""The supervisor: owns config generations, listeners, the admin API and worker lifecycle.
+
+It imports no event loop, proxy or provider code (only ``fastgw.config``, ``workers.*``
+and the stdlib), so every fork starts from a small, quiet process. The worker entry is
+imported only inside the forked child.
+
+Model (gunicorn's arbiter, simplified):
+
+* signal handlers only wake the main loop (``signal.set_wakeup_fd`` writes the signal
+  number into a pipe; nothing is logged or decided inside a handler);
+* the main loop wakes at least every 0.2 s to reap children, respawn them with a per-slot
+  exponential back-off, and kill workers whose event loop stopped sending heartbeats;
+* a worker that exits with a boot or config error before it ever became ready halts the
+  supervisor: a fresh fork would fail the same way;
+* SIGTERM/SIGINT drain: workers get SIGTERM, finish in-flight requests within
+  ``http.drain_timeout``, stragglers get SIGKILL. A second signal cuts the drain to ~1 s.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastgw.config import load_text
+from workers.admin import AdminServer, format_url
+from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
+from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
+from workers.sockets import Listeners, bind_listeners, migrate_req_warning
+
+WorkerMain = Callable[..., Any]
+"""``worker_main(slot, sock, control, heartbeat_interval)``; never returns in a real worker."""
+
+TICK = 0.2
+"""Main-loop period: how quickly a dead or stalled worker is noticed (SIGCHLD wakes it sooner)."""
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 10.0
+BACKOFF_RESET_AFTER = 30.0
+"""A worker that stayed up this long crashed for a new reason: its slot's back-off starts over."""
+DRAIN_MARGIN = 1.0
+"""Extra time beyond ``http.drain_timeout`` for workers to close and exit after draining."""
+SECOND_SIGNAL_GRACE = 1.0
+RESTART_KEYS = ("listen", "workers", "admin")
+"""Config keys a pushed generation cannot change: they are bound or forked at startup."""
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_PR_SET_PDEATHSIG = 1
+
+
+def log(message: str) -> None:
+    """One line to stderr with a single ``write(2)``.
+
+    No Python-level buffer or lock is involved, so the admin thread may log while the main
+    thread forks, and lines from several processes never interleave mid-line.
+    """
+    os.write(2, f"fastgw supervisor: {message}\n".encode())
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """Installed so the signal is caught; the wakeup fd carries it to the main loop."""
+
+
+def _describe_exit(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        name = HALT_CODES.get(code)
+        return f"exited with code {code}" + (f" ({name})" if name else "")
+    sig = signal.Signals(-code)
+    return f"was killed by {sig.name}" + (" (perhaps out of memory?)" if sig == signal.SIGKILL else "")
+
+
+@dataclass(slots=True)
+class _Slot:
+    """What the supervisor knows about one worker slot (the worker writes its own record)."""
+
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    ready: bool = False
+    failures: int = 0
+    respawn_at: float = 0.0
+    restarts: int = 0
+    kill_reason: str = ""
+
+
+class Supervisor:
+    """Runs one gateway: call :meth:`run` from the main thread; it returns the exit code."""
+
+    def __init__(
+        self,
+        config: dict,
+        config_source: str,
+        *,
+        worker_main: WorkerMain | None = None,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.config_source = config_source
+        self.generation = 0
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.slots = [_Slot(i) for i in range(config["workers"])]
+        self.control = ControlBlock(max_workers=len(self.slots))
+        self._worker_main = worker_main
+        self._listeners: Listeners | None = None
+        self._admin: AdminServer | None = None
+        self._push_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._wake_r = self._wake_w = -1
+
+    # -- public API used by the admin server ---------------------------------------------
+
+    def status(self) -> dict:
+        """Snapshot of the generation and every slot, as served by ``GET /status``."""
+        now = time.monotonic()
+        workers = []
+        for slot in self.slots:
+            pid, started = slot.pid, slot.started  # read once: the main thread may respawn meanwhile
+            record = self._record(slot.index)
+            mine = pid != 0 and record.pid == pid and record.state != STATE_EMPTY
+            state = record.state_name if mine else ("booting" if pid else "down")
+            workers.append(
+                {
+                    "slot": slot.index,
+                    "pid": pid or None,
+                    "state": state,
+                    "ready": state == "ready",
+                    "generation": record.generation if mine else None,
+                    "heartbeat_age_s": round(now - record.heartbeat, 3) if mine and record.heartbeat else None,
+                    "active_requests": record.active_requests if mine else 0,
+                    "connections": record.connections if mine else 0,
+                    "requests_total": record.requests_total if mine else 0,
+                    "uptime_s": round(now - started, 3) if pid else 0.0,
+                    "restarts": slot.restarts,
+                }
+            )
+        return {"generation": self.generation, "workers": workers, "pid": self._pid}
+
+    def push_config(self, text: str, source: str) -> tuple[int, list[str]]:
+        """Validate ``text`` and publish it as the next generation; returns it and warnings.
+
+        Raises ``ConfigError`` (nothing changes) or ``BlobTooLarge``. Keys in
+        :data:`RESTART_KEYS` keep their running values, with a warning for each change.
+        """
+        config = load_text(text, source)
+        with self._push_lock:
+            warnings = []
+            for key in RESTART_KEYS:
+                if config.get(key) != self.config.get(key):
+                    warnings.append(f"{key}: cannot change without a restart; keeping the running value")
+                    config[key] = self.config.get(key)
+            generation = self.generation + 1
+            self._publish(generation, config)
+        log(f"published generation {generation} from {source}")
+        return generation, warnings
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (returns 0) or a worker cannot boot (returns its code)."""
+        try:
+            self._open()
+        except OSError as exc:
+            log(f"cannot start: {exc.strerror or exc}")
+            self._close()
+            return 1
+        self._install_signals()
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            self._announce()
+            return self._supervise()
+        finally:
+            self._shutdown()
+            self._close()
+
+    def _open(self) -> None:
+        listen = self.config["listen"]
+        reuse_port = listen["reuse_port"]
+        warning = migrate_req_warning(reuse_port)
+        if warning:
+            log(f"warning: {warning}")
+        self._publish(1, self.config)
+        host, port = listen["host"], listen["port"]
+        try:
+            self._listeners = bind_listeners(
+                host, port, slots=len(self.slots), reuse_port=reuse_port, backlog=listen["backlog"]
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {format_url(host, port)}: {exc.strerror}") from None
+        admin = self.config.get("admin")
+        if admin:
+            try:
+                self._admin = AdminServer(admin["host"], admin["port"], self, max_body=self.control.slot_size, log=log)
+            except OSError as exc:
+                url = format_url(admin["host"], admin["port"])
+                raise OSError(exc.errno, f"cannot serve the admin API on {url}: {exc.strerror}") from None
+            self._admin.start()
+
+    def _publish(self, generation: int, config: dict) -> None:
+        blob = json.dumps({"generation": generation, "config": config}, separators=(",", ":")).encode()
+        self.control.publish(generation, blob)
+        self.config, self.generation = config, generation
+
+    def _announce(self) -> None:
+        assert self._listeners is not None
+        admin = f"admin {format_url(*self._admin.address)}" if self._admin else "admin off"
+        print(f"fastgw listening on {format_url(*self._listeners.address)} (workers {len(self.slots)}, {admin})")
+        sys.stdout.flush()
+        log(f"started (pid {self._pid}, config {self.config_source}, generation {self.generation})")
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in (*_STOP_SIGNALS, signal.SIGCHLD):
+            signal.signal(sig, _ignore)
+
+    def _wait(self, timeout: float) -> list[int]:
+        """Sleep until a signal arrives or ``timeout`` passes; return the signals received."""
+        ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        if not ready:
+            return []
+        try:
+            return list(os.read(self._wake_r, 4096))
+        except BlockingIOError:
+            return []
+
+    def _supervise(self) -> int:
+        while True:
+            for signum in self._wait(TICK):
+                if signum in _STOP_SIGNALS:
+                    log(f"received {signal.Signals(signum).name}; stopping")
+                    return 0
+            halt = self._reap()
+            if halt is not None:
+                return halt
+            self._watch()
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.pid == 0 and slot.respawn_at <= now:
+                    if self._spawn(slot):
+                        slot.restarts += 1
+                        log(f"worker {slot.index} respawned (pid {slot.pid})")
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _spawn(self, slot: _Slot) -> bool:
+        """Fork a worker for ``slot``; if the fork itself fails, retry after the back-off."""
+        self.control.clear_record(slot.index)
+        # Unflushed parent output would be written a second time by the child.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log(f"cannot fork worker {slot.index}: {exc}; retrying in {self._back_off(slot):g}s")
+            return False
+        if pid == 0:
+            self._become_worker(slot.index)
+        slot.pid, slot.started, slot.ready, slot.kill_reason = pid, time.monotonic(), False, ""
+        return True
+
+    def _back_off(self, slot: _Slot) -> float:
+        """Schedule the slot's next fork: 0.1 s, doubling per failure up to 10 s; returns the delay."""
+        delay = min(BACKOFF_FIRST * 2**slot.failures, BACKOFF_MAX)
+        slot.failures += 1
+        slot.respawn_at = time.monotonic() + delay
+        return delay
+
+    def _become_worker(self, index: int) -> None:
+        """In the forked child: shed the supervisor's state, then run the worker entry; never returns."""
+        code = WORKER_BOOT_ERROR
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # Ctrl-C reaches the whole process group; the supervisor turns it into SIGTERM
+            # so workers drain instead of dying mid-stream.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            _die_with_parent()
+            if os.getppid() != self._pid:  # the supervisor died before prctl took effect
+                os._exit(1)
+            if self._admin:
+                self._admin.close_in_child()
+            assert self._listeners is not None
+            self._listeners.close_others(index)
+            worker_main = self._worker_main
+            if worker_main is None:
+                from workers.worker import run_worker as worker_main
+            worker_main(index, self._listeners.for_slot(index), self.control, self.heartbeat_interval)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(code)
+
+    def _record(self, index: int) -> WorkerRecord:
+        """The slot's record, read until two reads agree: a worker may be rewriting it."""
+        record = self.control.read_record(index)
+        for _ in range(3):
+            again = self.control.read_record(index)
+            if again == record:
+                break
+            record = again
+        return record
+
+    def _find(self, pid: int) -> _Slot | None:
+        return next((slot for slot in self.slots if slot.pid == pid), None)
+
+    def _reap(self) -> int | None:
+        """Collect dead workers and schedule their respawn; return an exit code to halt with."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid == 0:
+                return None
+            slot = self._find(pid)
+            if slot is None:
+                continue
+            record = self._record(slot.index)
+            ever_ready = slot.ready or (record.pid == pid and record.state in (STATE_READY, STATE_DRAINING))
+            code = os.waitstatus_to_exitcode(status)
+            how = _describe_exit(status)
+            if slot.kill_reason:
+                how += f" ({slot.kill_reason})"
+            slot.pid = 0
+            if code in HALT_CODES and not ever_ready:
+                log(f"worker {slot.index} (pid {pid}) {how} before it became ready; halting (see its error above)")
+                return code
+            if time.monotonic() - slot.started >= BACKOFF_RESET_AFTER:
+                slot.failures = 0
+            log(f"worker {slot.index} (pid {pid}) {how}; respawning in {self._back_off(slot):g}s")
+
+    def _watch(self) -> None:
+        """Note workers that became ready; SIGKILL ready ones whose loop stopped heartbeating."""
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.pid == 0 or slot.kill_reason:
+                continue
+            record = self._record(slot.index)
+            if record.pid != slot.pid or record.state != STATE_READY:
+                continue
+            if not slot.ready:
+                slot.ready = True
+                log(f"worker {slot.index} (pid {slot.pid}) ready, generation {record.generation}")
+            age = now - record.heartbeat
+            if age > self.heartbeat_timeout:
+                log(f"worker {slot.index} (pid {slot.pid}) sent no heartbeat for {age:.1f}s; killing it")
+                slot.kill_reason = "heartbeat timeout"
+                os.kill(slot.pid, signal.SIGKILL)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """SIGTERM every worker, wait for the drain, SIGKILL stragglers; never leaves orphans."""
+        if self._listeners:
+            # Workers hold their own copies until they close their servers; once they do,
+            # the sockets really close and new connections are refused, not queued.
+            self._listeners.close()
+            self._listeners = None
+        live = [slot for slot in self.slots if slot.pid]
+        drain = float(self.config["http"]["drain_timeout"])
+        if live:
+            log(f"draining {len(live)} worker(s), up to {drain:g}s")
+        for slot in live:
+            _kill(slot.pid, signal.SIGTERM)
+        deadline = time.monotonic() + drain + DRAIN_MARGIN
+        while live and time.monotonic() < deadline:
+            for signum in self._wait(0.1):
+                cut = time.monotonic() + SECOND_SIGNAL_GRACE
+                if signum in _STOP_SIGNALS and deadline > cut:
+                    log(f"received {signal.Signals(signum).name} again; cutting the drain short")
+                    deadline = cut
+            live = [slot for slot in live if not self._reaped(slot)]
+        for slot in live:
+            log(f"worker {slot.index} (pid {slot.pid}) still running after {drain:g}s drain; killing it")
+            _kill(slot.pid, signal.SIGKILL)
+        for slot in live:
+            os.waitpid(slot.pid, 0)
+            slot.pid = 0
+        log("stopped")
+
+    def _reaped(self, slot: _Slot) -> bool:
+        pid, status = os.waitpid(slot.pid, os.WNOHANG)
+        if pid == 0:
+            return False
+        if status:
+            log(f"worker {slot.index} (pid {pid}) {_describe_exit(status)} while draining")
+        slot.pid = 0
+        return True
+
+    def _close(self) -> None:
+        if self._admin:
+            self._admin.stop()
+            self._admin = None
+        if self._listeners:
+            self._listeners.close()
+            self._listeners = None
+        if self._wake_w != -1:
+            signal.set_wakeup_fd(-1)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+        self.control.close()
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # already dead, not yet reaped
+        pass
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this worker when the supervisor dies, even by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def run(config: dict, config_source: str) -> int:
+    """Entry point of ``fastgw run``: serve ``config`` until stopped; returns the exit code."""
+    return Supervisor(config, config_source).run()
