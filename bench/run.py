@@ -192,7 +192,8 @@ def table_rows(results: dict[str, dict[str, dict]]) -> list[dict[str, object]]:
     def add(label: str, better: str, values: dict[str, float | None], ratio: bool = True) -> None:
         nginx, fastgw = values.get("nginx"), values.get("fastgw")
         rows.append({"metric": label, "better": better, **{t: values.get(t) for t in TARGETS},
-                     "ratio": fastgw / nginx if ratio and nginx and fastgw is not None else None})
+                     "ratio": fastgw / nginx if ratio and nginx and nginx > 0 and fastgw is not None and fastgw >= 0
+                     else None})  # a ratio with a negative (noise) difference in it means nothing
 
     def pick(scenario: str, key: str) -> dict[str, float | None]:
         return {t: r.get(key) for t, r in results.get(scenario, {}).items() if "error" not in r}

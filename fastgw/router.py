@@ -148,7 +148,9 @@ class Router:
 
 
 def _passes(
-    check: tuple[frozenset[bytes] | None, tuple[tuple[bytes, bytes], ...]], method: bytes, headers_get: HeadersGet
+    check: tuple[frozenset[bytes] | None, tuple[tuple[bytes, bytes], ...]],
+    method: bytes,
+    headers_get: HeadersGet,
 ) -> bool:
     methods, headers = check
     if methods is not None and method not in methods:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,12 +43,14 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
+        # stderr goes to a file: a pipe nobody reads would block a chatty process.
+        self.stderr_file = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             args,
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.stderr_file,
             start_new_session=True,
         )
 
@@ -62,9 +65,8 @@ class Proc:
         raise RuntimeError(f"{self.args} never printed {needle!r}; stderr: {self.stderr_tail()}")
 
     def stderr_tail(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        return self.proc.stderr.read().decode()[-3000:]
+        self.stderr_file.seek(0)
+        return self.stderr_file.read().decode(errors="replace")[-3000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
@@ -86,18 +88,24 @@ class MockLLMProcess(Proc):
         super().__init__(
             [sys.executable, "-m", "fastgw", "mock-llm", "--port", str(self.port), "--workers", str(workers), *extra]
         )
-        self.wait_line("listening")
+        try:
+            self.wait_line("listening")
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
         self.url = f"http://127.0.0.1:{self.port}"
 
 
 class Gateway(Proc):
     """``fastgw run`` on a generated config; ``pure`` selects the pure-Python twins."""
 
-    def __init__(self, config: dict, tmp_path: Path, *, pure: bool = False, workers: int = 2) -> None:
+    def __init__(
+        self, config: dict, tmp_path: Path, *, pure: bool = False, workers: int = 2, listen_options: dict | None = None
+    ) -> None:
         self.port = free_port()
         self.admin_port = free_port()
         self.config = {
-            "listen": f"127.0.0.1:{self.port}",
+            "listen": {"address": f"127.0.0.1:{self.port}", **(listen_options or {})},
             "admin": f"127.0.0.1:{self.admin_port}",
             "workers": workers,
             **config,
@@ -111,7 +119,11 @@ class Gateway(Proc):
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
-        self.wait_ready(workers)
+        try:
+            self.wait_ready(workers)
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
 
     def status(self) -> dict:
         return http_json("GET", self.admin + "/status")[1]
@@ -203,7 +215,7 @@ class RawClient:
         self.sock.settimeout(wait)
         try:
             return self.sock.recv(1) == b""
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True

@@ -169,8 +169,9 @@ providers:
 
 
 def test_empty_substitution_is_still_validated() -> None:
-    assert "empty string" in error_at("providers:\n  - {name: p, type: mock, api_keys: ['${E}']}\n",
-                                      "providers[0].api_keys[0]", E="")  # fmt: skip
+    assert "empty string" in error_at(
+        "providers:\n  - {name: p, type: mock, api_keys: ['${E}']}\n", "providers[0].api_keys[0]", E=""
+    )
 
 
 def test_env_defaults_to_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,14 +187,14 @@ def test_missing_env_var_is_an_error_at_its_path_once() -> None:
 
 def test_secret_values_never_appear_in_errors() -> None:
     secret = "sk-live-0123456789abcdef"
-    text = f"""
-listen: "${{SECRET}}"
-workers: "${{SECRET}}"
-redis: "${{SECRET}}"
-http: {{header_timeout: "${{SECRET}}"}}
+    text = """
+listen: "${SECRET}"
+workers: "${SECRET}"
+redis: "${SECRET}"
+http: {header_timeout: "${SECRET}"}
 routes:
-  - upstream: "http://${{SECRET}}/"
-    match: {{host: "${{SECRET}}.example.com", headers: {{x-key: ["${{SECRET}}"]}}}}
+  - upstream: "http://${SECRET}/"
+    match: {host: "${SECRET}.example.com", headers: {x-key: ["${SECRET}"]}}
 """
     found = errors(text, SECRET=secret)
     assert len(found) >= 5
@@ -213,7 +214,16 @@ def test_literal_dollar_brace_and_malformed_reference() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "seconds"),
-    [("250ms", 0.25), ("2s", 2.0), ("1.5s", 1.5), ("1m", 60.0), ("1h", 3600.0), (3, 3.0), (0.5, 0.5), ("7", 7.0)],
+    [
+        ("250ms", 0.25),
+        ("2s", 2.0),
+        ("1.5s", 1.5),
+        ("1m", 60.0),
+        ("1h", 3600.0),
+        (3, 3.0),
+        (0.5, 0.5),
+        ("7", 7.0),
+    ],
 )
 def test_durations(raw: object, seconds: float) -> None:
     config = load(f"http: {{header_timeout: {json.dumps(raw)}}}\n")
@@ -233,9 +243,17 @@ def test_zero_duration_where_it_means_off() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "size"),
-    [(1024, 1024), ('"16k"', 16384), ('"16KiB"', 16384), ('"10m"', 10 << 20), ('"10MB"', 10 << 20),
-     ('"1g"', 1 << 30), ('"512b"', 512), ('"1.5k"', 1536)],
-)  # fmt: skip
+    [
+        (1024, 1024),
+        ('"16k"', 16384),
+        ('"16KiB"', 16384),
+        ('"10m"', 10 << 20),
+        ('"10MB"', 10 << 20),
+        ('"1g"', 1 << 30),
+        ('"512b"', 512),
+        ('"1.5k"', 1536),
+    ],
+)
 def test_sizes(raw: object, size: int) -> None:
     assert load(f"http: {{max_body_size: {raw}}}\n")["http"]["max_body_size"] == size
 
@@ -255,8 +273,13 @@ def test_booleans_are_strict() -> None:
 
 
 def test_type_errors_name_expected_and_found() -> None:
-    assert error_at("http: {max_headers: abc}\n", "http.max_headers") == "expected an integer, found string 'abc'"
-    assert error_at("http: {max_headers: 1.5}\n", "http.max_headers") == "expected an integer, found number 1.5"
+    assert (
+        error_at("http: {max_headers: abc}\n", "http.max_headers")
+        == "expected an integer, found string 'abc'"
+    )
+    assert (
+        error_at("http: {max_headers: 1.5}\n", "http.max_headers") == "expected an integer, found number 1.5"
+    )
     assert error_at("http: []\n", "http") == "expected a mapping, found list"
     assert error_at("providers: {}\n", "providers") == "expected a list, found mapping"
     assert error_at("http: {max_headers: 0}\n", "http.max_headers") == "must be >= 1, found 0"
@@ -279,12 +302,22 @@ def test_unknown_keys_get_a_did_you_mean_hint() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "host", "port"),
-    [("127.0.0.1:8080", "127.0.0.1", 8080), ("'[::1]:8080'", "::1", 8080), ("':8080'", "0.0.0.0", 8080),
-     ("localhost:0", "localhost", 0), ("{address: '10.1.2.3:81'}", "10.1.2.3", 81)],
-)  # fmt: skip
+    [
+        ("127.0.0.1:8080", "127.0.0.1", 8080),
+        ("'[::1]:8080'", "::1", 8080),
+        ("':8080'", "0.0.0.0", 8080),
+        ("localhost:0", "localhost", 0),
+        ("{address: '10.1.2.3:81'}", "10.1.2.3", 81),
+    ],
+)
 def test_listen_forms(raw: str, host: str, port: int) -> None:
     listen = load(f"listen: {raw}\n")["listen"]
-    assert (listen["host"], listen["port"], listen["reuse_port"], listen["backlog"]) == (host, port, True, 2048)
+    assert (listen["host"], listen["port"], listen["reuse_port"], listen["backlog"]) == (
+        host,
+        port,
+        True,
+        2048,
+    )
 
 
 def test_listen_mapping_options() -> None:
@@ -295,9 +328,15 @@ def test_listen_mapping_options() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "fragment"),
-    [("'1.2.3.4'", "missing ':port'"), ("'::1:80'", "needs brackets"), ("'h:99999'", "port must be"),
-     ("'h:x'", "port must be"), ("8080", "expected 'host:port'"), ("'bad host:80'", "invalid host")],
-)  # fmt: skip
+    [
+        ("'1.2.3.4'", "missing ':port'"),
+        ("'::1:80'", "needs brackets"),
+        ("'h:99999'", "port must be"),
+        ("'h:x'", "port must be"),
+        ("8080", "expected 'host:port'"),
+        ("'bad host:80'", "invalid host"),
+    ],
+)
 def test_listen_errors(raw: str, fragment: str) -> None:
     assert fragment in error_at(f"listen: {raw}\n", "listen")
     assert fragment in error_at(f"listen: {{address: {raw}}}\n", "listen.address")
@@ -371,20 +410,28 @@ providers:
 
 
 def test_models_and_targets() -> None:
-    config = load(PROVIDERS + """
+    config = load(
+        PROVIDERS
+        + """
 models:
   - name: gpt-4o-mini
     targets: [{provider: oa, model: gpt-4o-mini-2024}, {provider: m}]
   - name: "gpt-4*"
     targets: [{provider: oa}]
-""")  # fmt: skip
+"""
+    )
     first, wildcard = config["models"]
-    assert first["targets"] == [{"provider": "oa", "model": "gpt-4o-mini-2024"}, {"provider": "m", "model": "gpt-4o-mini"}]
+    assert first["targets"] == [
+        {"provider": "oa", "model": "gpt-4o-mini-2024"},
+        {"provider": "m", "model": "gpt-4o-mini"},
+    ]
     assert wildcard == {"name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}]}
 
 
 def test_model_errors() -> None:
-    found = errors(PROVIDERS + """
+    found = errors(
+        PROVIDERS
+        + """
 models:
   - {name: a, targets: [{provider: oai}]}
   - {name: b, targets: []}
@@ -392,7 +439,8 @@ models:
   - {name: "x*y*", targets: [{provider: oa}]}
   - {name: d, targets: [{provider: oa, model: "y*"}]}
   - {name: a, targets: [{provider: nobody}, {model: z}]}
-""")  # fmt: skip
+"""
+    )
     assert "models[0].targets[0].provider: unknown provider 'oai'; did you mean 'oa'?" in found
     assert "models[1].targets: at least one target is required" in found
     assert "models[2].targets: required" in found
@@ -404,29 +452,40 @@ models:
     assert len(found) == 8
 
 
-MODELS = PROVIDERS + "models:\n  - {name: gpt, targets: [{provider: oa}]}\n  - {name: 'o*', targets: [{provider: oa}]}\n"
+MODELS = (
+    PROVIDERS
+    + "models:\n  - {name: gpt, targets: [{provider: oa}]}\n  - {name: 'o*', targets: [{provider: oa}]}\n"
+)
 
 
 def test_consumers() -> None:
-    config = load(MODELS + """
+    config = load(
+        MODELS
+        + """
 consumers:
   - {name: a, api_keys: [ka], models: [gpt, "o*"]}
   - {name: b, api_keys: [kb1, kb2]}
   - {name: c, api_keys: [kc], models: ["*"]}
-""")  # fmt: skip
+"""
+    )
     assert config["consumers"][0] == {"name": "a", "api_keys": ["ka"], "models": ["gpt", "o*"]}
     assert config["consumers"][1]["models"] == ["*"]
 
 
 def test_consumer_errors_never_print_keys() -> None:
-    found = errors(MODELS + """
+    found = errors(
+        MODELS
+        + """
 consumers:
   - {name: a, api_keys: [secret-key-1], models: [gtp, o1]}
   - {name: b, api_keys: [other, secret-key-1]}
   - {name: a}
-""")  # fmt: skip
+"""
+    )
     assert "consumers[0].models[0]: unknown model 'gtp'; did you mean 'gpt'?" in found
-    assert any(e.startswith("consumers[0].models[1]: unknown model 'o1'") for e in found)  # 'o*' is a name, not a pattern
+    assert any(
+        e.startswith("consumers[0].models[1]: unknown model 'o1'") for e in found
+    )  # 'o*' is a name, not a pattern
     assert "consumers[1].api_keys[1]: this key is already used by consumers[0]" in found
     assert "consumers[2].api_keys: required" in found
     assert "consumers[2].name: duplicate name 'a' (already used by consumers[0])" in found
@@ -469,10 +528,14 @@ routes:
     upstream: http://u:1
   - match: {path: {prefix: /p}}
     upstream: http://u:1
-""")  # fmt: skip
+""")
     m0, m1, m2, m3 = (r["match"] for r in config["routes"])
-    assert m0 == {"host": "api.example.com", "path": {"type": "prefix", "value": "/api"}, "methods": ["GET", "POST"],
-                  "headers": {"x-canary": "1", "x-v": "2"}}  # fmt: skip
+    assert m0 == {
+        "host": "api.example.com",
+        "path": {"type": "prefix", "value": "/api"},
+        "methods": ["GET", "POST"],
+        "headers": {"x-canary": "1", "x-v": "2"},
+    }
     assert m1["host"] == "*.example.com" and m1["path"] == {"type": "exact", "value": "/healthz"}
     assert m2["host"] is None and m2["path"] == {"type": "regex", "value": "^/v[0-9]+/"}
     assert m3["path"] == {"type": "prefix", "value": "/p"}
@@ -489,10 +552,16 @@ routes:
       timeouts: {connect: 250ms, first_byte: 5s}
       pool: {max_idle: 0, idle_timeout: 1m}
   - upstream: {endpoints: [http://a:1], host_header: "internal.example:8443"}
-""")  # fmt: skip
+""")
     upstream = config["routes"][0]["upstream"]
     assert upstream["endpoints"] == [
-        {"url": "https://api.example.com:443", "scheme": "https", "host": "api.example.com", "port": 443, "weight": 1},
+        {
+            "url": "https://api.example.com:443",
+            "scheme": "https",
+            "host": "api.example.com",
+            "port": 443,
+            "weight": 1,
+        },
         {"url": "http://[::1]:8080", "scheme": "http", "host": "::1", "port": 8080, "weight": 3},
     ]
     assert upstream["balance"] == "least_request" and upstream["host_header"] == "upstream"
@@ -559,7 +628,13 @@ def test_default_route_names_must_not_clash() -> None:
 def test_many_errors_are_reported_at_once() -> None:
     text = "listn: 1\nworkers: 0\nhttp: {max_body_size: big}\nroutes: [{upstream: ftp://x}]\nredis: x\n"
     found = errors(text)
-    assert [e.split(":")[0] for e in found] == ["listn", "workers", "redis", "http.max_body_size", "routes[0].upstream"]
+    assert [e.split(":")[0] for e in found] == [
+        "listn",
+        "workers",
+        "redis",
+        "http.max_body_size",
+        "routes[0].upstream",
+    ]
 
 
 def test_ten_thousand_routes() -> None:
@@ -571,7 +646,10 @@ def test_ten_thousand_routes() -> None:
             else {"path": f"/svc/{i}/"},
             "upstream": f"http://10.0.{i // 250}.{i % 250}:8080"
             if i % 3
-            else {"endpoints": [f"http://a{i}:80", {"url": f"https://b{i}", "weight": 2}], "timeouts": {"connect": "250ms"}},
+            else {
+                "endpoints": [f"http://a{i}:80", {"url": f"https://b{i}", "weight": 2}],
+                "timeouts": {"connect": "250ms"},
+            },
         }
         for i in range(10_000)
     ]
@@ -582,11 +660,18 @@ def test_ten_thousand_routes() -> None:
         "found string 'http://bad/path'"
     ]
     routes[9_999]["upstream"] = "http://good:1"
-    for source in (json.dumps({"routes": routes}), yaml.safe_dump({"routes": routes})):
+    block_yaml = "routes:\n" + "".join(
+        f"  - {json.dumps(route)}\n" for route in routes
+    )  # not JSON: YAML parses it
+    for source in (json.dumps({"routes": routes}), block_yaml):
         config = load(source)
         assert len(config["routes"]) == 10_000
-        assert config["routes"][7]["match"] == {"host": "h7.example.com", "path": {"type": "exact", "value": "/x/7"},
-                                                "methods": ["GET"], "headers": {}}  # fmt: skip
+        assert config["routes"][7]["match"] == {
+            "host": "h7.example.com",
+            "path": {"type": "exact", "value": "/x/7"},
+            "methods": ["GET"],
+            "headers": {},
+        }
         assert config["routes"][3]["upstream"]["endpoints"][1]["url"] == "https://b3:443"
         assert config["routes"][3]["upstream"]["timeouts"]["connect"] == 0.25
         assert config["routes"][5000]["match"]["path"] == {"type": "prefix", "value": "/svc/5000/"}
@@ -621,3 +706,11 @@ def test_examples_load() -> None:
     assert check_file(str(EXAMPLES / "routes-demo.yaml"), env={}) == []
     unset = check_file(str(EXAMPLES / "gateway.yaml"), env={})
     assert unset and all("is not set" in e for e in unset)
+
+
+def test_paths_keep_their_index_after_a_broken_entry() -> None:
+    found = errors("routes: [5, {name: a, upstream: 'http://a:1'}, {name: a, upstream: 'http://a:1'}]\n")
+    assert found == [
+        "routes[0]: expected a mapping, found integer 5",
+        "routes[2].name: duplicate name 'a' (already used by routes[1])",
+    ]

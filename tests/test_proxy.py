@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -29,8 +30,46 @@ def upstream_b():
     mock.stop()
 
 
-def routes_for(upstream: MockLLMProcess, upstream_b: MockLLMProcess, dead_port: int) -> list[dict]:
+class UpgradeEchoServer:
+    """An upstream that answers an Upgrade request with 101, then echoes raw bytes back."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            request, _, early = head.partition(b"\r\n\r\n")
+            assert b"upgrade: websocket" in request.lower()
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            if early:
+                conn.sendall(early)
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+
+@pytest.fixture(scope="module")
+def ws_upstream():
+    server = UpgradeEchoServer()
+    yield server
+    server.sock.close()
+
+
+def routes_for(upstream: MockLLMProcess, upstream_b: MockLLMProcess, dead_port: int, ws_port: int) -> list[dict]:
     return [
+        {"name": "ws", "match": {"path": {"exact": "/ws"}}, "upstream": f"http://127.0.0.1:{ws_port}"},
         {"name": "by-host", "match": {"host": "api.example.com", "path": "/"}, "upstream": {"endpoints": [upstream.url], "host_header": "upstream"}},
         {"name": "by-header", "match": {"path": "/echo", "headers": {"x-tenant": "blue"}}, "upstream": {"endpoints": [upstream_b.url], "host_header": "upstream"}},
         {"name": "regex", "match": {"path": {"regex": "^/items/[0-9]+$"}, "methods": ["GET"]}, "upstream": {"endpoints": [upstream.url], "strip_prefix": "/items", "host_header": "upstream"}},
@@ -45,10 +84,10 @@ def routes_for(upstream: MockLLMProcess, upstream_b: MockLLMProcess, dead_port: 
 
 
 @pytest.fixture(scope="module", params=["compiled", "pure"])
-def gw(request, tmp_path_factory, upstream, upstream_b):
+def gw(request, tmp_path_factory, upstream, upstream_b, ws_upstream):
     config = {
-        "http": {"header_timeout": "1s", "max_body_size": "8m", "max_header_size": "8k", "max_headers": 50},
-        "routes": routes_for(upstream, upstream_b, free_port()),
+        "http": {"drain_timeout": "3s", "header_timeout": "1s", "max_body_size": "8m", "max_header_size": "8k", "max_headers": 50},
+        "routes": routes_for(upstream, upstream_b, free_port(), ws_upstream.port),
     }
     gateway = Gateway(config, tmp_path_factory.mktemp("gw"), pure=request.param == "pure")
     gateway.upstreams = (upstream, upstream_b)
@@ -177,6 +216,20 @@ def test_sse_relay(gw):
     status, headers, body = c.read_response()
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     assert body.count(b"data:") == 5
+
+
+def test_upgrade_is_tunnelled_both_ways(gw):
+    c = RawClient(gw.port)
+    c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    status, headers, _ = c.read_response()
+    assert status == 101 and headers["upgrade"] == "websocket"
+    for message in (b"ping", b"\x81\x05hello", bytes(range(256)) * 100):
+        c.send(message)
+        got = c.buf
+        while len(got) < len(message):
+            got += c.sock.recv(65536)
+        c.buf = b""
+        assert got == message
 
 
 # -- routing -------------------------------------------------------------------------------
@@ -317,3 +370,24 @@ def test_idle_keepalive_connection_is_closed_quietly(gw, tmp_path, upstream):
         assert c.buf == b""
     finally:
         gateway.stop()
+
+
+def test_shared_listener_mode_serves(tmp_path, upstream):
+    gateway = Gateway(
+        {"routes": [{"match": {"path": "/"}, "upstream": upstream.url}]},
+        tmp_path,
+        workers=2,
+        listen_options={"reuse_port": False},
+    )
+    try:
+        for _ in range(20):
+            c = RawClient(gateway.port)
+            c.send(b"GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert c.read_response()[0] == 200
+            c.close()
+        deadline = time.monotonic() + 2
+        while sum(w["requests_total"] for w in gateway.status()["workers"]) < 20:  # counters publish per tick
+            assert time.monotonic() < deadline, gateway.status()
+            time.sleep(0.05)
+    finally:
+        assert gateway.stop() == 0

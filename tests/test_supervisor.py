@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from gateway import ROOT, Gateway, Proc, free_port, http_json
 
 MOCK = {
@@ -368,7 +369,7 @@ def test_stalled_worker_is_killed_and_replaced(standin: Callable[..., StandIn]) 
     assert status["workers"][1]["pid"] != victim
     stderr = stop_and_stderr(sup)
     assert f"worker 1 (pid {victim}) sent no heartbeat for" in stderr
-    assert "was killed by SIGKILL (perhaps out of memory?) (heartbeat timeout); respawning in" in stderr
+    assert f"(pid {victim}) was killed by SIGKILL (heartbeat timeout); respawning in 0.1s" in stderr
 
 
 def test_second_signal_cuts_the_drain_short(standin: Callable[..., StandIn]) -> None:
@@ -383,4 +384,4 @@ def test_second_signal_cuts_the_drain_short(standin: Callable[..., StandIn]) -> 
     assert not any(alive(pid) for pid in pids)
     stderr = sup.proc.stderr.read().decode()
     assert "received SIGINT again; cutting the drain short" in stderr
-    assert "still running after 30s drain; killing it" in stderr
+    assert "still running at the end of the drain; killing it" in stderr

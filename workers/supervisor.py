@@ -69,12 +69,16 @@ def _ignore(signum: int, frame: object) -> None:
     """Installed so the signal is caught; the wakeup fd carries it to the main loop."""
 
 
-def _describe_exit(status: int) -> str:
+def _describe_exit(status: int, kill_reason: str = "") -> str:
+    """``exited with code 4 (config error)``, ``was killed by SIGKILL (perhaps out of memory?)``."""
     code = os.waitstatus_to_exitcode(status)
     if code >= 0:
         name = HALT_CODES.get(code)
         return f"exited with code {code}" + (f" ({name})" if name else "")
     sig = signal.Signals(-code)
+    if kill_reason:
+        return f"was killed by {sig.name} ({kill_reason})"
+    # Nobody here sent it: the kernel's OOM killer is the usual suspect.
     return f"was killed by {sig.name}" + (" (perhaps out of memory?)" if sig == signal.SIGKILL else "")
 
 
@@ -341,9 +345,7 @@ class Supervisor:
             record = self._record(slot.index)
             ever_ready = slot.ready or (record.pid == pid and record.state in (STATE_READY, STATE_DRAINING))
             code = os.waitstatus_to_exitcode(status)
-            how = _describe_exit(status)
-            if slot.kill_reason:
-                how += f" ({slot.kill_reason})"
+            how = _describe_exit(status, slot.kill_reason)
             slot.pid = 0
             if code in HALT_CODES and not ever_ready:
                 log(f"worker {slot.index} (pid {pid}) {how} before it became ready; halting (see its error above)")
@@ -368,7 +370,7 @@ class Supervisor:
             if age > self.heartbeat_timeout:
                 log(f"worker {slot.index} (pid {slot.pid}) sent no heartbeat for {age:.1f}s; killing it")
                 slot.kill_reason = "heartbeat timeout"
-                os.kill(slot.pid, signal.SIGKILL)
+                _kill(slot.pid, signal.SIGKILL)
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -394,7 +396,7 @@ class Supervisor:
                     deadline = cut
             live = [slot for slot in live if not self._reaped(slot)]
         for slot in live:
-            log(f"worker {slot.index} (pid {slot.pid}) still running after {drain:g}s drain; killing it")
+            log(f"worker {slot.index} (pid {slot.pid}) still running at the end of the drain; killing it")
             _kill(slot.pid, signal.SIGKILL)
         for slot in live:
             os.waitpid(slot.pid, 0)

@@ -47,7 +47,9 @@ def _expand(value: str, path: str, env: Mapping[str, str], issues: Issues) -> st
         if whole == "$${":
             return "${"
         if name is None:
-            issues.add(path, "malformed reference: use ${NAME} or ${NAME:-default} (write $${ for a literal '${')")
+            issues.add(
+                path, "malformed reference: use ${NAME} or ${NAME:-default} (write $${ for a literal '${')"
+            )
             issues.unresolved.add(path)
             return ""
         found = env.get(name)
@@ -57,7 +59,10 @@ def _expand(value: str, path: str, env: Mapping[str, str], issues: Issues) -> st
         if default is not None:  # like the shell, ':-' also covers a set-but-empty variable
             return default
         if found is None:
-            issues.add(path, f"environment variable {name!r} is not set and has no default (write ${{{name}:-default}})")
+            issues.add(
+                path,
+                f"environment variable {name!r} is not set and has no default (write ${{{name}:-default}})",
+            )
             issues.unresolved.add(path)
         return ""
 

@@ -43,8 +43,10 @@ class Issues:
                 return "string '***'"
             shown = value if len(value) <= 60 else value[:57] + "..."
             return f"string {shown!r}"
-        if value is None or isinstance(value, (bool, int, float)):
-            return f"{kind(value)} {value!r}" if value is not None else "null"
+        if isinstance(value, bool):
+            return f"boolean {'true' if value else 'false'}"
+        if isinstance(value, (int, float)):
+            return f"{kind(value)} {value!r}"
         return kind(value)
 
 
@@ -77,12 +79,10 @@ def mapping(value: Any, path: str, issues: Issues, allowed: Collection[str]) -> 
     if not isinstance(value, dict):
         issues.add(path, f"expected a mapping, found {issues.describe(value)}")
         return None
-    if value.keys() - allowed:
-        for key in value:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "expected one of: " + ", ".join(allowed)
-                issues.add(join(path, key), f"unknown key; {hint}")
+    for key in [key for key in value if key not in allowed]:
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "expected one of: " + ", ".join(allowed)
+        issues.add(join(path, key), f"unknown key; {hint}")
     return value
 
 
@@ -95,11 +95,27 @@ def sequence(value: Any, path: str, issues: Issues) -> list | None:
 
 def fields(value: Any, path: str, issues: Issues, spec: dict[str, tuple[Check, Any]]) -> dict:
     """Check a mapping of simple fields; absent ones take the default from ``spec``."""
+    if value == {}:
+        return {key: default for key, (_, default) in spec.items()}
     given = mapping(value, path, issues, spec) or {}
     out = {}
     for key, (check, default) in spec.items():
         out[key] = check(given[key], f"{path}.{key}", issues) if key in given else default
     return out
+
+
+def unique_names(section: str, names: list[tuple[int, str | None]], issues: Issues) -> None:
+    """Names must be unique within a section; ``names`` holds ``(index in section, name)``."""
+    first: dict[str, int] = {}
+    for i, name in names:
+        if name is None:
+            continue
+        if name in first:
+            issues.add(
+                f"{section}[{i}].name", f"duplicate name {name!r} (already used by {section}[{first[name]}])"
+            )
+        else:
+            first[name] = i
 
 
 def text(value: Any, path: str, issues: Issues) -> str | None:
@@ -168,7 +184,10 @@ def duration(allow_zero: bool = False) -> Check:
             number, unit = float(m.group(1)), m.group(2) or "s"
             seconds = number / 1000 if unit == "ms" else number * _SECONDS_PER[unit]
         else:
-            issues.add(path, f"expected a duration (seconds, or e.g. '250ms', '2s', '1m'), found {issues.describe(value)}")
+            issues.add(
+                path,
+                f"expected a duration (seconds, or e.g. '250ms', '2s', '1m'), found {issues.describe(value)}",
+            )
             return None
         if seconds < 0 or (seconds == 0 and not allow_zero) or seconds != seconds or seconds == float("inf"):
             issues.add(path, f"must be {'>= 0' if allow_zero else '> 0'} and finite, found {seconds}")
@@ -190,7 +209,9 @@ def size(value: Any, path: str, issues: Issues) -> int | None:
         unit = m.group(2)
         number = int(float(m.group(1)) * _BYTES_PER[unit.lower() if unit else None])
     else:
-        issues.add(path, f"expected a size (bytes, or e.g. '16k', '10MiB', '1g'), found {issues.describe(value)}")
+        issues.add(
+            path, f"expected a size (bytes, or e.g. '16k', '10MiB', '1g'), found {issues.describe(value)}"
+        )
         return None
     if number < 1:
         issues.add(path, f"must be > 0 bytes, found {number}")

@@ -60,7 +60,9 @@ def endpoint(value: Any, path: str, issues: Issues) -> dict | None:
     m = _ENDPOINT.match(value) if isinstance(value, str) else None
     if m is None:
         found = issues.describe(value)
-        issues.add(path, f"expected 'http://host[:port]' or 'https://host[:port]' without a path, found {found}")
+        issues.add(
+            path, f"expected 'http://host[:port]' or 'https://host[:port]' without a path, found {found}"
+        )
         return None
     scheme, host, port = m.group(1).lower(), m.group(2).lower(), m.group(3)
     if scheme not in _DEFAULT_PORTS:

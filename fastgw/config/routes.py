@@ -35,6 +35,7 @@ from fastgw.config.fields import (
     one_of,
     sequence,
     text,
+    unique_names,
 )
 from fastgw.config.net import endpoint, valid_host
 
@@ -52,7 +53,7 @@ _HOST_VALUE = re.compile(r"[!-~]+\Z")  # visible ASCII: a literal Host header ca
 
 def routes(value: Any, issues: Issues) -> list[dict]:
     """Check and normalise the ``routes`` list; names default to ``route-<index>``."""
-    out = []
+    out, names = [], []
     for i, item in enumerate(sequence(value, "routes", issues) or []):
         path = f"routes[{i}]"
         given = mapping(item, path, issues, _ROUTE_KEYS)
@@ -66,11 +67,8 @@ def routes(value: Any, issues: Issues) -> list[dict]:
             issues.add(f"{path}.upstream", "required")
             upstream = None
         out.append({"name": name, "match": match, "upstream": upstream})
-    first: dict[str, int] = {}
-    for i, route in enumerate(out):
-        name = route["name"]
-        if name is not None and first.setdefault(name, i) != i:
-            issues.add(f"routes[{i}].name", f"duplicate name {name!r} (already used by routes[{first[name]}])")
+        names.append((i, name))
+    unique_names("routes", names, issues)
     return out
 
 
@@ -78,7 +76,9 @@ def _match(value: Any, path: str, issues: Issues) -> dict:
     given = mapping(value, path, issues, _MATCH_KEYS) or {}
     return {
         "host": _host(given.get("host"), f"{path}.host", issues),
-        "path": _path(given["path"], f"{path}.path", issues) if "path" in given else {"type": "prefix", "value": "/"},
+        "path": _path(given["path"], f"{path}.path", issues)
+        if "path" in given
+        else {"type": "prefix", "value": "/"},
         "methods": _methods(given.get("methods"), f"{path}.methods", issues),
         "headers": _headers(given.get("headers"), f"{path}.headers", issues),
     }
@@ -93,7 +93,10 @@ def _host(value: Any, path: str, issues: Issues) -> str | None:
             return None
         if valid_host(host[2:] if host.startswith("*.") else host):
             return host
-    issues.add(path, f"expected a host like 'api.example.com' or '*.example.com' (no port), found {issues.describe(value)}")
+    issues.add(
+        path,
+        f"expected a host like 'api.example.com' or '*.example.com' (no port), found {issues.describe(value)}",
+    )
     return None
 
 
@@ -173,10 +176,14 @@ def _upstream(value: Any, path: str, issues: Issues) -> dict | None:
         endpoints = _endpoints(given, f"{path}.endpoints", issues)
     strip = given.get("strip_prefix")
     if strip is not None and not (isinstance(strip, str) and strip.startswith("/")):
-        issues.add(f"{path}.strip_prefix", f"expected a path starting with '/', found {issues.describe(strip)}")
+        issues.add(
+            f"{path}.strip_prefix", f"expected a path starting with '/', found {issues.describe(strip)}"
+        )
     return {
         "endpoints": endpoints,
-        "balance": _BALANCE(given["balance"], f"{path}.balance", issues) if "balance" in given else "round_robin",
+        "balance": _BALANCE(given["balance"], f"{path}.balance", issues)
+        if "balance" in given
+        else "round_robin",
         "host_header": _host_header(given.get("host_header", "preserve"), f"{path}.host_header", issues),
         "strip_prefix": strip,
         "timeouts": fields(given.get("timeouts", {}), f"{path}.timeouts", issues, _TIMEOUTS),

@@ -61,11 +61,33 @@ from fastgw.config.fields import (
     size,
     text,
     text_list,
+    unique_names,
 )
 from fastgw.config.routes import routes
 
-TOP_LEVEL_KEYS = ("listen", "workers", "admin", "redis", "http", "providers", "models", "consumers", "limits", "routes")
-PROVIDER_TYPES = ("openai", "azure", "anthropic", "gemini", "ollama", "qwen", "deepseek", "openai-compatible", "mock")
+TOP_LEVEL_KEYS = (
+    "listen",
+    "workers",
+    "admin",
+    "redis",
+    "http",
+    "providers",
+    "models",
+    "consumers",
+    "limits",
+    "routes",
+)
+PROVIDER_TYPES = (
+    "openai",
+    "azure",
+    "anthropic",
+    "gemini",
+    "ollama",
+    "qwen",
+    "deepseek",
+    "openai-compatible",
+    "mock",
+)
 _PROVIDER_TYPE = one_of(*PROVIDER_TYPES)
 
 _HTTP = {
@@ -91,7 +113,10 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     """Check a parsed config and return its normalised form (meaningless if issues were found)."""
     if not isinstance(data, dict):
         found = "an empty document" if data is None else issues.describe(data)
-        issues.add(source, f"the top level must be a mapping of keys such as listen, providers, routes; found {found}")
+        issues.add(
+            source,
+            f"the top level must be a mapping of keys such as listen, providers, routes; found {found}",
+        )
         return {}
     mapping(data, "", issues, TOP_LEVEL_KEYS)
     config = {
@@ -120,7 +145,9 @@ def _listen(value: Any, issues: Issues) -> dict:
     return {
         "host": host,
         "port": port,
-        "reuse_port": boolean(given["reuse_port"], "listen.reuse_port", issues) if "reuse_port" in given else True,
+        "reuse_port": boolean(given["reuse_port"], "listen.reuse_port", issues)
+        if "reuse_port" in given
+        else True,
         "backlog": integer(1)(given["backlog"], "listen.backlog", issues) if "backlog" in given else 2048,
     }
 
@@ -145,18 +172,6 @@ def _required(given: dict, key: str, path: str, issues: Issues, check: Check) ->
     return check(given[key], f"{path}.{key}", issues)
 
 
-def _check_unique(names: list[tuple[str, str | None]], issues: Issues) -> None:
-    """Names must be unique in a section; ``names`` is ``[(path of the entry, name)]``."""
-    first: dict[str, str] = {}
-    for path, name in names:
-        if name is None:
-            continue
-        if name in first:
-            issues.add(f"{path}.name", f"duplicate name {name!r} (already used by {first[name]})")
-        else:
-            first[name] = path
-
-
 def _unknown_name(what: str, name: str, known: set[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"defined: {', '.join(sorted(known)) or 'none'}"
@@ -164,7 +179,7 @@ def _unknown_name(what: str, name: str, known: set[str]) -> str:
 
 
 def _providers(value: Any, issues: Issues) -> list[dict]:
-    out = []
+    out, names = [], []
     for i, item in enumerate(sequence(value, "providers", issues) or []):
         path = f"providers[{i}]"
         given = mapping(item, path, issues, _PROVIDER_KEYS)
@@ -182,9 +197,10 @@ def _providers(value: Any, issues: Issues) -> list[dict]:
             _check_json(options, f"{path}.options", issues)
         else:
             issues.add(f"{path}.options", f"expected a mapping, found {issues.describe(options)}")
+        names.append((i, _required(given, "name", path, issues, text)))
         out.append(
             {
-                "name": _required(given, "name", path, issues, text),
+                "name": names[-1][1],
                 "type": kind,
                 "base_url": url,
                 "api_keys": text_list(given.get("api_keys", []), f"{path}.api_keys", issues),
@@ -192,7 +208,7 @@ def _providers(value: Any, issues: Issues) -> list[dict]:
                 "options": options,
             }
         )
-    _check_unique([(f"providers[{i}]", p["name"]) for i, p in enumerate(out)], issues)
+    unique_names("providers", names, issues)
     return out
 
 
@@ -205,21 +221,24 @@ def _check_json(value: Any, path: str, issues: Issues) -> None:
 
 
 def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
-    out = []
+    out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
         given = mapping(item, path, issues, ("name", "targets"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
+        names.append((i, name))
         if name is not None and name.count("*") > 1:
             issues.add(f"{path}.name", "at most one '*' wildcard is allowed")
         targets = _required(given, "targets", path, issues, sequence)
         if targets == []:
             issues.add(f"{path}.targets", "at least one target is required")
-        chain = [_target(t, f"{path}.targets[{j}]", name, providers, issues) for j, t in enumerate(targets or [])]
+        chain = [
+            _target(t, f"{path}.targets[{j}]", name, providers, issues) for j, t in enumerate(targets or [])
+        ]
         out.append({"name": name, "targets": chain})
-    _check_unique([(f"models[{i}]", m["name"]) for i, m in enumerate(out)], issues)
+    unique_names("models", names, issues)
     return out
 
 
@@ -237,7 +256,7 @@ def _target(value: Any, path: str, public: str | None, providers: set[str], issu
 
 
 def _consumers(value: Any, models: set[str], issues: Issues) -> list[dict]:
-    out = []
+    out, names = [], []
     key_owner: dict[str, str] = {}
     for i, item in enumerate(sequence(value, "consumers", issues) or []):
         path = f"consumers[{i}]"
@@ -253,9 +272,9 @@ def _consumers(value: Any, models: set[str], issues: Issues) -> list[dict]:
         for j, name in enumerate(allowed):
             if name is not None and name != "*" and name not in models:
                 issues.add(f"{path}.models[{j}]", _unknown_name("model", name, models))
-        name = _required(given, "name", path, issues, text)
-        out.append({"name": name, "api_keys": keys, "models": allowed})
-    _check_unique([(f"consumers[{i}]", c["name"]) for i, c in enumerate(out)], issues)
+        names.append((i, _required(given, "name", path, issues, text)))
+        out.append({"name": names[-1][1], "api_keys": keys, "models": allowed})
+    unique_names("consumers", names, issues)
     return out
 
 

@@ -103,7 +103,9 @@ def _scalar(event: events.ScalarEvent) -> Any:
     try:
         return construct(yaml.ScalarNode(tag, value))
     except (ValueError, yaml.YAMLError):
-        raise _Invalid(f"line {event.start_mark.line + 1}: {value!r} is not a valid {tag[len(_CORE):]}") from None
+        raise _Invalid(
+            f"line {event.start_mark.line + 1}: {value!r} is not a valid {tag[len(_CORE) :]}"
+        ) from None
 
 
 def _build(stream: Any) -> Any:
@@ -135,7 +137,9 @@ def _build(stream: Any) -> Any:
             open_anchors.discard(anchor)
         elif kind is events.AliasEvent:
             if event.anchor in open_anchors:
-                raise _Invalid(f"line {event.start_mark.line + 1}: alias *{event.anchor} is inside its own anchor")
+                raise _Invalid(
+                    f"line {event.start_mark.line + 1}: alias *{event.anchor} is inside its own anchor"
+                )
             if event.anchor not in anchors:
                 raise _Invalid(f"line {event.start_mark.line + 1}: undefined alias *{event.anchor}")
             value = anchors[event.anchor]

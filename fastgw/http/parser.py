@@ -30,6 +30,7 @@ from fastgw.http.errors import END, ParseError
 __all__ = ["END", "ParseError", "RequestHead", "ResponseHead", "RequestParser", "ResponseParser", "serialize_head"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*)", re.S)
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs except HTAB, and DEL
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
@@ -323,8 +324,26 @@ class _Parser:
         """Consume complete lines of a head (or of a trailer section) until it ends or data runs out."""
         buf = self._buf
         limit = self._max_head_size
+        state = self._state
+        pos = self._pos
+        if state == _HEAD and self._head is None and not self._scanned:
+            # Fast path for a whole head already buffered, CRLF only, within the limits: the same
+            # per-line checks in the same order, minus the per-line scanning and size bookkeeping.
+            # Anything unusual (bare LF, leading blank line, limits) takes the general loop below.
+            t = buf.find(b"\r\n\r\n", pos, pos + limit)
+            if t > pos:
+                block = bytes(buf[pos:t])
+                lines = block.split(b"\r\n")
+                if lines[0] and block.count(b"\n") == len(lines) - 1:
+                    self._head_len = t + 4 - pos
+                    self._pos = pos = pos + len(lines[0]) + 2
+                    self._start_line(lines[0])
+                    for i in range(1, len(lines)):
+                        self._pos = pos = pos + len(lines[i]) + 2
+                        self._header(lines[i])
+                    self._pos = t + 4
+                    return self._finish_head()
         while True:
-            pos = self._pos
             lf = buf.find(b"\n", pos + self._scanned)
             if lf < 0:
                 if self._head_len + len(buf) - pos > limit:
@@ -334,15 +353,17 @@ class _Parser:
             self._scanned = 0
             self._pos = lf + 1
             end = lf - 1 if lf > pos and buf[lf - 1] == 13 else lf
-            if end == pos and self._head is None and self._state == _HEAD:
+            if end == pos and self._head is None and state == _HEAD:
+                pos = lf + 1
                 continue  # blank lines before a start line are ignored (RFC 9112 2.2)
             self._head_len += lf + 1 - pos
             if self._head_len > limit:
                 self._too_large()
             if end == pos:
-                return self._finish_head() if self._state == _HEAD else self._end_message()
+                return self._finish_head() if state == _HEAD else self._end_message()
             line = bytes(buf[pos:end])
-            if self._state == _TRAILERS:
+            pos = lf + 1
+            if state == _TRAILERS:
                 self._field(line)
             elif self._head is None:
                 self._start_line(line)
@@ -418,7 +439,11 @@ class _Parser:
         if self._nheaders >= self._max_headers:
             self._fail(431, "too many header fields")
         self._nheaders += 1
-        name, value = self._field(line)
+        m = _FIELD.fullmatch(line)  # fast path; _field() re-checks a bad line to name its fault
+        value = m.group(2).strip(b" \t") if m is not None else None
+        if value is None or _BAD_VALUE.search(value):
+            self._field(line)
+        name = m.group(1)
         head = self._head
         head.headers.append((name, value))
         kind = _SPECIAL.get(name.lower())

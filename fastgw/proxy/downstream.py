@@ -553,6 +553,10 @@ class HttpServerProtocol(asyncio.Protocol):
             # A pooled connection the upstream had closed: safe to resend if we still hold the body.
             self._upstream_failed(502, "upstream closed the connection before answering", retry=conn.reused)
 
+    def on_tunnel_data(self, data: bytes) -> None:
+        if self.state == S_TUNNEL:
+            self.transport.write(data)
+
     def on_upstream_pause(self) -> None:
         if not self.reading_paused and self.transport is not None:
             self.reading_paused = True
@@ -565,6 +569,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _start_tunnel(self, conn: UpstreamConnection, out: list[bytes]) -> None:
         """After 101: whatever either side sends goes to the other, unparsed."""
+        conn.tunnel = True
         rest = conn.parser.take_rest()
         if rest:
             out.append(rest)

@@ -23,6 +23,7 @@ class UpstreamOwner(Protocol):
     """What an exchange implements to receive its upstream's events."""
 
     def on_upstream_data(self, conn: UpstreamConnection) -> None: ...
+    def on_tunnel_data(self, data: bytes) -> None: ...
     def on_upstream_eof(self, conn: UpstreamConnection) -> None: ...
     def on_upstream_lost(self, conn: UpstreamConnection, exc: BaseException | None) -> None: ...
     def on_upstream_pause(self) -> None: ...
@@ -30,7 +31,7 @@ class UpstreamOwner(Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "parser", "owner", "reused", "idle_since", "closed")
+    __slots__ = ("pool", "transport", "parser", "owner", "reused", "idle_since", "closed", "tunnel")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -40,6 +41,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self.closed = False
+        self.tunnel = False  # after 101 Switching Protocols: bytes pass unparsed
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -51,6 +53,9 @@ class UpstreamConnection(asyncio.Protocol):
         if owner is None:
             # An idle connection must stay silent; anything else means it is unusable.
             self.close()
+            return
+        if self.tunnel:
+            owner.on_tunnel_data(data)
             return
         self.parser.feed(data)
         owner.on_upstream_data(self)
