@@ -89,7 +89,6 @@ class Generation:
         "keepalive_timeout",
         "drain_timeout",
         "max_pipelined",
-        "server_header",
     )
 
     def __init__(self, number: int, config: dict[str, Any], pools: PoolSet) -> None:
@@ -108,7 +107,6 @@ class Generation:
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]
-        self.server_header = http["server_header"]
 
     @classmethod
     def from_blob(cls, blob: bytes, pools: PoolSet) -> Generation:

@@ -64,7 +64,6 @@ def test_minimal_config_defaults_and_json_round_trip() -> None:
         "keepalive_timeout": 75.0,
         "drain_timeout": 30.0,
         "max_pipelined": 32,
-        "server_header": True,
     }
     assert config["providers"] == config["models"] == config["consumers"] == config["routes"] == []
     full = load_file(str(EXAMPLES / "gateway.yaml"), env=EXAMPLE_ENV)
@@ -265,10 +264,11 @@ def test_bad_sizes(raw: str) -> None:
 
 
 def test_booleans_are_strict() -> None:
-    assert load("http: {server_header: false}\n")["http"]["server_header"] is False
-    assert load("http: {server_header: 'true'}\n")["http"]["server_header"] is True  # e.g. from ${VAR}
+    listen = "listen: {{address: '127.0.0.1:1', reuse_port: {}}}\n"
+    assert load(listen.format("false"))["listen"]["reuse_port"] is False
+    assert load(listen.format("'true'"))["listen"]["reuse_port"] is True  # e.g. from ${VAR}
     for raw in ("'yes'", "1", "'on'", "'False'"):
-        message = error_at(f"http: {{server_header: {raw}}}\n", "http.server_header")
+        message = error_at(listen.format(raw), "listen.reuse_port")
         assert message.startswith("expected a boolean (true or false), found")
 
 
@@ -512,7 +512,7 @@ def test_route_defaults() -> None:
             "host_header": "preserve",
             "strip_prefix": None,
             "timeouts": {"connect": 2.0, "first_byte": 30.0, "idle": 60.0},
-            "pool": {"max_idle": 64, "idle_timeout": 60.0},
+            "pool": {"max_idle": 1024, "idle_timeout": 60.0},
         },
     }
 

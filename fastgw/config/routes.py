@@ -15,7 +15,7 @@ Accepted input, and the normalised form the router and proxy read::
           host_header: preserve      # or upstream (the endpoint's host:port), or a literal Host value
           strip_prefix: /api         # removed from the start of the path before forwarding
           timeouts: {connect: 2s, first_byte: 30s, idle: 60s}
-          pool: {max_idle: 64, idle_timeout: 60s}
+          pool: {max_idle: 1024, idle_timeout: 60s}
 
 ``match.path`` becomes ``{"type": "exact"|"prefix"|"regex", "value": str}``; regexes are
 checked to compile as the router compiles them (on bytes, ``search`` anchored as written).
@@ -44,7 +44,10 @@ _MATCH_KEYS = ("host", "path", "methods", "headers")
 _PATH_TYPES = ("exact", "prefix", "regex")
 _UPSTREAM_KEYS = ("endpoints", "balance", "host_header", "strip_prefix", "timeouts", "pool")
 _TIMEOUTS = {"connect": (duration(), 2.0), "first_byte": (duration(), 30.0), "idle": (duration(), 60.0)}
-_POOL = {"max_idle": (integer(0), 64), "idle_timeout": (duration(), 60.0)}
+# An idle upstream connection costs one fd; a cap below the client concurrency makes every
+# request beyond it open a new connection (measured: 256 clients through one worker ran at
+# half the rate with 64 than with 1024).
+_POOL = {"max_idle": (integer(0), 1024), "idle_timeout": (duration(), 60.0)}
 _BALANCE = one_of("round_robin", "least_request")
 _WEIGHT = integer(1)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token: method and header names

@@ -24,7 +24,6 @@ plain JSON-serialisable dict, shipped to workers as is.
     - ``keepalive_timeout`` (75s): idle time allowed between requests; 0 turns keep-alive off.
     - ``drain_timeout`` (30s): on shutdown, how long in-flight requests and streams may finish.
     - ``max_pipelined`` (32): pipelined requests queued per connection before reading pauses.
-    - ``server_header`` (true): send ``Server: fastgw``.
 ``providers``
     ``[{name, type, base_url, api_keys: [], timeouts: {connect, first_byte, idle}, options: {}}]``;
     ``base_url`` is required unless ``type: mock``; ``options`` is passed to the adapter as is.
@@ -98,7 +97,6 @@ _HTTP = {
     "keepalive_timeout": (duration(allow_zero=True), 75.0),
     "drain_timeout": (duration(allow_zero=True), 30.0),
     "max_pipelined": (integer(1), 32),
-    "server_header": (boolean, True),
 }
 _PROVIDER_TIMEOUTS = {
     "connect": (duration(), 2.0),
