@@ -121,39 +121,48 @@ def time_budget(args: argparse.Namespace) -> int:
     return int(seconds)
 
 
-def measure_wrk(url: str, script: str, connections: int, args: argparse.Namespace) -> dict[str, object]:
-    """An unrecorded warm-up first, so connection setup and first-request costs stay out of the figures."""
+def measure_wrk(url: str, script: str, connections: int, args: argparse.Namespace,
+                proc: targets.Process) -> dict[str, object]:
+    """An unrecorded warm-up first, so connection setup and first-request costs stay out of the figures.
+
+    Also records the CPU the target's own processes spent per request during the measured run.
+    """
     if args.warmup > 0:
         wrk.run(url, script, connections, args.wrk_threads, args.warmup)
-    return wrk.run(url, script, connections, args.wrk_threads, args.duration).as_dict()
+    cpu_before = proc.cpu_seconds()
+    result = wrk.run(url, script, connections, args.wrk_threads, args.duration).as_dict()
+    cpu = proc.cpu_seconds() - cpu_before
+    result["cpu_s"] = cpu
+    result["cpu_us_per_req"] = cpu * 1e6 / result["requests"] if result["requests"] else None
+    return result
 
 
-def measure_sse(url: str, port: int, args: argparse.Namespace) -> dict[str, object]:
+def measure_sse(url: str, port: int, args: argparse.Namespace, proc: targets.Process) -> dict[str, object]:
     """Streams/s from wrk; chunks/s only once a real client saw SSE_CHUNKS content chunks per stream."""
     check = ttfb.count_sse_chunks(targets.HOST, port, SSE_CHUNKS)
     if check["status"] != 200 or check["content_chunks"] != SSE_CHUNKS or not check["done_marker"]:
         raise RuntimeError(f"expected {SSE_CHUNKS} content chunks and [DONE] with status 200, got {check}")
-    result = measure_wrk(url, "sse.lua", args.sse_connections, args)
+    result = measure_wrk(url, "sse.lua", args.sse_connections, args, proc)
     result["verified"] = check
     result["streams_per_s"] = result["rps"]
     result["chunks_per_s"] = float(result["rps"]) * SSE_CHUNKS
     return result
 
 
-def measure(scenario: str, port: int, args: argparse.Namespace) -> dict[str, object]:
-    """One non-push scenario against one target port."""
+def measure(scenario: str, port: int, args: argparse.Namespace, proc: targets.Process) -> dict[str, object]:
+    """One non-push scenario against one target."""
     url = f"http://{targets.HOST}:{port}/"
     if scenario == "json50":
-        return measure_wrk(url, "json.lua", 50, args)
+        return measure_wrk(url, "json.lua", 50, args, proc)
     if scenario == "json256":
-        return measure_wrk(url, "json.lua", 256, args)
+        return measure_wrk(url, "json.lua", 256, args, proc)
     if scenario == "sse":
-        return measure_sse(url, port, args)
+        return measure_sse(url, port, args, proc)
     return ttfb.measure(targets.HOST, port, args.ttfb_requests, 30, SSE_CHUNKS)
 
 
-def run_scenarios(args: argparse.Namespace, ports: dict[str, int], gateway: targets.Process | None,
-                  mock_port: int) -> dict[str, dict[str, object]]:
+def run_scenarios(args: argparse.Namespace, ports: dict[str, int], procs: dict[str, targets.Process],
+                  gateway: targets.Process | None, mock_port: int) -> dict[str, dict[str, object]]:
     """Each scenario, each target in turn; one failure is recorded and the rest still run."""
     results: dict[str, dict[str, object]] = {}
     for scenario in args.scenarios:
@@ -174,7 +183,7 @@ def run_scenarios(args: argparse.Namespace, ports: dict[str, int], gateway: targ
         for name, port in ports.items():
             print(f"[{scenario}] {name} ...", flush=True)
             try:
-                results[scenario][name] = measure(scenario, port, args)
+                results[scenario][name] = measure(scenario, port, args, procs[name])
             except Exception as exc:  # recorded and printed, other targets go on
                 results[scenario][name] = {"error": str(exc)}
                 print(f"  {name}: {exc}", flush=True)
@@ -203,11 +212,13 @@ def table_rows(results: dict[str, dict[str, dict]]) -> list[dict[str, object]]:
             add(f"{scenario} req/s", "higher", pick(scenario, "rps"))
             add(f"{scenario} p50 ms", "lower", pick(scenario, "p50_ms"))
             add(f"{scenario} p99 ms", "lower", pick(scenario, "p99_ms"))
+            add(f"{scenario} CPU us/req", "lower", pick(scenario, "cpu_us_per_req"))
             add(f"{scenario} errors", "zero", pick(scenario, "errors"), ratio=False)
     if "sse" in results:
         add("sse streams/s", "higher", pick("sse", "streams_per_s"))
         add("sse chunks/s", "higher", pick("sse", "chunks_per_s"))
         add("sse p99 ms (whole stream)", "lower", pick("sse", "p99_ms"))
+        add("sse CPU us/stream", "lower", pick("sse", "cpu_us_per_req"))
         add("sse errors", "zero", pick("sse", "errors"), ratio=False)
     if "ttfb" in results:
         p50, p99 = pick("ttfb", "p50_ms"), pick("ttfb", "p99_ms")
@@ -249,10 +260,11 @@ def write_results(out: Path, report: dict[str, object]) -> Path:
 
 
 def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
-                  ) -> tuple[targets.Process, dict[str, int], targets.Process | None, dict[str, object]]:
+                  ) -> tuple[dict[str, targets.Process], dict[str, int], targets.Process | None, dict[str, object]]:
     """Mock (required), then nginx and fastgw (each optional: a failure is reported, others still run)."""
     mock = targets.start_mock(workdir, args.mock_workers, SSE_CHUNKS, stack)
     ports = {"direct": int(mock.info["port"])}  # type: ignore[call-overload]
+    procs = {"direct": mock}
     print(f"mock upstream: http://{targets.HOST}:{ports['direct']} (pid {mock.pid}, {args.mock_workers} workers)")
     status: dict[str, object] = {"direct": {"port": ports["direct"], "workers": args.mock_workers}}
     gateway = None
@@ -264,6 +276,7 @@ def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
             status[name] = {"error": str(exc)}
             continue
         ports[name] = int(proc.info["port"])  # type: ignore[call-overload]
+        procs[name] = proc
         print(f"{name}: http://{targets.HOST}:{ports[name]} (pid {proc.pid}, {args.workers} workers)", end="")
         if "status" in proc.info:
             pids = [w.get("pid") for w in proc.info["status"]["workers"]]  # type: ignore[index]
@@ -272,7 +285,7 @@ def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
         status[name] = {k: v for k, v in proc.info.items() if k != "status"}
         if name == "fastgw":
             gateway = proc
-    return mock, ports, gateway, status
+    return procs, ports, gateway, status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
           f"wrk with {args.wrk_threads} thread(s): all share the same {machine['nproc']} cores, so read the "
           "fastgw/nginx ratios, not the absolute numbers.", flush=True)
     with tempfile.TemporaryDirectory(prefix="fastgw-bench-") as tmp, ExitStack() as stack:
-        _mock, ports, gateway, target_status = start_targets(args, Path(tmp), stack)
+        procs, ports, gateway, target_status = start_targets(args, Path(tmp), stack)
         t0 = time.monotonic()
-        results = run_scenarios(args, ports, gateway, int(ports["direct"]))
+        results = run_scenarios(args, ports, procs, gateway, int(ports["direct"]))
         elapsed = time.monotonic() - t0
     signal.alarm(0)
     rows = table_rows(results)  # type: ignore[arg-type]

@@ -717,7 +717,7 @@ def requests(draw, h11_compatible: bool = False):
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)]) if b > a]
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True) if b > a]
 
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -734,6 +734,68 @@ def test_random_valid_requests_both_twins(reqs, cuts, as_memoryview):
         chunks = [memoryview(c) for c in chunks]
     for name in TWINS:
         assert run(_module(name).RequestParser(), chunks) == expected, name
+
+
+@st.composite
+def responses(draw, last: bool):
+    """One valid response to GET or HEAD: (method, wire bytes, expected events); until-close only if last."""
+    method = draw(st.sampled_from([b"GET", b"GET", b"HEAD"]))
+    status = draw(st.sampled_from([200, 201, 204, 304, 404, 500, 503]))
+    reason = draw(st.sampled_from(["", "OK", "Not Found", "Some reason"]))
+    version = draw(st.sampled_from([10, 11]))
+    headers = [(name, value) for name, (value, _, _) in
+               draw(st.lists(st.tuples(header_names, header_values), max_size=4))]
+    keep = draw(st.sampled_from([None, "close", "keep-alive"]))
+    if keep:
+        headers.append(("Connection", keep))
+    body_parts = draw(st.lists(st.binary(min_size=1, max_size=30), max_size=3))
+    body = b"".join(body_parts)
+    kinds = ["cl", "chunked"] + (["close"] if last else [])
+    kind = draw(st.sampled_from(kinds))
+    no_body = method == b"HEAD" or status in (204, 304)
+    wire_body = b""
+    content_length = -1
+    if kind == "cl":
+        content_length = len(body)
+        headers.append(("Content-Length", str(content_length)))
+        wire_body = body
+    elif kind == "chunked":
+        headers.append(("Transfer-Encoding", "chunked"))
+        wire_body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in body_parts) + b"0\r\n\r\n"
+    else:
+        wire_body = body
+    if no_body:
+        wire_body = body = b""
+    interim = draw(st.booleans())
+    wire = b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b""
+    status_line = f"HTTP/1.{version % 10} {status}" + (f" {reason}" if reason else "")
+    wire += (status_line + "\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers) + "\r\n").encode() + wire_body
+    until_close = kind == "close" and not no_body
+    keep_alive = (keep != "close" if version == 11 else keep == "keep-alive") and not until_close
+    head = {
+        "version": version, "status": status, "reason": reason.encode(),
+        "headers": [(n.encode(), v.encode()) for n, v in headers],
+        "content_length": content_length, "chunked": kind == "chunked",
+        "keep_alive": keep_alive, "connection_tokens": (keep.encode(),) if keep else (),
+    }
+    events = []
+    if interim:
+        events += [("head", {"version": 11, "status": 100, "reason": b"Continue", "headers": [],
+                             "content_length": -1, "chunked": False, "keep_alive": True,
+                             "connection_tokens": ()}), "END"]
+    events += [("head", head)] + ([("body", body)] if body else []) + ["END"]
+    return method, wire, events
+
+
+@PROPERTY
+@given(st.lists(responses(last=False), max_size=2), responses(last=True), st.lists(st.integers(0, 10_000), max_size=8))
+def test_random_valid_responses_both_twins(first, final, cuts):
+    resps = [*first, final]
+    stream = b"".join(wire for _, wire, _ in resps)
+    expected = [ev for _, _, events in resps for ev in events]
+    for name in TWINS:
+        got = run(_module(name).ResponseParser(), split(stream, cuts), eof=True, methods=[m for m, _, _ in resps])
+        assert got == expected, name
 
 
 def h11_parse(data: bytes):
