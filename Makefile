@@ -15,7 +15,7 @@ setup:
 	@$(PY) -c "import fastgw._c.http_parser" || { echo "the Cython build failed"; exit 1; }
 
 run: setup
-	fastgw run $(ARGS)
+	$(PY) -m fastgw run $(ARGS)
 
 test: setup
 	$(PY) -m ruff check .

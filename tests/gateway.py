@@ -167,7 +167,11 @@ class RawClient:
         self.buf += chunk
         return True
 
-    def read_response(self) -> tuple[int, dict[str, str], bytes]:
+    def read_response_head_only(self) -> tuple[int, dict[str, str], bytes]:
+        """A response that has no body whatever its headers say (the answer to HEAD)."""
+        return self.read_response(head_only=True)
+
+    def read_response(self, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
         """One response: status, lower-cased headers, de-chunked body."""
         while b"\r\n\r\n" not in self.buf:
             if not self._fill():
@@ -179,7 +183,7 @@ class RawClient:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        if status < 200 or status in (204, 304):
+        if head_only or status < 200 or status in (204, 304):
             return status, headers, b""
         if "content-length" in headers:
             length = int(headers["content-length"])

@@ -67,8 +67,39 @@ def ws_upstream():
     server.sock.close()
 
 
-def routes_for(upstream: MockLLMProcess, upstream_b: MockLLMProcess, dead_port: int, ws_port: int) -> list[dict]:
+class Blackhole:
+    """A listener whose accept queue is full, so new connections hang in the handshake."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fillers = []
+        for _ in range(3):  # fill the queue; later SYNs are dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def blackhole():
+    hole = Blackhole()
+    yield hole
+    hole.close()
+
+
+def routes_for(
+    upstream: MockLLMProcess, upstream_b: MockLLMProcess, dead_port: int, ws_port: int, blackhole_port: int
+) -> list[dict]:
     return [
+        {"name": "blackhole", "match": {"path": {"prefix": "/blackhole"}}, "upstream": {"endpoints": [f"http://127.0.0.1:{blackhole_port}"], "timeouts": {"connect": "300ms"}}},
         {"name": "ws", "match": {"path": {"exact": "/ws"}}, "upstream": f"http://127.0.0.1:{ws_port}"},
         {"name": "by-host", "match": {"host": "api.example.com", "path": "/"}, "upstream": {"endpoints": [upstream.url], "host_header": "upstream"}},
         {"name": "by-header", "match": {"path": "/echo", "headers": {"x-tenant": "blue"}}, "upstream": {"endpoints": [upstream_b.url], "host_header": "upstream"}},
@@ -84,10 +115,10 @@ def routes_for(upstream: MockLLMProcess, upstream_b: MockLLMProcess, dead_port: 
 
 
 @pytest.fixture(scope="module", params=["compiled", "pure"])
-def gw(request, tmp_path_factory, upstream, upstream_b, ws_upstream):
+def gw(request, tmp_path_factory, upstream, upstream_b, ws_upstream, blackhole):
     config = {
         "http": {"drain_timeout": "3s", "header_timeout": "1s", "max_body_size": "8m", "max_header_size": "8k", "max_headers": 50},
-        "routes": routes_for(upstream, upstream_b, free_port(), ws_upstream.port),
+        "routes": routes_for(upstream, upstream_b, free_port(), ws_upstream.port, blackhole.port),
     }
     gateway = Gateway(config, tmp_path_factory.mktemp("gw"), pure=request.param == "pure")
     gateway.upstreams = (upstream, upstream_b)
@@ -289,6 +320,35 @@ def test_first_byte_timeout_is_504_and_connection_survives(gw):
     assert json.loads(body)["error"]["message"]
     c.send(b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n")
     assert c.read_response()[0] == 200
+
+
+def test_connect_timeout_is_504(gw):
+    c = RawClient(gw.port)
+    started = time.monotonic()
+    c.send(b"GET /blackhole HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = c.read_response()
+    assert status == 504 and time.monotonic() - started < 2
+    assert "timed out" in json.loads(body)["error"]["message"]
+    c.send(b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert c.read_response()[0] == 200
+
+
+def test_head_request_has_no_body_and_keeps_the_connection(gw):
+    c = RawClient(gw.port)
+    c.send(b"HEAD /json HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = c.read_response_head_only()
+    assert status == 200 and int(headers["content-length"]) > 0
+    c.send(b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = c.read_response()
+    assert status == 200 and json.loads(body)["ok"] is True
+
+
+def test_client_connection_close_is_honoured(gw):
+    c = RawClient(gw.port)
+    c.send(b"GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, headers, _ = c.read_response()
+    assert status == 200 and headers["connection"] == "close"
+    assert c.is_closed()
 
 
 def test_upstream_garbage_is_502(gw):
