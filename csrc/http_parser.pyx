@@ -144,7 +144,9 @@ cdef class ResponseHead:
 
 
 cdef class _Parser:
-    cdef char* _buf
+    """State machine shared by both directions; ``_response`` switches the few rules that differ."""
+
+    cdef char* _buf  # PyMem buffer; live bytes are [_start, _end), compacted lazily in _append
     cdef Py_ssize_t _start, _end, _cap, _scanned
     cdef object _pending
     cdef int _state
@@ -286,7 +288,7 @@ cdef class _Parser:
     # -- events ----------------------------------------------------------------------------
 
     def next_event(self):
-        """Return None (need more data), a head, a non-empty body chunk, or END."""
+        """Return None (need more data), a head, a non-empty body chunk (bytes or memoryview), or END."""
         cdef Py_ssize_t avail, take
         cdef int state
         cdef unsigned char c

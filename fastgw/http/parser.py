@@ -209,7 +209,7 @@ class _Parser:
 
     def take_rest(self) -> bytes:
         """Return and drop every unconsumed byte (after Upgrade/CONNECT the stream is a tunnel)."""
-        rest = bytes(memoryview(self._buf)[self._pos:])
+        rest = bytes(self._buf[self._pos:])
         if self._pending is not None:
             rest = bytes(self._pending) + rest
             self._pending = None
@@ -220,8 +220,8 @@ class _Parser:
 
     # -- events ----------------------------------------------------------------------------
 
-    def next_event(self):
-        """Return None (need more data), a head, a non-empty body chunk, or END."""
+    def next_event(self) -> object:
+        """Return None (need more data), a head, a non-empty body chunk (bytes or memoryview), or END."""
         if self._pending is not None:
             chunk = self._pending
             self._pending = None
