@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 
@@ -96,3 +97,49 @@ def test_push_of_10000_routes_is_live_in_every_worker(gw, upstream):
     assert c.read_response()[0] == 404  # routed to the mock, which has no /r/9999
     assert served_marker(gw.port) == "big"
     print(f"10,000-route generation live in every worker after {live_after:.3f}s")
+
+
+def read_events_in_thread(port: int, path: bytes) -> tuple[threading.Thread, list, list]:
+    events: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c = RawClient(port, timeout=10)
+            c.send(b"GET %b HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+            _, _, body = c.read_response()
+            events.extend(line for line in body.split(b"\n") if line.startswith(b"data:"))
+        except BaseException as exc:  # inspected by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, events, errors
+
+
+def test_sigterm_lets_an_inflight_stream_finish(tmp_path, upstream):
+    gw = Gateway({"http": {"drain_timeout": "5s"}, **config_with_marker(upstream, "m")}, tmp_path)
+    thread, events, errors = read_events_in_thread(gw.port, b"/sse?n=15&delay_ms=100")
+    time.sleep(0.4)
+    started = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(ConnectionRefusedError):  # no new connections once draining
+        RawClient(gw.port, timeout=1)
+    thread.join(10)
+    assert not errors, errors
+    assert len(events) == 15
+    assert gw.proc.wait(10) == 0
+    assert time.monotonic() - started < 4
+
+
+def test_drain_timeout_cuts_a_stream_that_outlives_it(tmp_path, upstream):
+    gw = Gateway({"http": {"drain_timeout": "1s"}, **config_with_marker(upstream, "m")}, tmp_path)
+    thread, _, errors = read_events_in_thread(gw.port, b"/sse?n=100&delay_ms=100")
+    time.sleep(0.4)
+    started = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(10) == 0
+    assert time.monotonic() - started < 3
+    thread.join(5)
+    assert errors and isinstance(errors[0], ConnectionError)  # cut: a truncated chunked body
