@@ -8,9 +8,9 @@ never changes the rules under an in-flight request or stream.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from fastgw.config.wire import decode_generation
 from fastgw.proxy.balancer import make_balancer
 from fastgw.proxy.upstream import Pool, PoolSet
 from fastgw.router import Router
@@ -31,6 +31,33 @@ class Endpoint:
         self.url = url
 
 
+class Upstream:
+    """An endpoint set with its balancer, shared by every route that names the same one.
+
+    Sharing keeps least-request counts per endpoint rather than per route, and building
+    10,000 routes to one service creates one balancer, not 10,000.
+    """
+
+    __slots__ = ("endpoints", "balancer")
+
+    def __init__(self, spec: dict[str, Any], pools: PoolSet) -> None:
+        pool_cfg = spec["pool"]
+        self.endpoints = [
+            Endpoint(
+                pools.get(e["scheme"], e["host"], e["port"], pool_cfg["max_idle"], pool_cfg["idle_timeout"]),
+                e["url"],
+            )
+            for e in spec["endpoints"]
+        ]
+        self.balancer = make_balancer([e["weight"] for e in spec["endpoints"]], spec["balance"])
+
+    @staticmethod
+    def key(spec: dict[str, Any]) -> tuple:
+        pool = spec["pool"]
+        endpoints = tuple((e["url"], e["weight"]) for e in spec["endpoints"])
+        return endpoints, spec["balance"], pool["max_idle"], pool["idle_timeout"]
+
+
 class Route:
     """One plain HTTP route: where to send matching requests, and how."""
 
@@ -46,28 +73,21 @@ class Route:
         "idle_timeout",
     )
 
-    def __init__(self, spec: dict[str, Any], pools: PoolSet) -> None:
-        upstream = spec["upstream"]
-        pool_cfg = upstream["pool"]
+    def __init__(self, spec: dict[str, Any], upstream: Upstream) -> None:
         self.name = spec["name"]
-        self.endpoints = [
-            Endpoint(
-                pools.get(e["scheme"], e["host"], e["port"], pool_cfg["max_idle"], pool_cfg["idle_timeout"]),
-                e["url"],
-            )
-            for e in upstream["endpoints"]
-        ]
-        self.balancer = make_balancer([e["weight"] for e in upstream["endpoints"]], upstream["balance"])
-        host_header = upstream["host_header"]
+        self.endpoints = upstream.endpoints
+        self.balancer = upstream.balancer
+        upstream_spec = spec["upstream"]
+        host_header = upstream_spec["host_header"]
         if host_header == "preserve":
             self.host_mode, self.literal_host = HOST_PRESERVE, b""
         elif host_header == "upstream":
             self.host_mode, self.literal_host = HOST_UPSTREAM, b""
         else:
             self.host_mode, self.literal_host = HOST_LITERAL, host_header.encode()
-        strip = upstream.get("strip_prefix")
+        strip = upstream_spec.get("strip_prefix")
         self.strip_prefix = strip.encode() if strip else b""
-        timeouts = upstream["timeouts"]
+        timeouts = upstream_spec["timeouts"]
         self.connect_timeout = timeouts["connect"]
         self.first_byte_timeout = timeouts["first_byte"]
         self.idle_timeout = timeouts["idle"]
@@ -96,7 +116,14 @@ class Generation:
 
         self.number = number
         self.config = config
-        self.routes = [Route(spec, pools) for spec in config["routes"]]
+        upstreams: dict[tuple, Upstream] = {}
+        self.routes = []
+        for spec in config["routes"]:
+            key = Upstream.key(spec["upstream"])
+            upstream = upstreams.get(key)
+            if upstream is None:
+                upstream = upstreams[key] = Upstream(spec["upstream"], pools)
+            self.routes.append(Route(spec, upstream))
         self.router = Router(config["routes"], self.routes)
         self.ai = AIFrontDoor(config) if config.get("models") else None
         http = config["http"]
@@ -110,10 +137,5 @@ class Generation:
 
     @classmethod
     def from_blob(cls, blob: bytes, pools: PoolSet) -> Generation:
-        doc = json.loads(blob)
-        return cls(doc["generation"], doc["config"], pools)
-
-
-def encode_generation(number: int, config: dict[str, Any]) -> bytes:
-    """The blob the supervisor publishes; the inverse of :meth:`Generation.from_blob`."""
-    return json.dumps({"generation": number, "config": config}, separators=(",", ":")).encode()
+        number, config = decode_generation(blob)
+        return cls(number, config, pools)

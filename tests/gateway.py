@@ -64,9 +64,12 @@ class Proc:
                 break
         raise RuntimeError(f"{self.args} never printed {needle!r}; stderr: {self.stderr_tail()}")
 
-    def stderr_tail(self) -> str:
+    def stderr_text(self) -> str:
         self.stderr_file.seek(0)
-        return self.stderr_file.read().decode(errors="replace")[-3000:]
+        return self.stderr_file.read().decode(errors="replace")
+
+    def stderr_tail(self) -> str:
+        return self.stderr_text()[-3000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:

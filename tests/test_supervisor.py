@@ -85,7 +85,7 @@ def worker_pids(status: dict) -> list[int]:
 
 def stop_and_stderr(proc: Proc, sig: int = signal.SIGTERM) -> str:
     proc.stop(sig)
-    return proc.proc.stderr.read().decode()
+    return proc.stderr_text()
 
 
 # -- the stand-in worker ----------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_busy_port_fails_fast_with_the_address(tmp_path: Path) -> None:
 def test_boot_config_error_halts_instead_of_fork_looping(standin: Callable[..., StandIn]) -> None:
     sup = standin("config-error")
     assert sup.proc.wait(timeout=10) == 4
-    stderr = sup.proc.stderr.read().decode()
+    stderr = sup.stderr_text()
     assert "exited with code 4 (config error) before it became ready; halting" in stderr
     assert "respawning" not in stderr
 
@@ -382,6 +382,6 @@ def test_second_signal_cuts_the_drain_short(standin: Callable[..., StandIn]) -> 
     assert sup.proc.wait(timeout=5) == 0
     assert time.monotonic() - started < 3
     assert not any(alive(pid) for pid in pids)
-    stderr = sup.proc.stderr.read().decode()
+    stderr = sup.stderr_text()
     assert "received SIGINT again; cutting the drain short" in stderr
     assert "still running at the end of the drain; killing it" in stderr

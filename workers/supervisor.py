@@ -19,7 +19,6 @@ Model (gunicorn's arbiter, simplified):
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import select
 import signal
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastgw.config import load_text
+from fastgw.config.wire import encode_generation
 from workers.admin import AdminServer, format_url
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
@@ -212,8 +212,7 @@ class Supervisor:
             self._admin.start()
 
     def _publish(self, generation: int, config: dict) -> None:
-        blob = json.dumps({"generation": generation, "config": config}, separators=(",", ":")).encode()
-        self.control.publish(generation, blob)
+        self.control.publish(generation, encode_generation(generation, config))
         self.config, self.generation = config, generation
 
     def _announce(self) -> None:
