@@ -222,6 +222,13 @@ def test_large_response_to_a_slow_reader(gw):
     status, headers, body = c.read_response()
     assert status == 200 and len(body) == n
     assert int(headers["content-length"]) == n
+    # The upstream connection went back to the pool while reading was paused for this slow
+    # client; whoever reuses it next must still get an answer.
+    for _ in range(6):
+        other = RawClient(gw.port, timeout=3)
+        other.send(b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert other.read_response()[0] == 200
+        other.close()
 
 
 def test_chunked_response_is_relayed(gw):
@@ -407,6 +414,32 @@ def test_chunked_body_over_the_limit_is_413(gw):
             c.send(b"%x\r\n%b\r\n" % (len(chunk), chunk))
     except OSError:
         pass  # the gateway may close once it has answered
+    status, _, _ = c.read_response()
+    assert status == 413
+
+
+def test_slow_but_steady_upload_is_not_a_timeout(gw):
+    c = RawClient(gw.port)
+    c.send(b"POST /echo/slow-upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+    for _ in range(10):  # 2 s in all, header_timeout is 1 s: each byte is progress
+        time.sleep(0.2)
+        c.send(b"x")
+    status, _, raw = c.read_response()
+    assert status == 200 and json.loads(raw)["body"] == "x" * 10
+
+
+def test_client_half_close_after_request_still_gets_the_answer(gw):
+    c = RawClient(gw.port)
+    c.send(b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.sock.shutdown(socket.SHUT_WR)
+    status, headers, _ = c.read_response()
+    assert status == 200 and headers["connection"] == "close"
+    assert c.is_closed()
+
+
+def test_answer_before_the_body_is_read_reaches_the_client(gw):
+    c = RawClient(gw.port)
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n" + b"y" * 200_000)
     status, _, _ = c.read_response()
     assert status == 413
 

@@ -175,12 +175,12 @@ class HttpServerProtocol(asyncio.Protocol):
         if self.state == S_TUNNEL and self.upstream is not None:
             self.upstream.transport.write_eof()  # type: ignore[union-attr]
             return True
-        try:
-            self.parser.feed_eof()
-        except ParseError:
-            pass
-        # A client that half-closes after its request still gets the answer.
-        return self.state in (S_WAIT, S_BODY)
+        if self.state == S_WAIT:
+            self.keep_alive = False  # a client that half-closed after its request still gets the answer
+            return True
+        if self.state == S_BODY:
+            self._request_broken(400, "the client closed the connection inside the request body")
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = S_CLOSED
@@ -191,14 +191,14 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.pause_reading()
+        if self.upstream is not None:
+            self.upstream.pause_reading()
             self._set_timeout(T_CLIENT_STALL, self._idle_timeout())
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.resume_reading()
+        if self.upstream is not None:
+            self.upstream.resume_reading()
             if self.state == S_WAIT and self.resp_started:
                 self._set_timeout(T_UPSTREAM_IDLE, self._idle_timeout())
         if self.handler is not None:
@@ -295,6 +295,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self._connect()
 
     def _on_request_body(self, chunk) -> None:
+        if self.timeout_kind == T_BODY:
+            self.deadline = self.loop.time() + self.gen.header_timeout  # progress: a later deadline
         self.body_seen += len(chunk)
         if self.body_seen > self.gen.max_body_size:  # chunked bodies announce no length
             self._request_broken(413, f"request body exceeds the limit of {self.gen.max_body_size} bytes")
@@ -595,12 +597,12 @@ class HttpServerProtocol(asyncio.Protocol):
         """The response is fully written: next request, or close."""
         self.worker.request_finished()
         self._reset_exchange()
-        if not self.keep_alive or self.state == S_CLOSED:
-            self._close()
-            return
         if self.state == S_BODY:
             # Answered before the body was read (e.g. 404 on a POST): the rest of the body
-            # can't be skipped safely, so close.
+            # can't be skipped safely, so close, lingering so the client reads our answer.
+            self._linger_close()
+            return
+        if not self.keep_alive or self.state == S_CLOSED:
             self._close()
             return
         self.state = S_IDLE
@@ -743,6 +745,8 @@ class HttpServerProtocol(asyncio.Protocol):
         self.timeout_kind = T_NONE
         if kind == T_KEEPALIVE:
             self._close()
+        elif kind == T_BODY and self.reading_paused:
+            self._set_timeout(T_BODY, self.gen.header_timeout)  # we paused the client: not its fault
         elif kind in (T_HEADER, T_BODY):
             if self.resp_started:
                 self.abort_exchange()

@@ -31,7 +31,7 @@ class UpstreamOwner(Protocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "parser", "owner", "reused", "idle_since", "closed", "tunnel")
+    __slots__ = ("pool", "transport", "parser", "owner", "reused", "idle_since", "closed", "tunnel", "reading_paused")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -42,6 +42,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.closed = False
         self.tunnel = False  # after 101 Switching Protocols: bytes pass unparsed
+        self.reading_paused = False
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -86,6 +87,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
+
+    def pause_reading(self) -> None:
+        """The client can't keep up: stop reading the upstream (back-pressure end to end)."""
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def close(self) -> None:
         if not self.closed:
@@ -161,6 +173,9 @@ class Pool:
         if len(self.idle) >= self.max_idle:
             conn.close()
             return
+        # A response can end while the client still applies back-pressure; an idle
+        # connection must be reading, or its next response would never be seen.
+        conn.resume_reading()
         conn.idle_since = self.loop.time()
         self.idle.append(conn)
 
