@@ -31,11 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from fastgw.config import check_file
 
-    try:
-        errors = check_file(args.config)
-    except OSError as exc:
-        print(f"fastgw: cannot read config: {exc}", file=sys.stderr)
-        return 2
+    errors = check_file(args.config)
     if errors:
         print(f"{args.config}: {len(errors)} error(s)", file=sys.stderr)
         for line in errors:
