@@ -15,6 +15,7 @@ import asyncio
 import base64
 import ctypes
 import hashlib
+import importlib
 import itertools
 import json
 import math
@@ -390,7 +391,39 @@ class OpenAIFlavor:
 
 
 # name -> factory(extra model ids); a new dialect is one small class with respond() and error().
-FLAVORS: dict[str, Callable[[tuple[str, ...]], Flavor]] = {"openai": OpenAIFlavor}
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def _refused_credential(headers: dict[str, str], query: str) -> int | None:
+    """A key containing ``mock-401`` or ``mock-429`` is refused with that status, whatever the
+    dialect carries it in, so gateways can be tested on key rotation and cool-down."""
+    for value in [headers.get(name, "") for name in _CREDENTIAL_HEADERS] + [query]:
+        if "mock-401" in value:
+            return 401
+        if "mock-429" in value:
+            return 429
+    return None
+
+
+def _lazy_flavor(module: str, cls: str) -> Callable[[tuple[str, ...]], Flavor]:
+    """Other dialects live in fastgw.mock_flavors.* and load only when chosen."""
+
+    def factory(models: tuple[str, ...]) -> Flavor:
+        return getattr(importlib.import_module(module), cls)(models)
+
+    return factory
+
+
+FLAVORS: dict[str, Callable[[tuple[str, ...]], Flavor]] = {
+    "openai": OpenAIFlavor,
+    "openai-compatible": _lazy_flavor("fastgw.mock_flavors.openai_family", "OpenAICompatibleFlavor"),
+    "ollama": _lazy_flavor("fastgw.mock_flavors.openai_family", "OllamaFlavor"),
+    "qwen": _lazy_flavor("fastgw.mock_flavors.openai_family", "QwenFlavor"),
+    "deepseek": _lazy_flavor("fastgw.mock_flavors.openai_family", "DeepSeekFlavor"),
+    "azure": _lazy_flavor("fastgw.mock_flavors.azure", "AzureFlavor"),
+    "anthropic": _lazy_flavor("fastgw.mock_flavors.anthropic", "AnthropicFlavor"),
+    "gemini": _lazy_flavor("fastgw.mock_flavors.gemini", "GeminiFlavor"),
+}
 
 
 # --------------------------------------------------------------------------------------------- the mock
@@ -513,6 +546,9 @@ class MockLLM:
         if headers.get("x-mock-garbage", "0") not in ("", "0"):
             return MockReply(0, [], _GARBAGE, first_byte_delay=stall, action="garbage")
         status = _header_number(headers, "x-mock-status", self.fail_status)
+        refused = _refused_credential(headers, query)
+        if refused:
+            status = refused
         if status is not None and not 200 <= status <= 599:
             raise _BadInput(f"x-mock-status must be an HTTP status, got {status:g}")
         chunks = int(_header_number(headers, "x-mock-chunks", self.chunks))  # type: ignore[arg-type]

@@ -1,0 +1,85 @@
+"""The provider adapter interface: each adapter speaks one provider's wire format.
+
+An adapter has one job: turn an OpenAI-shaped request into the provider's HTTP call, and
+the provider's answer (plain body, stream events, errors) back into OpenAI shapes. It does
+no I/O, no retries and no policy: the engine (``fastgw.ai.engine``) owns connections,
+failover, timeouts and keys, so every adapter is a set of pure functions that tests can
+drive with recorded payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+OPS = ("chat", "completions", "embeddings")
+"""chat = /v1/chat/completions, completions = /v1/completions, embeddings = /v1/embeddings."""
+
+
+class ProviderError(Exception):
+    """The provider answered something that cannot be converted (garbage, wrong shape)."""
+
+
+class UnsupportedOperation(ProviderError):
+    """This provider type cannot serve the operation (e.g. legacy completions on Anthropic)."""
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """One HTTP request to a provider. The engine adds Host, Content-Length and framing."""
+
+    method: bytes
+    path: bytes  # absolute path with query, e.g. b"/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+    headers: list[tuple[bytes, bytes]]  # content-type, auth and provider headers
+    body: bytes
+
+
+class StreamConverter:
+    """Stateful: the provider's stream events in, OpenAI ``chat.completion.chunk`` dicts out."""
+
+    done: bool = False  # the provider signalled a clean end ([DONE], message_stop, last candidate...)
+    usage: dict[str, Any] | None = None  # OpenAI-shaped usage once the stream reported it
+
+    def event(self, name: str | None, data: str) -> list[dict[str, Any]]:
+        """One SSE event (``event:`` name or None, joined ``data:``) -> zero or more chunks."""
+        raise NotImplementedError
+
+    def end(self) -> list[dict[str, Any]]:
+        """The upstream stream ended cleanly: chunks still owed (e.g. a held-back finish)."""
+        return []
+
+
+class Adapter:
+    """Base class; one instance per configured provider, built per config generation."""
+
+    type: ClassVar[str]
+    passthrough: ClassVar[bool] = False
+    """True when the provider speaks OpenAI's wire format: the engine may relay its bytes."""
+
+    def __init__(self, provider: dict[str, Any]) -> None:
+        self.name: str = provider["name"]
+        self.options: dict[str, Any] = provider.get("options", {})
+        base = urlsplit(provider.get("base_url") or self.default_base_url())
+        self.scheme = base.scheme
+        self.host = base.hostname or ""
+        self.port = base.port or (443 if base.scheme == "https" else 80)
+        self.base_path = base.path.rstrip("/")
+
+    def default_base_url(self) -> str:
+        raise ProviderError(f"provider type {self.type!r} needs a base_url")
+
+    def build(self, op: str, request: dict[str, Any], model: str, api_key: str | None) -> UpstreamCall:
+        """The provider call for an OpenAI-shaped request (``request["stream"]`` selects streaming)."""
+        raise NotImplementedError
+
+    def convert_response(self, op: str, status: int, body: bytes, model: str) -> dict[str, Any]:
+        """A 2xx body -> the OpenAI-shaped response; raises ProviderError on garbage."""
+        raise NotImplementedError
+
+    def stream(self, op: str, model: str) -> StreamConverter:
+        raise NotImplementedError
+
+    def error(self, status: int, body: bytes) -> tuple[str, str | None]:
+        """(message, code) from the provider's error body, best effort, never raises."""
+        raise NotImplementedError
