@@ -156,7 +156,7 @@ def sse_events(chunked_body: bytes) -> list[bytes]:
 
 
 def test_unknown_flavor_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown mock-llm flavor 'nope'; known: openai"):
+    with pytest.raises(ValueError, match="unknown mock-llm flavor 'nope'; known: anthropic, azure, .*openai"):
         MockLLM(flavor="nope")
 
 
