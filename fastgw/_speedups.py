@@ -31,3 +31,20 @@ COMPILED = _c_parser is not None and not PURE
 RequestParser = RequestParserC if COMPILED else RequestParserPy
 ResponseParser = ResponseParserC if COMPILED else ResponseParserPy
 serialize_head = serialize_headC if COMPILED else serialize_headPy
+
+from fastgw import sse as _py_sse  # noqa: E402
+
+SSEParserPy = _py_sse.SSEParser
+serialize_eventPy = _py_sse.serialize_event
+
+SSEParserC = serialize_eventC = None
+try:
+    from fastgw._c import sse as _c_sse
+except ImportError:  # not built: the pure twin serves
+    _c_sse = None
+else:
+    SSEParserC = _c_sse.SSEParser
+    serialize_eventC = _c_sse.serialize_event
+
+SSEParser = SSEParserC if _c_sse is not None and not PURE else SSEParserPy
+serialize_event = serialize_eventC if _c_sse is not None and not PURE else serialize_eventPy

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastgw.ai.health import ProviderHealth
 from fastgw.config.wire import decode_generation
 from fastgw.proxy.balancer import make_balancer
 from fastgw.proxy.upstream import Pool, PoolSet
@@ -111,8 +112,8 @@ class Generation:
         "max_pipelined",
     )
 
-    def __init__(self, number: int, config: dict[str, Any], pools: PoolSet) -> None:
-        from fastgw.ai.frontdoor import AIFrontDoor  # the AI side is optional per config
+    def __init__(self, number: int, config: dict[str, Any], pools: PoolSet, health: ProviderHealth) -> None:
+        from fastgw.ai.frontdoor import AIFrontDoor  # loaded only by configs that serve models
 
         self.number = number
         self.config = config
@@ -125,7 +126,7 @@ class Generation:
                 upstream = upstreams[key] = Upstream(spec["upstream"], pools)
             self.routes.append(Route(spec, upstream))
         self.router = Router(config["routes"], self.routes)
-        self.ai = AIFrontDoor(config) if config.get("models") else None
+        self.ai = AIFrontDoor(config, pools, health) if config.get("models") else None
         http = config["http"]
         self.max_header_size = http["max_header_size"]
         self.max_headers = http["max_headers"]
@@ -136,6 +137,6 @@ class Generation:
         self.max_pipelined = http["max_pipelined"]
 
     @classmethod
-    def from_blob(cls, blob: bytes, pools: PoolSet) -> Generation:
+    def from_blob(cls, blob: bytes, pools: PoolSet, health: ProviderHealth) -> Generation:
         number, config = decode_generation(blob)
-        return cls(number, config, pools)
+        return cls(number, config, pools, health)

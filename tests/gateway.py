@@ -29,8 +29,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_json(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body, method=method)
+def http_json(
+    method: str, url: str, body: bytes | None = None, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"{}")

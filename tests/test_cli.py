@@ -10,6 +10,7 @@ import sys
 
 import openai
 import pytest
+
 from gateway import ROOT, Proc
 
 

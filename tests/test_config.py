@@ -49,7 +49,9 @@ def test_embedded_default() -> None:
     assert config["admin"] == {"host": "127.0.0.1", "port": 9901}
     assert config["workers"] == (os.cpu_count() or 1)
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
-    assert config["models"] == [{"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}]}]
+    assert config["models"] == [
+        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}], "max_attempts": 3}
+    ]
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
     assert config["redis"] is None
 
@@ -381,6 +383,9 @@ def test_providers_normalised() -> None:
         "api_keys": ["k1", "k2"],
         "timeouts": {"connect": 2.0, "first_byte": 15.0, "idle": 60.0},
         "options": {},
+        "breaker": {"failures": 3, "cooldown": 30.0},
+        "key_cooldown": {"rate_limited": 30.0, "unauthorized": 300.0},
+        "health_check": None,
     }
     assert mock["base_url"] is None and mock["api_keys"] == []
     assert mock["options"] == {"chunks": 3, "nested": {"a": [1, 2]}}
@@ -425,7 +430,7 @@ models:
         {"provider": "oa", "model": "gpt-4o-mini-2024"},
         {"provider": "m", "model": "gpt-4o-mini"},
     ]
-    assert wildcard == {"name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}]}
+    assert wildcard == {"name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3}
 
 
 def test_model_errors() -> None:
@@ -477,15 +482,13 @@ def test_consumer_errors_never_print_keys() -> None:
         MODELS
         + """
 consumers:
-  - {name: a, api_keys: [secret-key-1], models: [gtp, o1]}
+  - {name: a, api_keys: [secret-key-1], models: [gtp, p1]}
   - {name: b, api_keys: [other, secret-key-1]}
   - {name: a}
 """
     )
     assert "consumers[0].models[0]: unknown model 'gtp'; did you mean 'gpt'?" in found
-    assert any(
-        e.startswith("consumers[0].models[1]: unknown model 'o1'") for e in found
-    )  # 'o*' is a name, not a pattern
+    assert any(e.startswith("consumers[0].models[1]: unknown model 'p1'") for e in found)  # o1 is fine: 'o*' serves it
     assert "consumers[1].api_keys[1]: this key is already used by consumers[0]" in found
     assert "consumers[2].api_keys: required" in found
     assert "consumers[2].name: duplicate name 'a' (already used by consumers[0])" in found
@@ -714,3 +717,26 @@ def test_paths_keep_their_index_after_a_broken_entry() -> None:
         "routes[0]: expected a mapping, found integer 5",
         "routes[2].name: duplicate name 'a' (already used by routes[1])",
     ]
+
+
+def test_failover_settings() -> None:
+    config = load(
+        "providers:\n"
+        "  - {name: a, type: mock, breaker: {failures: 5, cooldown: 1m}, key_cooldown: {rate_limited: 5s},\n"
+        "     health_check: {interval: 2s}}\n"
+        "models:\n"
+        "  - {name: m, targets: [{provider: a}, {provider: a, model: other}], max_attempts: 6}\n"
+        "  - {name: n, targets: [{provider: a}]}\n"
+    )
+    provider = config["providers"][0]
+    assert provider["breaker"] == {"failures": 5, "cooldown": 60.0}
+    assert provider["key_cooldown"] == {"rate_limited": 5.0, "unauthorized": 300.0}
+    assert provider["health_check"] == {"interval": 2.0, "timeout": 2.0}
+    assert [m["max_attempts"] for m in config["models"]] == [6, 3]
+    assert error_at(
+        "providers: [{name: a, type: mock, breaker: {failures: 0}}]\n", "providers[0].breaker.failures"
+    )
+    assert error_at(
+        "providers: [{name: a, type: mock}]\nmodels: [{name: m, targets: [{provider: a}], max_attempts: 99}]\n",
+        "models[0].max_attempts",
+    )

@@ -432,8 +432,10 @@ def test_client_half_close_after_request_still_gets_the_answer(gw):
     c = RawClient(gw.port)
     c.send(b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n")
     c.sock.shutdown(socket.SHUT_WR)
-    status, headers, _ = c.read_response()
-    assert status == 200 and headers["connection"] == "close"
+    status, _, _ = c.read_response()
+    assert status == 200
+    # The FIN may arrive before or after the head went out (so "Connection: close" may
+    # or may not be in it); either way the gateway closes once the answer is complete.
     assert c.is_closed()
 
 

@@ -35,6 +35,7 @@ class Worker:
     """State shared by all connections of this process."""
 
     def __init__(self, slot: int, sock: socket.socket, control: ControlBlock, heartbeat_interval: float) -> None:
+        from fastgw.ai.health import ProviderHealth
         from fastgw.generation import Generation
         from fastgw.proxy.upstream import PoolSet
 
@@ -44,6 +45,7 @@ class Worker:
         self.tick = min(TICK, heartbeat_interval)
         self.loop = asyncio.get_event_loop()
         self.pools = PoolSet(self.loop)
+        self.provider_health = ProviderHealth()  # key cool-downs and breakers outlive generations
         self.started = time.monotonic()
         self.connections: set = set()
         self.requests_total = 0
@@ -58,7 +60,7 @@ class Worker:
             raise RuntimeError("no config generation published")
         self.seq, _, blob = snapshot
         self._generation_cls = Generation
-        self.generation = Generation.from_blob(blob, self.pools)
+        self.generation = Generation.from_blob(blob, self.pools, self.provider_health)
 
     # -- generations -----------------------------------------------------------------
 
@@ -77,7 +79,7 @@ class Worker:
         if number == self.generation.number:
             return
         try:
-            self.generation = self._generation_cls.from_blob(blob, self.pools)
+            self.generation = self._generation_cls.from_blob(blob, self.pools, self.provider_health)
         except Exception as exc:  # the supervisor validated it; keep serving the old one
             log(f"cannot load generation {number}, still serving {self.generation.number}: {exc!r}")
 

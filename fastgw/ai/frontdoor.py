@@ -1,229 +1,131 @@
-"""The OpenAI-compatible front door: ``/v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings`` and ``/v1/models``, resolved through the config's ``models`` table.
+"""The AI front door of one config generation: which paths it serves, which models exist,
+how each provider is reached, and who may call.
 
-Built once per generation. A request's body is collected (it is JSON and bounded by
-``http.max_body_size``), its ``model`` resolved to the failover chain of targets, and the
-first target's provider answers. The in-process ``mock`` provider answers here without a
-network hop; network providers are the AI proxy's job (provider adapters), which this
-front door reports clearly as not available rather than guessing.
+OpenAI-compatible paths (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
+``/v1/models``) and Anthropic's ``/v1/messages``. Each request becomes an
+:class:`~fastgw.ai.exchange.AIExchange`; everything here is built once per generation.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
-import time
 from typing import Any
 
-from fastgw.mock_llm import MockLLM, MockReply
-from fastgw.proxy import replies
+from fastgw.ai.auth import Authenticator
+from fastgw.ai.dialects import ANTHROPIC, OPENAI
+from fastgw.ai.exchange import AIExchange
+from fastgw.ai.health import Breaker, KeyPool, ProviderHealth
+from fastgw.ai.providers import adapter_for
+from fastgw.ai.providers.base import Adapter
+from fastgw.mock_llm import MockLLM
+from fastgw.proxy.upstream import PoolSet
 
-AI_PATHS = frozenset({b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings", b"/v1/models"})
-SSE_HEADERS = b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+# path -> (operation, dialect)
+PATHS = {
+    b"/v1/chat/completions": ("chat", OPENAI),
+    b"/v1/completions": ("completions", OPENAI),
+    b"/v1/embeddings": ("embeddings", OPENAI),
+    b"/v1/models": ("models", OPENAI),
+    b"/v1/messages": ("messages", ANTHROPIC),
+}
+MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_after")
+
+
+class ModelEntry:
+    """A public model name (maybe with one ``*``) and its ordered failover chain."""
+
+    __slots__ = ("name", "chain", "max_attempts")
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.name = spec["name"]
+        self.chain = spec["targets"]
+        self.max_attempts = spec["max_attempts"]
+
+    def targets(self, requested: str) -> list[dict[str, str]]:
+        """The chain for a requested name; a target's ``*`` takes what the public ``*`` matched."""
+        if "*" not in self.name:
+            return self.chain
+        prefix, _, suffix = self.name.partition("*")
+        matched = requested[len(prefix) : len(requested) - len(suffix)]
+        return [{"provider": t["provider"], "model": t["model"].replace("*", matched)} for t in self.chain]
 
 
 class ModelTable:
-    """Public model name -> ordered targets; exact names first, then wildcards in config order."""
+    """Exact names first, then wildcards in config order (deterministic, unlike a hash map)."""
 
     def __init__(self, models: list[dict[str, Any]]) -> None:
-        self.exact = {m["name"]: m["targets"] for m in models if "*" not in m["name"]}
-        self.patterns = [(m["name"], m["targets"]) for m in models if "*" in m["name"]]
-        self.names = [m["name"] for m in models]
+        entries = [ModelEntry(m) for m in models]
+        self.exact = {e.name: e for e in entries if "*" not in e.name}
+        self.patterns = [e for e in entries if "*" in e.name]
+        self.names = [e.name for e in entries]
 
-    def resolve(self, name: str) -> list[dict[str, Any]] | None:
-        targets = self.exact.get(name)
-        if targets is not None:
-            return targets
-        for pattern, targets in self.patterns:
-            if fnmatch.fnmatchcase(name, pattern):
-                return targets
+    def resolve(self, name: str) -> ModelEntry | None:
+        entry = self.exact.get(name)
+        if entry is not None:
+            return entry
+        for entry in self.patterns:
+            if fnmatch.fnmatchcase(name, entry.name):
+                return entry
         return None
 
 
+class ProviderRuntime:
+    """How to reach one configured provider, under this generation's settings."""
+
+    __slots__ = (
+        "name",
+        "type",
+        "adapter",
+        "mock",
+        "pool",
+        "host_header",
+        "keys",
+        "timeouts",
+        "key_cooldown",
+        "_health",
+        "_breaker_failures",
+        "_breaker_cooldown",
+    )
+
+    def __init__(self, spec: dict[str, Any], pools: PoolSet, health: ProviderHealth) -> None:
+        self.name = spec["name"]
+        self.type = spec["type"]
+        if self.type == "mock":
+            # The in-process mock speaks OpenAI: the OpenAI adapter builds its calls.
+            self.adapter: Adapter = adapter_for({**spec, "type": "openai", "base_url": None})
+            self.mock: MockLLM | None = MockLLM(
+                **{k: v for k, v in spec["options"].items() if k in MOCK_OPTIONS}
+            )
+            self.pool = None
+            self.host_header = b""
+        else:
+            self.adapter = adapter_for(spec)
+            self.mock = None
+            adapter = self.adapter
+            self.pool = pools.get(adapter.scheme, adapter.host, adapter.port, 1024, spec["timeouts"]["idle"])
+            default_port = 443 if adapter.scheme == "https" else 80
+            host = adapter.host if ":" not in adapter.host else f"[{adapter.host}]"
+            self.host_header = (host if adapter.port == default_port else f"{host}:{adapter.port}").encode()
+        self.keys: KeyPool = health.key_pool(self.name, spec["api_keys"])
+        self.timeouts = spec["timeouts"]
+        self.key_cooldown = spec["key_cooldown"]
+        self._health = health
+        self._breaker_failures = spec["breaker"]["failures"]
+        self._breaker_cooldown = spec["breaker"]["cooldown"]
+
+    def breaker(self, model: str) -> Breaker:
+        return self._health.breaker(self.name, model, self._breaker_failures, self._breaker_cooldown)
+
+
 class AIFrontDoor:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], pools: PoolSet, health: ProviderHealth) -> None:
         self.models = ModelTable(config["models"])
-        self.providers = {p["name"]: p for p in config["providers"]}
-        self.mocks = {
-            p["name"]: MockLLM(**_mock_options(p.get("options", {}))) for p in config["providers"] if p["type"] == "mock"
-        }
-        created = int(time.time())
-        self.models_body = json.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": name, "object": "model", "created": created, "owned_by": "fastgw"}
-                    for name in self.models.names
-                    if "*" not in name
-                ],
-            }
-        ).encode()
+        self.providers = {p["name"]: ProviderRuntime(p, pools, health) for p in config["providers"]}
+        self.auth = Authenticator(config)
 
     def handles(self, path: bytes) -> bool:
-        return path in AI_PATHS
+        return path in PATHS
 
     def start(self, conn, head) -> AIExchange:
-        return AIExchange(self, conn, head)
-
-
-def _mock_options(options: dict[str, Any]) -> dict[str, Any]:
-    allowed = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_after")
-    return {k: options[k] for k in allowed if k in options}
-
-
-class AIExchange:
-    """One front-door request on a client connection (the connection calls these hooks)."""
-
-    __slots__ = ("door", "conn", "head", "body", "reply", "next_event", "timer", "cancelled")
-
-    def __init__(self, door: AIFrontDoor, conn, head) -> None:
-        self.door = door
-        self.conn = conn
-        self.head = head
-        self.body: list[bytes] = []
-        self.reply: MockReply | None = None
-        self.next_event = 0
-        self.timer = None
-        self.cancelled = False
-
-    def on_body(self, chunk) -> None:
-        self.body.append(bytes(chunk))
-
-    def on_request_end(self) -> None:
-        if self.cancelled:
-            return
-        head = self.head
-        if head.path == b"/v1/models":
-            if head.method != b"GET":
-                self._error(405, "use GET for /v1/models")
-                return
-            self._send(replies.simple_response(200, self.door.models_body, keep_alive=self.conn.keep_alive))
-            self.conn.finish_exchange()
-            return
-        if head.method != b"POST":
-            self._error(405, f"use POST for {head.path.decode()}")
-            return
-        raw = b"".join(self.body)
-        try:
-            request = json.loads(raw)
-        except ValueError:
-            self._error(400, "request body is not valid JSON")
-            return
-        if not isinstance(request, dict):
-            self._error(400, "request body must be a JSON object")
-            return
-        model = request.get("model")
-        if not isinstance(model, str) or not model:
-            self._error(400, "'model' is required and must be a string", code="missing_model")
-            return
-        targets = self.door.models.resolve(model)
-        if targets is None:
-            self._error(404, f"model '{model}' is not served by this gateway", code="model_not_found")
-            return
-        target = targets[0]
-        provider = self.door.providers[target["provider"]]
-        mock = self.door.mocks.get(provider["name"])
-        if mock is None:
-            self._error(
-                501,
-                f"provider type '{provider['type']}' needs the AI proxy adapters, not available in this build",
-                code="provider_not_available",
-            )
-            return
-        request["model"] = target["model"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
-        self.reply = mock.respond(
-            "POST", head.path.decode(), head.query.decode("latin-1"), headers, json.dumps(request).encode()
-        )
-        self._play()
-
-    # -- playing a mock reply with its timing and failure modes --------------------------
-
-    def _play(self) -> None:
-        reply = self.reply
-        if reply.first_byte_delay > 0:
-            self.timer = self.conn.loop.call_later(reply.first_byte_delay, self._play_head)
-        else:
-            self._play_head()
-
-    def _play_head(self) -> None:
-        self.timer = None
-        reply = self.reply
-        conn = self.conn
-        if self.cancelled:
-            return
-        if reply.action == "close":
-            conn.abort_exchange()
-            return
-        if reply.action == "garbage":
-            self._send(b"\x00garbage, not HTTP\r\n\r\n")
-            conn.abort_exchange()
-            return
-        if reply.events is None:
-            content_type, extra = _split_headers(reply.headers)
-            self._send(
-                replies.simple_response(
-                    reply.status, reply.body or b"", content_type=content_type, keep_alive=conn.keep_alive, extra=extra
-                )
-            )
-            conn.finish_exchange()
-            return
-        head = [replies.status_line(reply.status), b"\r\n", replies.SERVER_HEADER, replies.DATE.header(), SSE_HEADERS]
-        head.append(b"Transfer-Encoding: chunked\r\n" if conn.keep_alive else b"Connection: close\r\n")
-        head.append(b"\r\n")
-        self._send(b"".join(head))
-        self._play_events()
-
-    def _play_events(self) -> None:
-        self.timer = None
-        if self.cancelled:
-            return
-        reply = self.reply
-        events = reply.events
-        chunked = self.conn.keep_alive
-        out = []
-        while self.next_event < len(events):
-            event = events[self.next_event]
-            self.next_event += 1
-            out.append(b"%x\r\n%b\r\n" % (len(event), event) if chunked else event)
-            if reply.chunk_delay > 0 and self.next_event < len(events):
-                self._send(b"".join(out))
-                self.timer = self.conn.loop.call_later(reply.chunk_delay, self._play_events)
-                return
-        if reply.action == "cut":
-            self._send(b"".join(out))
-            self.conn.abort_exchange()
-            return
-        if chunked:
-            out.append(b"0\r\n\r\n")
-        self._send(b"".join(out))
-        self.conn.finish_exchange()
-
-    def _send(self, data: bytes) -> None:
-        self.conn.write_local(data)
-
-    def _error(self, status: int, message: str, code: str | None = None) -> None:
-        self.conn.local_reply(status, message, code=code)
-
-    # -- connection hooks ---------------------------------------------------------------
-
-    def resume(self) -> None:
-        """The client drained its buffer; mock events are small, nothing is held back."""
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-
-def _split_headers(headers: list[tuple[str, str]]) -> tuple[bytes, bytes]:
-    """Content-Type apart (simple_response writes it), the rest as header lines."""
-    content_type = b"application/json"
-    lines = []
-    for name, value in headers:
-        if name.lower() == "content-type":
-            content_type = value.encode()
-        else:
-            lines.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
-    return content_type, b"".join(lines)
+        op, dialect = PATHS[head.path]
+        return AIExchange(self, conn, head, op, dialect)

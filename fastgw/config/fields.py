@@ -104,6 +104,21 @@ def fields(value: Any, path: str, issues: Issues, spec: dict[str, tuple[Check, A
     return out
 
 
+def required(given: dict, key: str, path: str, issues: Issues, check: Check) -> Any:
+    """``check`` a key that must be present in ``given``."""
+    if key not in given:
+        issues.add(f"{path}.{key}", "required")
+        return None
+    return check(given[key], f"{path}.{key}", issues)
+
+
+def unknown_name(what: str, name: str, known: Collection[str]) -> str:
+    """Message for a reference to an undefined name, with the closest defined one as a hint."""
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"defined: {', '.join(sorted(known)) or 'none'}"
+    return f"unknown {what} {name!r}; {hint}"
+
+
 def unique_names(section: str, names: list[tuple[int, str | None]], issues: Issues) -> None:
     """Names must be unique within a section; ``names`` holds ``(index in section, name)``."""
     first: dict[str, int] = {}

@@ -25,14 +25,28 @@ plain JSON-serialisable dict, shipped to workers as is.
     - ``drain_timeout`` (30s): on shutdown, how long in-flight requests and streams may finish.
     - ``max_pipelined`` (32): pipelined requests queued per connection before reading pauses.
 ``providers``
-    ``[{name, type, base_url, api_keys: [], timeouts: {connect, first_byte, idle}, options: {}}]``;
+    ``[{name, type, base_url, api_keys: [], timeouts: {connect, first_byte, idle}, options: {},
+    breaker: {failures, cooldown}, key_cooldown: {rate_limited, unauthorized}, health_check: null | {interval, timeout}}]``;
+    ``first_byte`` bounds the wait for the first stream event (time to first token) and
+    ``idle`` any silence after it, or the wait for a non-streamed answer;
     ``base_url`` is required unless ``type: mock``; ``options`` is passed to the adapter as is.
 ``models``
     ``[{name, targets: [{provider, model}]}]``: the public name and its failover chain.
     A name may hold one ``*`` (``gpt-4*``); in a target ``model`` (default: the public
     name) ``*`` stands for the part of the requested name the public ``*`` matched.
 ``consumers``
-    ``[{name, api_keys, models: ["*"]}]``: who may call, and which models.
+    ``[{name, api_keys, models: ["*"]}]``: who may call, and which models (``*`` wildcards;
+    an entry must be able to match some model). ``api_keys`` may be empty for a consumer
+    that only presents JWTs. See :mod:`fastgw.config.consumers`.
+``auth``
+    ``{anonymous, jwt: [{issuer, audience, algorithms, keys, jwks_file, consumer_claim, leeway}]}``.
+    ``anonymous`` (default: true only when there are no consumers and no issuers) lets a
+    request without credentials through. Each ``jwt`` entry trusts one issuer: ``audience``
+    (string or list) is required, ``algorithms`` a subset of HS256, RS256, ES256 (default
+    RS256, ES256), ``keys`` inline ``{kid?, secret}`` (HS256, >= 32 bytes) or ``{kid?, pem}``
+    (RSA >= 2048 bits or EC P-256 public key), ``jwks_file`` a JWKS read at load,
+    ``consumer_claim`` (``sub``) names the consumer, ``leeway`` (30s) is the allowed clock skew.
+    Normalised keys are ``{kid, alg, secret}`` or ``{kid, alg, pem}`` (canonical PEM).
 ``limits``
     A list of mappings (its schema comes with the limits feature).
 ``routes``
@@ -41,14 +55,13 @@ plain JSON-serialisable dict, shipped to workers as is.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from typing import Any
 
 from fastgw.config import net
+from fastgw.config.consumers import access
 from fastgw.config.fields import (
-    Check,
     Issues,
     boolean,
     duration,
@@ -62,6 +75,8 @@ from fastgw.config.fields import (
     text_list,
     unique_names,
 )
+from fastgw.config.fields import required as _required
+from fastgw.config.fields import unknown_name as _unknown_name
 from fastgw.config.routes import routes
 
 TOP_LEVEL_KEYS = (
@@ -73,6 +88,7 @@ TOP_LEVEL_KEYS = (
     "providers",
     "models",
     "consumers",
+    "auth",
     "limits",
     "routes",
 )
@@ -103,7 +119,12 @@ _PROVIDER_TIMEOUTS = {
     "first_byte": (duration(), 15.0),
     "idle": (duration(), 60.0),
 }
-_PROVIDER_KEYS = ("name", "type", "base_url", "api_keys", "timeouts", "options")
+_BREAKER = {"failures": (integer(1), 3), "cooldown": (duration(), 30.0)}
+_KEY_COOLDOWN = {"rate_limited": (duration(), 30.0), "unauthorized": (duration(), 300.0)}
+_HEALTH_CHECK = {"interval": (duration(), 10.0), "timeout": (duration(), 2.0)}
+_PROVIDER_KEYS = (
+    "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check"
+)
 _LISTEN_KEYS = ("address", "reuse_port", "backlog")
 
 
@@ -126,7 +147,9 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         "providers": _providers(data.get("providers", []), issues),
     }
     config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues)
-    config["consumers"] = _consumers(data.get("consumers", []), {m["name"] for m in config["models"]}, issues)
+    config["consumers"], config["auth"] = access(
+        data.get("consumers", []), data.get("auth", {}), [m["name"] for m in config["models"] if m["name"]], issues
+    )
     config["limits"] = _limits(data.get("limits", []), issues)
     config["routes"] = routes(data.get("routes", []), issues)
     return config
@@ -163,19 +186,6 @@ def _admin(value: Any, issues: Issues) -> dict | None:
     return {"host": host, "port": port}
 
 
-def _required(given: dict, key: str, path: str, issues: Issues, check: Check) -> Any:
-    if key not in given:
-        issues.add(f"{path}.{key}", "required")
-        return None
-    return check(given[key], f"{path}.{key}", issues)
-
-
-def _unknown_name(what: str, name: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"defined: {', '.join(sorted(known)) or 'none'}"
-    return f"unknown {what} {name!r}; {hint}"
-
-
 def _providers(value: Any, issues: Issues) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "providers", issues) or []):
@@ -204,6 +214,11 @@ def _providers(value: Any, issues: Issues) -> list[dict]:
                 "api_keys": text_list(given.get("api_keys", []), f"{path}.api_keys", issues),
                 "timeouts": fields(given.get("timeouts", {}), f"{path}.timeouts", issues, _PROVIDER_TIMEOUTS),
                 "options": options,
+                "breaker": fields(given.get("breaker", {}), f"{path}.breaker", issues, _BREAKER),
+                "key_cooldown": fields(given.get("key_cooldown", {}), f"{path}.key_cooldown", issues, _KEY_COOLDOWN),
+                "health_check": None
+                if given.get("health_check") in (None, False)
+                else fields(given["health_check"], f"{path}.health_check", issues, _HEALTH_CHECK),
             }
         )
     unique_names("providers", names, issues)
@@ -222,7 +237,7 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
-        given = mapping(item, path, issues, ("name", "targets"))
+        given = mapping(item, path, issues, ("name", "targets", "max_attempts"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -235,7 +250,9 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
         chain = [
             _target(t, f"{path}.targets[{j}]", name, providers, issues) for j, t in enumerate(targets or [])
         ]
-        out.append({"name": name, "targets": chain})
+        attempts = integer(1, 20)(given["max_attempts"], f"{path}.max_attempts", issues) if "max_attempts" in given else None
+        # Default: every target once, plus two retries with other keys or fresh connections.
+        out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2})
     unique_names("models", names, issues)
     return out
 
@@ -251,29 +268,6 @@ def _target(value: Any, path: str, public: str | None, providers: set[str], issu
     if model is not None and public is not None and "*" in model and "*" not in public:
         issues.add(f"{path}.model", "'*' in a target model needs a '*' in the public model name")
     return {"provider": provider, "model": model}
-
-
-def _consumers(value: Any, models: set[str], issues: Issues) -> list[dict]:
-    out, names = [], []
-    key_owner: dict[str, str] = {}
-    for i, item in enumerate(sequence(value, "consumers", issues) or []):
-        path = f"consumers[{i}]"
-        given = mapping(item, path, issues, ("name", "api_keys", "models"))
-        if given is None:
-            continue
-        keys = _required(given, "api_keys", path, issues, text_list) or []
-        for j, key in enumerate(keys):
-            if key is not None and key_owner.setdefault(key, path) != path:
-                # The key itself is a secret: name where it clashes, never what it is.
-                issues.add(f"{path}.api_keys[{j}]", f"this key is already used by {key_owner[key]}")
-        allowed = text_list(given.get("models", ["*"]), f"{path}.models", issues)
-        for j, name in enumerate(allowed):
-            if name is not None and name != "*" and name not in models:
-                issues.add(f"{path}.models[{j}]", _unknown_name("model", name, models))
-        names.append((i, _required(given, "name", path, issues, text)))
-        out.append({"name": names[-1][1], "api_keys": keys, "models": allowed})
-    unique_names("consumers", names, issues)
-    return out
 
 
 def _limits(value: Any, issues: Issues) -> list[dict]:

@@ -191,6 +191,8 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        if self.handler is not None:
+            self.handler.pause()
         if self.upstream is not None:
             self.upstream.pause_reading()
             self._set_timeout(T_CLIENT_STALL, self._idle_timeout())

@@ -1,0 +1,92 @@
+"""How the front door talks back: OpenAI's shapes, or Anthropic's for ``/v1/messages``.
+
+Internally every answer is OpenAI-shaped (adapters convert providers into it); a dialect
+turns that into the bytes its clients expect: JSON bodies, SSE events, and errors, both
+as a status + body before anything was sent and as a final stream event after.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastgw.ai.anthropic_front import (
+    OpenAIToAnthropicStream,
+    anthropic_error_body,
+    openai_to_messages_response,
+)
+from fastgw.proxy.replies import error_body
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def sse_data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + _dumps(payload).encode() + b"\n\n"
+
+
+def sse_event(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + _dumps(payload).encode() + b"\n\n"
+
+
+class OpenAIStream:
+    """OpenAI chunks out as ``data:`` events, ``[DONE]`` at the end."""
+
+    __slots__ = ()
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        return sse_data(chunk)
+
+    def end(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def error(self, message: str, code: str) -> bytes:
+        # The OpenAI SDKs raise APIError on a data event carrying "error".
+        return sse_data({"error": {"message": message, "type": "upstream_error", "code": code}})
+
+
+class AnthropicStream:
+    """OpenAI chunks re-cut into Anthropic's message_start ... message_stop events."""
+
+    __slots__ = ("converter",)
+
+    def __init__(self, model: str) -> None:
+        self.converter = OpenAIToAnthropicStream(model)
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        return b"".join(sse_event(name, data) for name, data in self.converter.chunk(chunk))
+
+    def end(self) -> bytes:
+        return b"".join(sse_event(name, data) for name, data in self.converter.end())
+
+    def error(self, message: str, code: str) -> bytes:
+        return sse_event("error", anthropic_error_body(502, message))
+
+
+class OpenAIDialect:
+    name = "openai"
+
+    def error(self, status: int, message: str, code: str | None = None) -> bytes:
+        return error_body(status, message, code)
+
+    def response(self, op: str, response: dict[str, Any], model: str) -> bytes:
+        return _dumps(response).encode()
+
+    def stream(self, model: str) -> OpenAIStream:
+        return OpenAIStream()
+
+
+class AnthropicDialect:
+    name = "anthropic"
+
+    def error(self, status: int, message: str, code: str | None = None) -> bytes:
+        return _dumps(anthropic_error_body(status, message)).encode()
+
+    def response(self, op: str, response: dict[str, Any], model: str) -> bytes:
+        return _dumps(openai_to_messages_response(response, model)).encode()
+
+    def stream(self, model: str) -> AnthropicStream:
+        return AnthropicStream(model)
+
+
+OPENAI = OpenAIDialect()
+ANTHROPIC = AnthropicDialect()

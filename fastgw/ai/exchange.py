@@ -1,0 +1,541 @@
+"""One front-door request: authenticate, resolve the model, try targets until one answers.
+
+Failover rules (nothing is retried once a byte went to the client):
+
+* connect errors, timeouts, 5xx, garbage and a stalled first token move to the next
+  target (and count against that target's breaker);
+* 429 cools the key down (``Retry-After`` if given) and tries the next key or target;
+  401/403 cool the key down for longer — the key is bad, not the provider;
+* any other 4xx is the client's error: it is passed back, converted to the dialect;
+* after the first byte, a failure ends the stream with a well-formed error event and a
+  clean end of the chunked body, never a hang.
+
+Streams are held back until their first event arrives: a provider that sends headers and
+then stalls is abandoned at ``first_byte`` without the client noticing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastgw._speedups import SSEParser
+from fastgw.ai.anthropic_front import FrontDoorError, messages_to_openai
+from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
+from fastgw.ai.auth import AuthFailure
+from fastgw.ai.dialects import ANTHROPIC
+from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
+from fastgw.proxy import replies
+from fastgw.sse import SSEError
+
+if TYPE_CHECKING:
+    from fastgw.ai.frontdoor import AIFrontDoor, ProviderRuntime
+
+MAX_PROVIDER_BODY = 32 * 1024 * 1024
+SSE_HEAD_HEADERS = b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+
+# What the exchange is waiting for, for its one timer.
+W_NONE, W_FIRST_BYTE, W_IDLE = 0, 1, 2
+
+
+class AIExchange:
+    __slots__ = (
+        "door",
+        "conn",
+        "loop",
+        "head",
+        "op",
+        "dialect",
+        "body",
+        "cancelled",
+        "request",
+        "model",
+        "stream",
+        "targets",
+        "max_attempts",
+        "attempts",
+        "target_index",
+        "provider",
+        "target_model",
+        "key_index",
+        "tried_keys",
+        "attempt",
+        "status",
+        "retry_after",
+        "error_chunks",
+        "resp_chunks",
+        "sse",
+        "converter",
+        "writer",
+        "passthrough",
+        "sent_head",
+        "timer",
+        "deadline",
+        "waiting",
+        "last_error",
+        "native",
+        "native_request",
+        "ended",
+    )
+
+    def __init__(self, door: AIFrontDoor, conn, head, op: str, dialect) -> None:
+        self.door = door
+        self.conn = conn
+        self.loop = conn.loop
+        self.head = head
+        self.op = op
+        self.dialect = dialect
+        self.body: list[bytes] = []
+        self.cancelled = False
+        self.request: dict[str, Any] = {}
+        self.model = ""
+        self.stream = False
+        self.targets: list[dict] = []
+        self.max_attempts = 0
+        self.attempts = 0
+        self.target_index = 0
+        self.provider: ProviderRuntime | None = None
+        self.target_model = ""
+        self.key_index = 0
+        self.tried_keys: dict[str, set[int]] = {}
+        self.attempt = None
+        self.status = 0
+        self.retry_after: float | None = None
+        self.error_chunks: list[bytes] = []
+        self.resp_chunks: list[bytes] = []
+        self.sse = None
+        self.converter: StreamConverter | None = None
+        self.writer = None
+        self.passthrough = False
+        self.sent_head = False
+        self.timer = None
+        self.deadline = 0.0
+        self.waiting = W_NONE
+        self.last_error: tuple[int, str, str] = (503, "no provider target is available", "no_target")
+        self.native = False  # an Anthropic client reaching an Anthropic provider: no conversion at all
+        self.native_request: dict[str, Any] = {}
+        self.ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
+
+    # -- the request ------------------------------------------------------------------------
+
+    def on_body(self, chunk) -> None:
+        self.body.append(bytes(chunk))
+
+    def on_request_end(self) -> None:
+        door = self.door
+        consumer = door.auth.authenticate(self.head.get)
+        if isinstance(consumer, AuthFailure):
+            self._reply_error(consumer.status, consumer.message, consumer.code)
+            return
+        if self.op == "models":
+            self._reply_models(consumer)
+            return
+        if self.head.method != b"POST":
+            self._reply_error(405, f"use POST for {self.head.path.decode()}", "method_not_allowed")
+            return
+        try:
+            request = json.loads(b"".join(self.body))
+        except ValueError:
+            self._reply_error(400, "the request body is not valid JSON", "invalid_json")
+            return
+        if not isinstance(request, dict):
+            self._reply_error(400, "the request body must be a JSON object", "invalid_request")
+            return
+        model = request.get("model")
+        if not isinstance(model, str) or not model:
+            self._reply_error(400, "'model' is required and must be a non-empty string", "missing_model")
+            return
+        problem = self._validate(request)
+        if problem:
+            self._reply_error(400, problem, "invalid_request")
+            return
+        entry = door.models.resolve(model)
+        if entry is None:
+            self._reply_error(404, f"model '{model}' is not served by this gateway", "model_not_found")
+            return
+        denied = door.auth.authorize(consumer, model)
+        if denied is not None:
+            self._reply_error(denied.status, denied.message, denied.code)
+            return
+        if self.dialect is ANTHROPIC:
+            self.native_request = request
+            try:
+                request = messages_to_openai(request)
+            except FrontDoorError as exc:
+                self._reply_error(exc.status, exc.message, "invalid_request")
+                return
+        self.request = request
+        self.model = model
+        self.stream = bool(request.get("stream")) and self.op != "embeddings"
+        self.targets = entry.targets(model)
+        self.max_attempts = entry.max_attempts
+        self._next_attempt()
+
+    def _validate(self, request: dict[str, Any]) -> str | None:
+        """Enough to answer garbage with a clear 400; unknown fields pass through untouched."""
+        if self.op == "chat":
+            messages = request.get("messages")
+            if not isinstance(messages, list) or not messages:
+                return "'messages' must be a non-empty list"
+            if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+                return "each message must be an object with a 'role'"
+        elif self.op == "completions":
+            if "prompt" not in request:
+                return "'prompt' is required"
+        elif self.op == "embeddings":
+            if not isinstance(request.get("input"), str | list):
+                return "'input' must be a string or a list"
+        elif self.op == "messages":
+            if not isinstance(request.get("messages"), list) or not request["messages"]:
+                return "'messages' must be a non-empty list"
+        if "stream" in request and not isinstance(request["stream"], bool):
+            return "'stream' must be a boolean"
+        return None
+
+    # -- choosing and starting an attempt --------------------------------------------------
+
+    def _next_attempt(self) -> None:
+        """Start the next try, or answer with the last error when none is left."""
+        door = self.door
+        while self.attempts < self.max_attempts and self.target_index < len(self.targets):
+            target = self.targets[self.target_index]
+            provider = door.providers[target["provider"]]
+            breaker = provider.breaker(target["model"])
+            if not breaker.allow():
+                self.last_error = (
+                    503,
+                    f"provider '{provider.name}' is failing (circuit open)",
+                    "circuit_open",
+                )
+                self.target_index += 1
+                continue
+            tried = self.tried_keys.setdefault(provider.name, set())
+            key_index = provider.keys.pick(frozenset(tried))
+            if key_index is None:
+                self.last_error = (
+                    429,
+                    f"every API key of provider '{provider.name}' is cooling down",
+                    "keys_exhausted",
+                )
+                breaker.trial_out = False
+                self.target_index += 1
+                continue
+            tried.add(key_index)
+            self._start(provider, target["model"], key_index)
+            return
+        status, message, code = self.last_error
+        self._reply_error(status, message, code)
+
+    def _start(self, provider: ProviderRuntime, model: str, key_index: int) -> None:
+        self.attempts += 1
+        self.provider = provider
+        self.target_model = model
+        self.key_index = key_index
+        self.status = 0
+        self.retry_after = None
+        self.error_chunks = []
+        self.resp_chunks = []
+        self.native = self.dialect is ANTHROPIC and provider.type == "anthropic"
+        op = "chat" if self.op == "messages" else self.op
+        try:
+            if self.native:
+                body = dict(self.native_request, model=model)
+                call = provider.adapter.build_messages(body, model, provider.keys.key(key_index))
+            else:
+                call = provider.adapter.build(
+                    op, dict(self.request, model=model), model, provider.keys.key(key_index)
+                )
+        except UnsupportedOperation as exc:
+            self.last_error = (400, str(exc), "unsupported_operation")
+            self.target_index += 1
+            self._next_attempt()
+            return
+        if provider.mock is not None:
+            attempt = MockAttempt(self, provider.mock, call)
+        else:
+            payload = request_bytes(call, provider.host_header)
+            attempt = NetworkAttempt(self, provider.pool, payload, provider.timeouts["connect"])
+        self.attempt = attempt
+        # Non-streamed answers arrive whole: they may take as long as `idle` allows.
+        self._wait(W_FIRST_BYTE, provider.timeouts["first_byte" if self.stream else "idle"])
+        attempt.start()
+
+    def _give_up_on_target(self, status: int, message: str, code: str) -> None:
+        """The current target failed before anything reached the client: try the next one."""
+        self.provider.breaker(self.target_model).failure()
+        self.last_error = (status, message, code)
+        self.target_index += 1
+        self._next_attempt()
+
+    # -- attempt callbacks -------------------------------------------------------------------
+
+    def attempt_head(self, attempt, status: int, retry_after: float | None) -> None:
+        if attempt is not self.attempt:
+            return
+        self.status = status
+        self.retry_after = retry_after
+        if 200 <= status < 300 and self.stream:
+            self.sse = SSEParser()
+            self.writer = self.dialect.stream(self.model)
+            op = "chat" if self.op == "messages" else self.op
+            # Relay the provider's bytes as they are when the client speaks its dialect.
+            self.passthrough = self.native or (
+                self.provider.adapter.passthrough and self.dialect is not ANTHROPIC
+            )
+            self.converter = None if self.passthrough else self.provider.adapter.stream(op, self.target_model)
+
+    def attempt_body(self, attempt, chunk) -> None:
+        if attempt is not self.attempt:
+            return
+        if not (200 <= self.status < 300):
+            self.error_chunks.append(bytes(chunk))
+            return
+        if not self.stream:
+            self.resp_chunks.append(bytes(chunk))
+            if sum(map(len, self.resp_chunks)) > MAX_PROVIDER_BODY:
+                self._attempt_broken(502, "provider answer is too large", "upstream_too_large")
+            return
+        try:
+            events = self.sse.feed(chunk)
+            if not events:
+                return
+            out = self._convert_events(events)
+        except (ProviderError, SSEError, ValueError) as exc:
+            self._attempt_broken(
+                502,
+                f"provider '{self.provider.name}' sent an invalid stream event: {exc}",
+                "upstream_invalid",
+            )
+            return
+        if out:
+            self._send_stream(out)
+        self.deadline = self.loop.time() + self.provider.timeouts["idle"]
+        if self.waiting == W_FIRST_BYTE and self.sent_head:
+            self.waiting = W_IDLE
+
+    def _convert_events(self, events) -> bytes:
+        if self.passthrough:
+            for event in events:
+                if event.is_done or event.event == "message_stop":
+                    self.ended = True
+            return b"".join(event.raw for event in events)
+        out = []
+        converter = self.converter
+        writer = self.writer
+        for event in events:
+            if event.is_done:
+                converter.done = True
+                continue
+            for chunk in converter.event(event.event, event.data):
+                out.append(writer.chunk(chunk))
+        return b"".join(out)
+
+    def attempt_end(self, attempt) -> None:
+        if attempt is not self.attempt:
+            return
+        self.attempt = None
+        status = self.status
+        provider = self.provider
+        if status >= 300:
+            self._provider_error(status, b"".join(self.error_chunks))
+            return
+        if self.stream:
+            self._stream_ended()
+            return
+        body = b"".join(self.resp_chunks)
+        op = "chat" if self.op == "messages" else self.op
+        try:
+            if self.native:
+                json.loads(body)  # validated, relayed as is
+                out = body
+            else:
+                response = provider.adapter.convert_response(op, status, body, self.target_model)
+                if provider.adapter.passthrough and self.dialect is not ANTHROPIC:
+                    out = body
+                else:
+                    out = self.dialect.response(self.op, response, self.model)
+        except (ProviderError, ValueError) as exc:
+            self._give_up_on_target(
+                502, f"provider '{provider.name}' sent an invalid answer: {exc}", "upstream_invalid"
+            )
+            return
+        provider.breaker(self.target_model).success()
+        self._cancel_timer()
+        self.conn.write_local(
+            replies.simple_response(200, out, keep_alive=self.conn.keep_alive, extra=self._served_headers())
+        )
+        self._finish()
+
+    def _stream_ended(self) -> None:
+        """The provider's response ended: finish the client's stream, or fail over if it was empty."""
+        if not (self.ended if self.passthrough else self.converter.done):
+            # A clean end of the HTTP body without the provider's end marker: truncated.
+            self._attempt_broken(
+                502, f"provider '{self.provider.name}' ended its stream early", "upstream_truncated"
+            )
+            return
+        out = b""
+        if not self.passthrough:
+            try:
+                out = b"".join(self.writer.chunk(c) for c in self.converter.end()) + self.writer.end()
+            except ProviderError as exc:
+                self._attempt_broken(502, f"provider stream ended badly: {exc}", "upstream_invalid")
+                return
+        self.provider.breaker(self.target_model).success()
+        self._send_stream(out)
+        self._cancel_timer()
+        self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")
+        self._finish()
+
+    def _provider_error(self, status: int, body: bytes) -> None:
+        provider = self.provider
+        message, code = provider.adapter.error(status, body)
+        message = f"provider '{provider.name}' answered {status}: {message}"
+        if status == 429:
+            provider.keys.cool(self.key_index, self.retry_after or provider.key_cooldown["rate_limited"])
+            self.last_error = (429, message, code or "rate_limited")
+            self._next_attempt()  # another key of this provider, or the next target
+        elif status in (401, 403):
+            provider.keys.cool(self.key_index, provider.key_cooldown["unauthorized"])
+            self.last_error = (502, message, code or "provider_auth_failed")
+            self._next_attempt()
+        elif status >= 500:
+            self._give_up_on_target(504 if status == 504 else 502, message, code or "upstream_error")
+        else:
+            # The request itself is wrong: another provider would refuse it too.
+            self._reply_error(status, message, code)
+
+    def attempt_failed(self, attempt, status: int, message: str) -> None:
+        if attempt is not self.attempt:
+            return
+        self.attempt = None
+        self._attempt_broken(
+            status,
+            f"provider '{self.provider.name}': {message}",
+            "upstream_error" if status == 502 else "upstream_timeout",
+        )
+
+    def _attempt_broken(self, status: int, message: str, code: str) -> None:
+        if self.attempt is not None:
+            self.attempt.cancel()
+            self.attempt = None
+        if not self.sent_head:
+            self._give_up_on_target(status, message, code)
+            return
+        # Too late to fail over: end the stream cleanly with an error event.
+        self.provider.breaker(self.target_model).failure()
+        self._send_stream(self.writer.error(message, code))
+        self._cancel_timer()
+        self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")
+        self._finish()
+
+    # -- writing to the client -------------------------------------------------------------
+
+    def _served_headers(self) -> bytes:
+        return b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-attempts: %d\r\n" % (
+            self.provider.name.encode(),
+            self.target_model.encode(),
+            self.attempts,
+        )
+
+    def _send_stream(self, data: bytes) -> None:
+        conn = self.conn
+        if not self.sent_head:
+            self.sent_head = True
+            self.waiting = W_IDLE
+            head = [
+                replies.status_line(200),
+                b"\r\n",
+                replies.SERVER_HEADER,
+                replies.DATE.header(),
+                SSE_HEAD_HEADERS,
+                self._served_headers(),
+            ]
+            head.append(
+                b"Transfer-Encoding: chunked\r\n\r\n" if conn.keep_alive else b"Connection: close\r\n\r\n"
+            )
+            conn.write_local(b"".join(head))
+        if data:
+            conn.write_local(b"%x\r\n%b\r\n" % (len(data), data) if conn.keep_alive else data)
+
+    def _reply_error(self, status: int, message: str, code: str | None) -> None:
+        self._cancel_timer()
+        extra = b""
+        if status == 429 and self.retry_after:
+            extra = b"Retry-After: %d\r\n" % max(1, round(self.retry_after))
+        self.conn.write_local(
+            replies.simple_response(
+                status,
+                self.dialect.error(status, message, code),
+                keep_alive=self.conn.keep_alive,
+                extra=extra,
+            )
+        )
+        self._finish()
+
+    def _reply_models(self, consumer) -> None:
+        names = [
+            n for n in self.door.models.names if "*" not in n and (consumer is None or consumer.allows(n))
+        ]
+        created = int(time.time())
+        body = json.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": n, "object": "model", "created": created, "owned_by": "fastgw"} for n in names
+                ],
+            }
+        ).encode()
+        self.conn.write_local(replies.simple_response(200, body, keep_alive=self.conn.keep_alive))
+        self._finish()
+
+    def _finish(self) -> None:
+        self.cancelled = True
+        self.conn.finish_exchange()
+
+    # -- timers and the connection's hooks ----------------------------------------------------
+
+    def _wait(self, what: int, seconds: float) -> None:
+        self.waiting = what
+        self.deadline = self.loop.time() + seconds
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+        elif self.timer.when() > self.deadline:
+            self.timer.cancel()
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        self.waiting = W_NONE
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.waiting == W_NONE or self.cancelled:
+            return
+        if self.loop.time() < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            return
+        what = "first token" if self.waiting == W_FIRST_BYTE and self.stream else "answer"
+        if self.waiting == W_IDLE and self.sent_head:
+            what = "next stream event"
+        self._attempt_broken(
+            504, f"provider '{self.provider.name}' sent no {what} in time", "upstream_timeout"
+        )
+
+    def pause(self) -> None:
+        if self.attempt is not None:
+            self.attempt.pause()
+
+    def resume(self) -> None:
+        if self.attempt is not None:
+            self.attempt.resume()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._cancel_timer()
+        if self.attempt is not None:
+            self.attempt.cancel()
+            self.attempt = None

@@ -1,0 +1,121 @@
+"""What a worker remembers about providers between requests: key cool-downs and breakers.
+
+State lives in the worker, not in a config generation, so a config push does not forget
+that a key was just rate-limited or that a provider is down. A generation asks for the
+pool of a provider's keys or the breaker of a target and gets the existing one back when
+nothing it depends on changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+NO_KEY = -1
+"""``KeyPool.pick`` result for a provider configured without keys (ollama, mock)."""
+
+
+class KeyPool:
+    """A provider's API keys, rotated round robin; a refused key sits out its cool-down."""
+
+    __slots__ = ("keys", "cooled_until", "next")
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        self.cooled_until = [0.0] * len(keys)
+        self.next = 0
+
+    def pick(self, exclude: frozenset[int] = frozenset()) -> int | None:
+        """Index of the next usable key, ``NO_KEY`` if the provider has none, None if all are cooling."""
+        count = len(self.keys)
+        if count == 0:
+            return NO_KEY
+        now = time.monotonic()
+        for step in range(count):
+            index = (self.next + step) % count
+            if index not in exclude and self.cooled_until[index] <= now:
+                self.next = (index + 1) % count
+                return index
+        return None
+
+    def key(self, index: int) -> str | None:
+        return None if index == NO_KEY else self.keys[index]
+
+    def cool(self, index: int, seconds: float) -> None:
+        if index != NO_KEY:
+            self.cooled_until[index] = max(self.cooled_until[index], time.monotonic() + seconds)
+
+    def cooling(self) -> int:
+        now = time.monotonic()
+        return sum(until > now for until in self.cooled_until)
+
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class Breaker:
+    """Passive health of one target: after ``failures`` failures in a row it opens for
+    ``cooldown`` seconds, then lets one trial request through (half-open); the trial's
+    outcome closes it or opens it again for another cool-down."""
+
+    __slots__ = ("failures", "cooldown", "state", "consecutive", "opened_at", "trial_out")
+
+    def __init__(self, failures: int, cooldown: float) -> None:
+        self.failures = failures
+        self.cooldown = cooldown
+        self.state = CLOSED
+        self.consecutive = 0
+        self.opened_at = 0.0
+        self.trial_out = False
+
+    def allow(self) -> bool:
+        if self.state == CLOSED:
+            return True
+        if self.state == OPEN:
+            if time.monotonic() - self.opened_at < self.cooldown:
+                return False
+            self.state = HALF_OPEN
+            self.trial_out = False
+        if self.trial_out:
+            return False
+        self.trial_out = True
+        return True
+
+    def success(self) -> None:
+        self.state = CLOSED
+        self.consecutive = 0
+        self.trial_out = False
+
+    def failure(self) -> None:
+        self.consecutive += 1
+        if self.state == HALF_OPEN or self.consecutive >= self.failures:
+            self.state = OPEN
+            self.opened_at = time.monotonic()
+            self.trial_out = False
+
+
+class ProviderHealth:
+    """Per-worker registry of key pools and breakers, reused across config generations."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, str], KeyPool] = {}
+        self._breakers: dict[tuple[str, str], Breaker] = {}
+
+    def key_pool(self, provider: str, keys: list[str]) -> KeyPool:
+        # Keyed by a digest of the keys: a push that changes them starts fresh, one that doesn't keeps cool-downs.
+        fingerprint = hashlib.sha256("\0".join(keys).encode()).hexdigest()
+        pool = self._pools.get((provider, fingerprint))
+        if pool is None:
+            pool = self._pools[(provider, fingerprint)] = KeyPool(list(keys))
+        return pool
+
+    def breaker(self, provider: str, model: str, failures: int, cooldown: float) -> Breaker:
+        breaker = self._breakers.get((provider, model))
+        if breaker is None:
+            breaker = self._breakers[(provider, model)] = Breaker(failures, cooldown)
+        else:
+            breaker.failures, breaker.cooldown = failures, cooldown
+        return breaker
+
+    def breakers(self) -> dict[tuple[str, str], Breaker]:
+        return self._breakers
