@@ -26,7 +26,7 @@ import targets
 import ttfb
 import wrk
 
-SCENARIOS = ("json50", "json256", "sse", "ttfb", "push")
+SCENARIOS = ("json50", "json256", "sse", "ai", "ttfb", "push")
 TARGETS = ("direct", "nginx", "fastgw")
 SSE_CHUNKS = 50  # fixed: scripts/sse.lua asks the mock for the same number
 ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
@@ -149,6 +149,18 @@ def measure_sse(url: str, port: int, args: argparse.Namespace, proc: targets.Pro
     return result
 
 
+def measure_ai(port: int, args: argparse.Namespace, proc: targets.Process) -> dict[str, object]:
+    """The AI front door (auth + model routing + Anthropic->OpenAI stream conversion), checked first
+    with a real client: 50 content chunks and [DONE], like the plain relay it is compared with."""
+    check = ttfb.count_sse_chunks(targets.HOST, port, SSE_CHUNKS, model=targets.AI_MODEL, api_key=targets.AI_KEY)
+    if check["status"] != 200 or check["content_chunks"] != SSE_CHUNKS or not check["done_marker"]:
+        raise RuntimeError(f"expected {SSE_CHUNKS} content chunks and [DONE] with status 200, got {check}")
+    result = measure_wrk(f"http://{targets.HOST}:{port}/", "ai.lua", args.sse_connections, args, proc)
+    result["verified"] = check
+    result["streams_per_s"] = result["rps"]
+    return result
+
+
 def measure(scenario: str, port: int, args: argparse.Namespace, proc: targets.Process) -> dict[str, object]:
     """One non-push scenario against one target."""
     url = f"http://{targets.HOST}:{port}/"
@@ -180,7 +192,24 @@ def run_scenarios(args: argparse.Namespace, ports: dict[str, int], procs: dict[s
                 results[scenario]["fastgw"] = {"error": str(exc)}
                 print(f"  push: {exc}", flush=True)
             continue
+        if scenario == "ai":
+            # Compared with nginx relaying the same request shape (the sse scenario) in this run.
+            if "nginx" in ports and "nginx" not in results.get("sse", {}):
+                print("[ai] nginx (plain relay of the same stream) ...", flush=True)
+                results.setdefault("sse", {})["nginx"] = measure("sse", ports["nginx"], args, procs["nginx"])
+            if "fastgw-ai" not in ports:
+                results[scenario]["fastgw"] = {"error": "fastgw-ai not running"}
+                continue
+            print("[ai] fastgw (auth + routing + stream conversion) ...", flush=True)
+            try:
+                results[scenario]["fastgw"] = measure_ai(ports["fastgw-ai"], args, procs["fastgw-ai"])
+            except Exception as exc:  # recorded and printed, other scenarios go on
+                results[scenario]["fastgw"] = {"error": str(exc)}
+                print(f"  fastgw-ai: {exc}", flush=True)
+            continue
         for name, port in ports.items():
+            if name == "fastgw-ai":
+                continue
             print(f"[{scenario}] {name} ...", flush=True)
             try:
                 results[scenario][name] = measure(scenario, port, args, procs[name])
@@ -219,6 +248,12 @@ def table_rows(results: dict[str, dict[str, dict]]) -> list[dict[str, object]]:
         add("sse chunks/s", "higher", pick("sse", "chunks_per_s"))
         add("sse p99 ms (whole stream)", "lower", pick("sse", "p99_ms"))
         add("sse CPU us/stream", "lower", pick("sse", "cpu_us_per_req"))
+    if "ai" in results:
+        label = "ai streams/s (fastgw: auth+routing+conversion; nginx: plain relay)"
+        add(label, "higher", {"nginx": pick("sse", "streams_per_s").get("nginx"), **pick("ai", "streams_per_s")})
+        add("ai CPU us/stream", "lower", {"nginx": pick("sse", "cpu_us_per_req").get("nginx"),
+                                          **pick("ai", "cpu_us_per_req")})
+        add("ai errors", "zero", pick("ai", "errors"), ratio=False)
         add("sse errors", "zero", pick("sse", "errors"), ratio=False)
     if "ttfb" in results:
         p50, p99 = pick("ttfb", "p50_ms"), pick("ttfb", "p99_ms")
@@ -285,6 +320,19 @@ def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
         status[name] = {k: v for k, v in proc.info.items() if k != "status"}
         if name == "fastgw":
             gateway = proc
+    if "ai" in args.scenarios:
+        try:
+            claude = targets.start_mock(workdir, args.mock_workers, SSE_CHUNKS, stack, flavor="anthropic")
+            proc = targets.start_fastgw(workdir, args.workers, int(claude.info["port"]), stack, ai=True)
+        except targets.TargetError as exc:
+            print(f"!! fastgw-ai skipped: {exc}", flush=True)
+            status["fastgw-ai"] = {"error": str(exc)}
+        else:
+            ports["fastgw-ai"] = int(proc.info["port"])  # type: ignore[call-overload]
+            procs["fastgw-ai"] = proc
+            print(f"fastgw-ai: http://{targets.HOST}:{ports['fastgw-ai']} -> anthropic mock "
+                  f"http://{targets.HOST}:{claude.info['port']}", flush=True)
+            status["fastgw-ai"] = {k: v for k, v in proc.info.items() if k != "status"}
     return procs, ports, gateway, status
 
 

@@ -182,20 +182,16 @@ def wait_until(proc: Process, ready: Callable[[], bool], timeout: float, what: s
     raise proc.fail(f"not {what} after {timeout:.0f} s")
 
 
-def start_mock(workdir: Path, workers: int, chunks: int, stack: ExitStack) -> Process:
-    """The mock LLM upstream, via the CLI if it exists, else via fastgw.mock_llm.serve()."""
+def start_mock(workdir: Path, workers: int, chunks: int, stack: ExitStack, flavor: str = "openai") -> Process:
+    """The mock LLM upstream (`flavor` picks the provider wire format it speaks)."""
     port = free_port()
     cli_ok, cli_err = fastgw_command_works("mock-llm")
-    if cli_ok:
-        argv = [sys.executable, "-m", "fastgw", "mock-llm", "--port", str(port), "--workers", str(workers),
-                "--chunks", str(chunks), "--chunk-delay-ms", "0"]
-    elif (REPO_ROOT / "fastgw" / "mock_llm.py").exists():
-        code = (f"from fastgw.mock_llm import serve; "
-                f"serve({HOST!r}, {port}, workers={workers}, chunks={chunks}, chunk_delay_ms=0)")
-        argv = [sys.executable, "-c", code]
-    else:
-        raise TargetError(f"mock upstream: no `fastgw mock-llm` CLI ({cli_err}) and no fastgw/mock_llm.py yet")
-    proc = Process("mock", argv, workdir / "mock.log", info={"port": port, "workers": workers})
+    if not cli_ok:
+        raise TargetError(f"mock upstream: `fastgw mock-llm` does not run: {cli_err}")
+    argv = [sys.executable, "-m", "fastgw", "mock-llm", "--port", str(port), "--workers", str(workers),
+            "--chunks", str(chunks), "--chunk-delay-ms", "0", "--flavor", flavor]
+    proc = Process(f"mock-{flavor}", argv, workdir / f"mock-{flavor}.log",
+                   info={"port": port, "workers": workers, "flavor": flavor})
     proc.start(REPO_ROOT, stack, python_env())
     wait_until(proc, lambda: "listening on" in proc.log_tail() or http_get(f"http://{HOST}:{port}/")[0] > 0,
                30, "listening")
@@ -273,16 +269,36 @@ def workers_ready(status: dict | None, workers: int) -> bool:
             and all(isinstance(w, dict) and w.get("ready") is True for w in entries))
 
 
-def start_fastgw(workdir: Path, workers: int, upstream_port: int, stack: ExitStack) -> Process:
+AI_KEY = "sk-bench-consumer"
+AI_MODEL = "bench-claude"
+
+
+def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: int) -> str:
+    """The AI scenario: consumer auth, a model table, and an Anthropic-format provider whose
+    stream the gateway converts event by event to OpenAI's for the client."""
+    return "\n".join([
+        f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}",
+        "providers:",
+        f"  - {{name: claude, type: anthropic, base_url: 'http://{HOST}:{upstream_port}', api_keys: [sk-provider]}}",
+        "models:",
+        f"  - {{name: {AI_MODEL}, targets: [{{provider: claude, model: claude-3-5-haiku-latest}}]}}",
+        "consumers:",
+        f"  - {{name: bench, api_keys: [{AI_KEY}], models: ['*']}}",
+    ]) + "\n"
+
+
+def start_fastgw(workdir: Path, workers: int, upstream_port: int, stack: ExitStack, ai: bool = False) -> Process:
     """`fastgw run` with the same worker count as nginx; ready per /status, else when the port answers."""
     ok, err = fastgw_command_works("run")
     if not ok:
         raise TargetError(f"fastgw is not runnable yet: {err}")
     port, admin_port = free_port(), free_port()
-    config = workdir / "fastgw.yaml"
-    config.write_text(fastgw_config(port, admin_port, workers, upstream_port))
+    name = "fastgw-ai" if ai else "fastgw"
+    config = workdir / f"{name}.yaml"
+    render = fastgw_ai_config if ai else fastgw_config
+    config.write_text(render(port, admin_port, workers, upstream_port))
     argv = [sys.executable, "-m", "fastgw", "run", "-c", str(config)]
-    proc = Process("fastgw", argv, workdir / "fastgw.log",
+    proc = Process(name, argv, workdir / f"{name}.log",
                    info={"port": port, "admin_port": admin_port, "workers": workers, "admin_api": False})
 
     started = time.monotonic()

@@ -25,7 +25,8 @@ def sse_headers(chunks: int) -> dict[str, str]:
     return {"Content-Type": "application/json", "Accept": "text/event-stream", "x-mock-chunks": str(chunks)}
 
 
-def count_sse_chunks(host: str, port: int, chunks: int, timeout: float = 10.0) -> dict[str, object]:
+def count_sse_chunks(host: str, port: int, chunks: int, timeout: float = 10.0, model: str = "mock-gpt",
+                     api_key: str | None = None) -> dict[str, object]:
     """Read one stream with http.client (an independent parser) and count its events and content chunks.
 
     wrk only counts responses, so chunks/s = streams/s x content chunks per stream is trusted only after
@@ -33,7 +34,9 @@ def count_sse_chunks(host: str, port: int, chunks: int, timeout: float = 10.0) -
     """
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("POST", SSE_PATH, body=SSE_BODY, headers=sse_headers(chunks))
+        headers = sse_headers(chunks) | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
+        body = SSE_BODY if model == "mock-gpt" else SSE_BODY.replace(b'"mock-gpt"', json.dumps(model).encode())
+        conn.request("POST", SSE_PATH, body=body, headers=headers)
         resp = conn.getresponse()
         body = resp.read()
     finally:

@@ -147,7 +147,7 @@ class SSEParser:
         raw_start = 0
         nl = -2  # cached position of the next LF (-1: none before end)
         while True:
-            if -1 != nl < scan:
+            if nl != -1 and nl < scan:
                 nl = base.find(b"\n", scan)
             cr = base.find(b"\r", scan, end if nl < 0 else nl)
             if cr >= 0:
@@ -156,7 +156,7 @@ class SSEParser:
                     nxt = cr + 2 if base[cr + 1] == 10 else cr + 1
                 elif eof:
                     nxt = cr + 1
-                elif False:
+                else:  # a CR at the end: wait to see whether LF follows
                     scan = cr
                     break
             elif nl >= 0:

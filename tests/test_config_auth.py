@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import fnmatch
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastgw.config import ConfigError, load_text
+from fastgw.config.consumers import _overlap
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -242,7 +247,10 @@ def _jwks(tmp_path: Path, content: str) -> str:
         ('[{"kty": "RSA"}]', 'not a JWKS: expected a JSON object {"keys": [...]}'),
         ('{"keys": 5}', 'not a JWKS: expected a JSON object {"keys": [...]}'),
         ('{"keys": []}', "no usable key for algorithms RS256, ES256"),
-        ('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}', "no usable key for algorithms RS256, ES256"),
+        (
+            '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}, {"kty": ["RSA"]}]}',
+            "no usable key for algorithms RS256, ES256",
+        ),
         ('{"keys": [5]}', "keys[0]: expected a JSON object, found integer"),
         ('{"keys": [{"kty": "RSA", "e": "AQAB"}]}', "keys[0]: n must be a non-empty base64url string"),
         ('{"keys": [{"kty": "RSA", "n": "AQAB=", "e": "AQAB"}]}', "keys[0]: n is not unpadded base64url"),
@@ -273,3 +281,14 @@ def test_jwks_file_unreadable_or_weak(tmp_path: Path) -> None:
         tmp_path, json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(1), "y": b64(1)}]})
     )
     assert error_at("auth.jwt[0].jwks_file", **jwt(issuer(jwks_file=off_curve))).startswith("keys[0]: ")
+
+
+WORDS = ["".join(letters) for n in range(9) for letters in itertools.product("ab", repeat=n)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("ab*", max_size=4), st.text("ab*", max_size=4))
+def test_wildcard_overlap_matches_brute_force(a: str, b: str) -> None:
+    """A consumer entry is accepted exactly when some name matches both it and a model."""
+    expected = any(fnmatch.fnmatchcase(w, a) and fnmatch.fnmatchcase(w, b) for w in WORDS)
+    assert _overlap(a, b) is expected

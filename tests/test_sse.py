@@ -450,7 +450,7 @@ def sse_streams(draw, mixed: bool = True, all_data: bool = False) -> bytes:
 _garbage = st.binary(max_size=120) | st.lists(
     st.sampled_from([b"data", b"event", b"id", b"retry", b":", b" ", b"\r", b"\n", b"\xef\xbb\xbf", b"\xef",
                      b"\x00", b"x", b"\xff", b"7", b"[DONE]"]), max_size=60).map(b"".join)
-_sizes = st.sampled_from([1 << 20, 1 << 20, 1, 8, 16, 32, 64])
+_sizes = st.just(1 << 20) | st.integers(1, 80)
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -497,6 +497,18 @@ def test_raw_is_prefix_of_stream(stream, twin):
     joined = b"".join(e[4] for e in out["events"])
     assert stream.startswith(joined)
     assert out["pending"] <= len(stream) - len(joined)
+
+
+@PROPERTY
+@given(stream=sse_streams() | _garbage, twin=st.sampled_from(TWINS))
+def test_max_event_size_is_exact(stream, twin):
+    """The limit applies to every raw and to the undispatched tail, to the byte."""
+    mod = _module(twin)
+    raws = [e[4] for e in run(mod, [stream])["events"]]
+    largest = max([len(stream) - len(b"".join(raws)), *map(len, raws)])
+    assert run(mod, [stream], max(largest, 1))["error"] is None
+    if largest > 1:
+        assert run(mod, [stream], largest - 1)["error"] is not None
 
 
 @PROPERTY

@@ -119,18 +119,23 @@ class NetworkAttempt:
     # -- UpstreamOwner ------------------------------------------------------------------
 
     def on_upstream_data(self, conn: UpstreamConnection) -> None:
+        """Everything one read brought is handed over as one body piece (one write downstream)."""
         self.got_bytes = True
         parser = conn.parser
         exchange = self.exchange
+        body: list = []
         try:
             while not self.done:
                 event = parser.next_event()
                 if event is None:
-                    return
+                    break
                 if event is END:
                     if self.interim:
                         self.interim = False
                         continue
+                    self._flush(body)
+                    if self.done:
+                        return
                     self.done = True
                     self.conn = None
                     if self.keep_alive and parser.buffered == 0:
@@ -140,15 +145,23 @@ class NetworkAttempt:
                     exchange.attempt_end(self)
                     return
                 if isinstance(event, bytes | memoryview | bytearray):
-                    exchange.attempt_body(self, event)
+                    body.append(event)
                 elif event.status < 200:
                     self.interim = True
                 else:
                     self.keep_alive = event.keep_alive
                     exchange.attempt_head(self, event.status, _retry_after(event.get(b"retry-after")))
         except ParseError as exc:
+            self._flush(body)
             if not self.done:
                 self._fail(502, f"provider sent an invalid HTTP response: {exc.reason}")
+            return
+        self._flush(body)
+
+    def _flush(self, body: list) -> None:
+        if body and not self.done:
+            self.exchange.attempt_body(self, body[0] if len(body) == 1 else b"".join(body))
+            body.clear()
 
     def on_upstream_eof(self, conn: UpstreamConnection) -> None:
         try:
@@ -235,10 +248,13 @@ class MockAttempt:
         self.timer = None
         reply = self.reply
         events = reply.events
+        if reply.chunk_delay <= 0:  # all due now: one piece, as one network read would bring them
+            self.next_event = len(events)
+            self.exchange.attempt_body(self, b"".join(events))
         while not self.done and self.next_event < len(events):
             self.exchange.attempt_body(self, events[self.next_event])
             self.next_event += 1
-            if reply.chunk_delay > 0 and self.next_event < len(events):
+            if self.next_event < len(events):
                 self.timer = self.exchange.loop.call_later(reply.chunk_delay, self._events)
                 return
         if self.done:

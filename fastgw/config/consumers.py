@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -86,20 +85,29 @@ def _consumers(value: Any, models: Collection[str], issues: Issues) -> list[dict
     return out
 
 
-@lru_cache(maxsize=4096)
 def _overlap(a: str, b: str) -> bool:
     """Whether two names with ``*`` wildcards match at least one common model name.
 
     A consumer may list ``o1`` when the models table serves ``o*``, or ``claude-*`` when it
     names ``claude-3-opus``; only an entry that can never match anything is an error.
+    A search over (position in a, position in b): O(len(a) * len(b)), no recursion.
     """
-    if not a or not b:
-        return a.strip("*") == b.strip("*") == ""
-    if a[0] == "*":
-        return _overlap(a[1:], b) or _overlap(a, b[1:])
-    if b[0] == "*":
-        return _overlap(a, b[1:]) or _overlap(a[1:], b)
-    return a[0] == b[0] and _overlap(a[1:], b[1:])
+    seen: set[tuple[int, int]] = set()
+    todo = [(0, 0)]
+    while todo:
+        i, j = todo.pop()
+        if (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if i == len(a) and j == len(b):
+            return True
+        if i < len(a) and a[i] == "*":  # the star matches nothing more, or b's next character
+            todo += [(i + 1, j), (i, j + 1)] if j < len(b) else [(i + 1, j)]
+        elif j < len(b) and b[j] == "*":
+            todo += [(i, j + 1), (i + 1, j)] if i < len(a) else [(i, j + 1)]
+        elif i < len(a) and j < len(b) and a[i] == b[j]:
+            todo.append((i + 1, j + 1))
+    return False
 
 
 def _issuers(value: Any, issues: Issues) -> list[dict]:
@@ -240,7 +248,8 @@ def _jwks_file(file: str, path: str, algorithms: list[str], issues: Issues) -> l
         if not isinstance(jwk, dict):
             issues.add(path, f"keys[{k}]: expected a JSON object, found {kind(jwk)}")
             continue
-        alg = {"RSA": "RS256", "EC": "ES256" if jwk.get("crv") == "P-256" else None}.get(jwk.get("kty"))
+        kty = jwk.get("kty")
+        alg = "RS256" if kty == "RSA" else "ES256" if kty == "EC" and jwk.get("crv") == "P-256" else None
         # RFC 7517 5: skip keys not understood; also keys for encryption or another algorithm.
         if (
             alg is None
