@@ -68,9 +68,10 @@ def ai_config(mocks: dict[str, MockLLMProcess]) -> dict:
         failing("cuts", options={"headers": {"x-mock-cut-after": "3"}}),
         failing("rotates", api_keys=["sk-mock-401-a", "sk-mock-429-b", "sk-good"]),
         failing("breaks", base_url=f"http://127.0.0.1:{free_port()}/v1", breaker={"failures": 2, "cooldown": "30s"}),
+        failing("probed", base_url=f"http://127.0.0.1:{free_port()}/v1", health_check={"interval": "200ms"}),
     ]
     backup = {"provider": "openai", "model": "gpt-4o-mini"}
-    for name in ("dead", "fails-503", "fails-429", "stalls", "breaks"):
+    for name in ("dead", "fails-503", "fails-429", "stalls", "breaks", "probed"):
         models.append({"name": f"failover-{name}", "targets": [{"provider": name, "model": "m"}, backup]})
     models.append({"name": "cut", "targets": [{"provider": "cuts", "model": "m"}]})
     models.append({"name": "rotate", "targets": [{"provider": "rotates", "model": "m"}]})
@@ -250,6 +251,35 @@ def test_breaker_opens_after_repeated_failures(gw):
     assert attempts[-1] == 1  # the open breaker skips the dead target without trying it
 
 
+def test_provider_probed_down_is_skipped_from_the_first_request(gw):
+    time.sleep(0.5)  # a few probe intervals since the gateway started
+    for _ in range(4):  # whichever worker answers has probed it already
+        raw = oai(gw).chat.completions.with_raw_response.create(model="failover-probed", messages=MESSAGES)
+        assert raw.headers["x-fastgw-provider"] == "openai"
+        assert raw.headers["x-fastgw-attempts"] == "1"
+
+
+def test_probe_tells_up_from_down(mocks):
+    from fastgw.ai.frontdoor import ProviderRuntime
+    from fastgw.ai.health import ProviderHealth
+    from fastgw.ai.probes import probe
+    from fastgw.config import load_text
+    from fastgw.proxy.upstream import PoolSet
+
+    async def verdicts() -> list[bool]:
+        config = load_text(
+            "providers:\n"
+            f"  - {{name: up, type: anthropic, base_url: '{mocks['anthropic'].url}', api_keys: [k]}}\n"
+            f"  - {{name: up2, type: gemini, base_url: '{mocks['gemini'].url}', api_keys: [k]}}\n"
+            f"  - {{name: down, type: openai, base_url: 'http://127.0.0.1:{free_port()}/v1'}}\n"
+        )
+        pools, health = PoolSet(asyncio.get_running_loop()), ProviderHealth()
+        runtimes = [ProviderRuntime(spec, pools, health) for spec in config["providers"]]
+        return [await probe(runtime, 1.0) for runtime in runtimes]
+
+    assert asyncio.run(verdicts()) == [True, True, False]
+
+
 def test_client_errors_are_not_retried(gw):
     with pytest.raises(openai.BadRequestError):
         oai(gw).chat.completions.create(model="via-openai", messages=[])
@@ -259,3 +289,14 @@ def test_client_errors_are_not_retried(gw):
     assert status == 400 and "JSON" in body["error"]["message"]
     status, body = http_json("POST", gw.url + "/v1/messages", json.dumps({"model": "via-openai", "messages": "x"}).encode())
     assert status == 400 and body["type"] == "error"
+
+
+def test_provider_keys_are_redacted_from_provider_errors():
+    from fastgw.ai.frontdoor import ProviderRuntime
+    from fastgw.ai.health import ProviderHealth
+    from fastgw.config import load_text
+    from fastgw.proxy.upstream import PoolSet
+
+    config = load_text("providers: [{name: p, type: openai, api_keys: [sk-secret-123, sk-other-456]}]\n")
+    runtime = ProviderRuntime(config["providers"][0], PoolSet(asyncio.new_event_loop()), ProviderHealth())
+    assert runtime.redact("Incorrect API key provided: sk-secret-123.") == "Incorrect API key provided: ***."

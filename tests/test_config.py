@@ -394,7 +394,7 @@ def test_providers_normalised() -> None:
 def test_provider_errors() -> None:
     text = """
 providers:
-  - {name: a, type: openai}
+  - {name: a, type: openai-compatible}
   - {name: b, type: gpt}
   - {name: c, type: azure, base_url: "ftp://x"}
   - {type: mock, timeouts: {first_byte: 0}}
@@ -403,7 +403,8 @@ providers:
   - {name: a, type: mock}
 """
     found = errors(text)
-    assert "providers[0].base_url: required for type openai" in found
+    assert "providers[0].base_url: required for type openai-compatible" in found
+    assert load("providers: [{name: o, type: openai}]\n")["providers"][0]["base_url"] is None  # api.openai.com
     assert any(e.startswith("providers[1].type: expected one of openai, azure,") for e in found)
     assert "providers[2].base_url: expected an http:// or https:// URL with a host" in found
     assert "providers[3].name: required" in found

@@ -61,6 +61,7 @@ class Worker:
         self.seq, _, blob = snapshot
         self._generation_cls = Generation
         self.generation = Generation.from_blob(blob, self.pools, self.provider_health)
+        self.prober = None  # started with the loop, in serve()
 
     # -- generations -----------------------------------------------------------------
 
@@ -80,6 +81,8 @@ class Worker:
             return
         try:
             self.generation = self._generation_cls.from_blob(blob, self.pools, self.provider_health)
+            if self.prober is not None:
+                self.prober.configure(self.generation.ai)
         except Exception as exc:  # the supervisor validated it; keep serving the old one
             log(f"cannot load generation {number}, still serving {self.generation.number}: {exc!r}")
 
@@ -129,6 +132,10 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._stopping.set)
         server = await self.loop.create_server(lambda: HttpServerProtocol(self), sock=self.sock)
+        from fastgw.ai.probes import HealthProber
+
+        self.prober = HealthProber(self.loop)
+        self.prober.configure(self.generation.ai)
         self.state = STATE_READY
         self._tick()
         await self._stopping.wait()
@@ -138,6 +145,7 @@ class Worker:
         self.state = STATE_DRAINING
         self._write_record()
         server.close()
+        self.prober.stop()
         for conn in list(self.connections):
             conn.start_drain()
         deadline = self.loop.time() + self.generation.drain_timeout

@@ -202,6 +202,10 @@ class AIExchange:
             target = self.targets[self.target_index]
             provider = door.providers[target["provider"]]
             breaker = provider.breaker(target["model"])
+            if provider.probed_down():
+                self.last_error = (503, f"provider '{provider.name}' is down (health probe)", "provider_down")
+                self.target_index += 1
+                continue
             if not breaker.allow():
                 self.last_error = (
                     503,
@@ -240,8 +244,10 @@ class AIExchange:
         op = "chat" if self.op == "messages" else self.op
         try:
             if self.native:
-                body = dict(self.native_request, model=model)
-                call = provider.adapter.build_messages(body, model, provider.keys.key(key_index))
+                beta = self.head.get(b"anthropic-beta")  # the client's opt-ins survive the pass-through
+                call = provider.adapter.build_messages(
+                    self.native_request, model, provider.keys.key(key_index), beta.decode("latin-1") if beta else None
+                )
             else:
                 call = provider.adapter.build(
                     op, dict(self.request, model=model), model, provider.keys.key(key_index)
@@ -391,7 +397,7 @@ class AIExchange:
     def _provider_error(self, status: int, body: bytes) -> None:
         provider = self.provider
         message, code = provider.adapter.error(status, body)
-        message = f"provider '{provider.name}' answered {status}: {message}"
+        message = f"provider '{provider.name}' answered {status}: {provider.redact(message)}"
         if status == 429:
             provider.keys.cool(self.key_index, self.retry_after or provider.key_cooldown["rate_limited"])
             self.last_error = (429, message, code or "rate_limited")

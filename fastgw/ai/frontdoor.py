@@ -82,6 +82,7 @@ class ProviderRuntime:
         "keys",
         "timeouts",
         "key_cooldown",
+        "health_check",
         "_health",
         "_breaker_failures",
         "_breaker_cooldown",
@@ -109,12 +110,33 @@ class ProviderRuntime:
         self.keys: KeyPool = health.key_pool(self.name, spec["api_keys"])
         self.timeouts = spec["timeouts"]
         self.key_cooldown = spec["key_cooldown"]
+        self.health_check = spec["health_check"]
         self._health = health
         self._breaker_failures = spec["breaker"]["failures"]
         self._breaker_cooldown = spec["breaker"]["cooldown"]
 
     def breaker(self, model: str) -> Breaker:
         return self._health.breaker(self.name, model, self._breaker_failures, self._breaker_cooldown)
+
+    def redact(self, text: str) -> str:
+        """Provider error texts may quote the key they refused; clients must never see one."""
+        for key in self.keys.keys:
+            if key:
+                text = text.replace(key, "***")
+        return text
+
+    def probed_down(self) -> bool:
+        return self.name in self._health.probed_down
+
+    def probed(self, healthy: bool) -> None:
+        """An active probe's verdict: down skips the provider; up closes its open breakers."""
+        if healthy:
+            self._health.probed_down.discard(self.name)
+            for (provider, _), breaker in self._health.breakers().items():
+                if provider == self.name:
+                    breaker.success()
+        else:
+            self._health.probed_down.add(self.name)
 
 
 class AIFrontDoor:

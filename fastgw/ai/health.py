@@ -100,6 +100,7 @@ class ProviderHealth:
     def __init__(self) -> None:
         self._pools: dict[tuple[str, str], KeyPool] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
+        self.probed_down: set[str] = set()  # providers whose last active health probe failed
 
     def key_pool(self, provider: str, keys: list[str]) -> KeyPool:
         # Keyed by a digest of the keys: a push that changes them starts fresh, one that doesn't keeps cool-downs.

@@ -104,6 +104,8 @@ PROVIDER_TYPES = (
     "mock",
 )
 _PROVIDER_TYPE = one_of(*PROVIDER_TYPES)
+NEEDS_BASE_URL = ("azure", "openai-compatible")
+"""Types without a well-known endpoint; the others default to their public API (api.openai.com...)."""
 
 _HTTP = {
     "max_header_size": (size, 16 * 1024),
@@ -198,7 +200,7 @@ def _providers(value: Any, issues: Issues) -> list[dict]:
             url = net.base_url(given["base_url"], f"{path}.base_url", issues)
         else:
             url = None
-            if kind not in (None, "mock"):
+            if kind in NEEDS_BASE_URL:
                 issues.add(f"{path}.base_url", f"required for type {kind}")
         options = given.get("options", {})
         if isinstance(options, dict):

@@ -442,6 +442,10 @@ class AnthropicAdapter(Adapter):
             headers.append((b"anthropic-beta", beta.encode()))
         return UpstreamCall(b"POST", (prefix + "/messages").encode(), headers, _compact(body).encode())
 
+    def probe(self, api_key: str | None) -> UpstreamCall:
+        call = self._call({}, api_key)
+        return UpstreamCall(b"GET", call.path.rsplit(b"/", 1)[0] + b"/models", call.headers, b"")
+
     def build(self, op: str, request: dict[str, Any], model: str, api_key: str | None) -> UpstreamCall:
         if op != "chat":
             raise UnsupportedOperation(f"Anthropic providers do not serve {op}")

@@ -11,7 +11,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from fastgw.ai.providers.base import ProviderError
+from fastgw.ai.providers.base import ProviderError, UpstreamCall
 from fastgw.ai.providers.openai import (
     JSON_CONTENT,
     OP_PATHS,
@@ -55,6 +55,10 @@ class AzureAdapter(OpenAIAdapter):
             f"{self.base_path}/openai/deployments/{quote(str(deployment), safe='')}{OP_PATHS[op]}"
             f"?api-version={quote(str(version), safe='')}"
         )
+
+    def probe(self, api_key: str | None) -> UpstreamCall:
+        version = quote(str(self.options.get("api_version") or DEFAULT_API_VERSION), safe="")
+        return UpstreamCall(b"GET", f"{self.base_path}/openai/models?api-version={version}".encode(), self.headers(api_key), b"")
 
     def headers(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
         headers = [JSON_CONTENT]

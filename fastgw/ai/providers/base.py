@@ -83,3 +83,8 @@ class Adapter:
     def error(self, status: int, body: bytes) -> tuple[str, str | None]:
         """(message, code) from the provider's error body, best effort, never raises."""
         raise NotImplementedError
+
+    def probe(self, api_key: str | None) -> UpstreamCall:
+        """A cheap call for active health checks (the provider's model list): any answer below
+        500 means the provider is up, whatever it thinks of the key."""
+        raise NotImplementedError

@@ -554,6 +554,11 @@ class GeminiAdapter(Adapter):
         model = model.removeprefix("models/")
         return f"{self.base_path}/{version}/models/{quote(model, safe='')}:{method}"
 
+    def probe(self, api_key: str | None) -> UpstreamCall:
+        version = self.options.get("api_version") or "v1beta"
+        headers = [(b"x-goog-api-key", api_key.encode("latin-1"))] if api_key else []
+        return UpstreamCall(b"GET", f"{self.base_path}/{version}/models".encode(), headers, b"")
+
     def build(self, op: str, request: dict[str, Any], model: str, api_key: str | None) -> UpstreamCall:
         if op == "chat":
             method = "streamGenerateContent?alt=sse" if request.get("stream") is True else "generateContent"

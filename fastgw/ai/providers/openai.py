@@ -141,6 +141,9 @@ class OpenAIAdapter(Adapter):
     def path(self, op: str, model: str) -> str:
         return self.base_path + OP_PATHS[op]
 
+    def probe(self, api_key: str | None) -> UpstreamCall:
+        return UpstreamCall(b"GET", (self.base_path + "/models").encode(), self.headers(api_key), b"")
+
     def body(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         """The outgoing body: the client's, untouched unless a provider type needs an extra field."""
         return request
