@@ -122,6 +122,22 @@ def test_openai_sdk_plain_and_stream(gw, flavor):
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
+def test_stream_usage_chunk_only_when_asked(gw, flavor):
+    client = oai(gw)
+    unasked = list(client.chat.completions.create(model=f"via-{flavor}", messages=MESSAGES, stream=True))
+    assert not any(chunk.usage for chunk in unasked)  # the gateway asked the provider, then stripped it
+    asked = list(
+        client.chat.completions.create(
+            model=f"via-{flavor}", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    with_usage = [chunk for chunk in asked if chunk.usage]
+    assert len(with_usage) == 1 and with_usage[0] is asked[-1] and asked[-1].choices == []
+    usage = with_usage[0].usage
+    assert usage.completion_tokens > 0 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
 def test_anthropic_sdk_plain_and_stream(gw, flavor):
     client = claude(gw)
     message = client.messages.create(
@@ -137,6 +153,7 @@ def test_anthropic_sdk_plain_and_stream(gw, flavor):
         final = stream.get_final_message()
     assert text == TEXT
     assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0  # usage reaches message_delta whichever provider answered
 
 
 @pytest.mark.parametrize("flavor", ("openai", "anthropic", "gemini"))

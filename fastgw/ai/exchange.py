@@ -26,6 +26,7 @@ from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
 from fastgw.ai.auth import AuthFailure
 from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
+from fastgw.ai.usage import UsageMeter, wants_usage, with_usage_requested
 from fastgw.proxy import replies
 from fastgw.sse import SSEError
 
@@ -77,6 +78,7 @@ class AIExchange:
         "native",
         "native_request",
         "ended",
+        "meter",
     )
 
     def __init__(self, door: AIFrontDoor, conn, head, op: str, dialect) -> None:
@@ -116,6 +118,7 @@ class AIExchange:
         self.native = False  # an Anthropic client reaching an Anthropic provider: no conversion at all
         self.native_request: dict[str, Any] = {}
         self.ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
+        self.meter = UsageMeter(False)
 
     # -- the request ------------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class AIExchange:
         self.request = request
         self.model = model
         self.stream = bool(request.get("stream")) and self.op != "embeddings"
+        self.meter = UsageMeter(wants_usage(request))
         self.targets = entry.targets(model)
         self.max_attempts = entry.max_attempts
         self._next_attempt()
@@ -249,9 +253,10 @@ class AIExchange:
                     self.native_request, model, provider.keys.key(key_index), beta.decode("latin-1") if beta else None
                 )
             else:
-                call = provider.adapter.build(
-                    op, dict(self.request, model=model), model, provider.keys.key(key_index)
-                )
+                request = dict(self.request, model=model)
+                if self.stream and provider.adapter.passthrough:
+                    request = with_usage_requested(request)  # usage is metered; stripped again if unwanted
+                call = provider.adapter.build(op, request, model, provider.keys.key(key_index))
         except UnsupportedOperation as exc:
             self.last_error = (400, str(exc), "unsupported_operation")
             self.target_index += 1
@@ -325,16 +330,19 @@ class AIExchange:
             for event in events:
                 if event.is_done or event.event == "message_stop":
                     self.ended = True
-            return b"".join(event.raw for event in events)
+            return self.meter.relay_native(events) if self.native else self.meter.relay(events)
         out = []
         converter = self.converter
         writer = self.writer
+        meter = self.meter
+        needs_usage = self.dialect is ANTHROPIC  # its message_delta carries the usage
         for event in events:
             if event.is_done:
                 converter.done = True
                 continue
             for chunk in converter.event(event.event, event.data):
-                out.append(writer.chunk(chunk))
+                if meter.chunk(chunk, needs_usage):
+                    out.append(writer.chunk(chunk))
         return b"".join(out)
 
     def attempt_end(self, attempt) -> None:
@@ -353,10 +361,13 @@ class AIExchange:
         op = "chat" if self.op == "messages" else self.op
         try:
             if self.native:
-                json.loads(body)  # validated, relayed as is
+                usage = json.loads(body).get("usage") or {}  # validated, relayed as is
+                self.meter.answer({"usage": {"prompt_tokens": usage.get("input_tokens", 0),
+                                             "completion_tokens": usage.get("output_tokens", 0)}})
                 out = body
             else:
                 response = provider.adapter.convert_response(op, status, body, self.target_model)
+                self.meter.answer(response)
                 if provider.adapter.passthrough and self.dialect is not ANTHROPIC:
                     out = body
                 else:
@@ -384,7 +395,13 @@ class AIExchange:
         out = b""
         if not self.passthrough:
             try:
-                out = b"".join(self.writer.chunk(c) for c in self.converter.end()) + self.writer.end()
+                meter, writer = self.meter, self.writer
+                needs_usage = self.dialect is ANTHROPIC
+                parts = [writer.chunk(c) for c in self.converter.end() if meter.chunk(c, needs_usage)]
+                closing = meter.closing_chunk(self.converter.usage) if not needs_usage else None
+                if closing is not None:
+                    parts.append(writer.chunk(closing))
+                out = b"".join(parts) + writer.end()
             except ProviderError as exc:
                 self._attempt_broken(502, f"provider stream ended badly: {exc}", "upstream_invalid")
                 return

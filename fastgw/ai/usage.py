@@ -1,0 +1,167 @@
+"""A request's token usage, from wherever its provider reports it — or an estimate, marked so.
+
+* plain answers carry ``usage`` (adapters convert every provider's shape into OpenAI's);
+* OpenAI-format streams: the gateway always asks for ``stream_options.include_usage`` and
+  removes that final usage chunk again when the client did not ask for it;
+* Anthropic streams report input tokens in ``message_start`` and output tokens in
+  ``message_delta``; Gemini streams in ``usageMetadata`` (both via their converters);
+* when a provider reports nothing, prompt and completion tokens are counted (exactly for
+  OpenAI encodings, estimated otherwise) and the usage is marked ``estimated``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_KEPT_FOR_ESTIMATE = 4 * 1024 * 1024
+"""Relayed stream bytes kept in case the provider never reports usage (then counted)."""
+
+
+def wants_usage(request: dict[str, Any]) -> bool:
+    options = request.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def with_usage_requested(request: dict[str, Any]) -> dict[str, Any]:
+    """The request as sent to an OpenAI-format provider: always asking for the usage chunk."""
+    options = request.get("stream_options")
+    options = dict(options) if isinstance(options, dict) else {}
+    options["include_usage"] = True
+    return {**request, "stream_options": options}
+
+
+def _is_usage_chunk(chunk: dict[str, Any]) -> bool:
+    return not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
+
+
+class UsageMeter:
+    """Collects one request's usage; the exchange feeds it and asks for the result at the end."""
+
+    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native_input", "native_output")
+
+    def __init__(self, client_wants: bool) -> None:
+        self.client_wants = client_wants
+        self.usage: dict[str, Any] | None = None
+        self.kept: list[bytes] = []  # relayed events, counted only if no usage ever arrives
+        self.kept_size = 0
+        self.last_chunk: dict[str, Any] | None = None
+        self.native_input = 0
+        self.native_output = 0
+
+    # -- plain answers ----------------------------------------------------------------------
+
+    def answer(self, response: dict[str, Any]) -> None:
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+
+    # -- streams relayed as they are --------------------------------------------------------
+
+    def relay(self, events) -> bytes:
+        """OpenAI-format events relayed raw: record the usage chunk, drop it unless wanted."""
+        out = []
+        for event in events:
+            raw = event.raw
+            if b'"usage":{' in raw and not event.is_done:
+                try:
+                    chunk = json.loads(event.data)
+                except ValueError:
+                    chunk = None
+                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                    self.usage = chunk["usage"]
+                    if _is_usage_chunk(chunk) and not self.client_wants:
+                        continue
+            if self.kept_size < MAX_KEPT_FOR_ESTIMATE:
+                self.kept.append(raw)
+                self.kept_size += len(raw)
+            out.append(raw)
+        return b"".join(out)
+
+    def relay_native(self, events) -> bytes:
+        """Anthropic events relayed to an Anthropic client: usage from message_start/message_delta."""
+        for event in events:
+            if event.event in ("message_start", "message_delta"):
+                try:
+                    payload = json.loads(event.data)
+                except ValueError:
+                    continue
+                usage = (payload.get("message") or {}).get("usage") if event.event == "message_start" else payload.get("usage")
+                if isinstance(usage, dict):
+                    self.native_input = usage.get("input_tokens", self.native_input) or self.native_input
+                    self.native_output = usage.get("output_tokens", self.native_output) or self.native_output
+                    self.usage = {
+                        "prompt_tokens": self.native_input,
+                        "completion_tokens": self.native_output,
+                        "total_tokens": self.native_input + self.native_output,
+                    }
+        return b"".join(event.raw for event in events)
+
+    # -- streams converted chunk by chunk ---------------------------------------------------
+
+    def chunk(self, chunk: dict[str, Any], dialect_needs_usage: bool) -> bool:
+        """Whether a converted chunk goes to the client; usage chunks are recorded, and kept only
+        when the client asked (or the dialect needs them, as Anthropic's message_delta does)."""
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        if _is_usage_chunk(chunk):
+            return dialect_needs_usage
+        self.last_chunk = chunk
+        return True
+
+    def closing_chunk(self, converter_usage: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The final usage chunk a client that asked for it is owed, if the converter made none."""
+        if converter_usage is not None:
+            self.usage = converter_usage
+        if not self.client_wants or self.usage is None or self.last_chunk is None:
+            return None
+        last = self.last_chunk
+        return {
+            "id": last.get("id"),
+            "object": "chat.completion.chunk",
+            "created": last.get("created"),
+            "model": last.get("model"),
+            "choices": [],
+            "usage": self.usage,
+        }
+
+    # -- the result -------------------------------------------------------------------------
+
+    def result(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
+        """prompt/completion/total tokens, with ``estimated`` True when counted by the gateway."""
+        usage = self.usage
+        if usage is not None:
+            prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+            return {"prompt_tokens": prompt, "completion_tokens": completion,
+                    "total_tokens": prompt + completion, "estimated": False}
+        from fastgw.tokens import count_chat, count_text
+
+        messages = request.get("messages")
+        if isinstance(messages, list):
+            prompt, _ = count_chat(model, messages, request.get("tools"))
+        else:
+            prompt, _ = count_text(model, json.dumps(request.get("prompt", request.get("input", ""))))
+        completion, _ = count_text(model, _streamed_text(self.kept))
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion, "estimated": True}
+
+
+def _streamed_text(raw_events: list[bytes]) -> str:
+    """The content deltas of relayed OpenAI events (only used when no usage was reported)."""
+    parts = []
+    for raw in raw_events:
+        for line in raw.split(b"\n"):
+            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                continue
+            try:
+                chunk = json.loads(line[5:])
+            except ValueError:
+                continue
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or choice.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+    return "".join(parts)
