@@ -48,3 +48,20 @@ else:
 
 SSEParser = SSEParserC if _c_sse is not None and not PURE else SSEParserPy
 serialize_event = serialize_eventC if _c_sse is not None and not PURE else serialize_eventPy
+
+from fastgw import tokens as _py_tokens  # noqa: E402
+
+TokenCounterPy = _py_tokens.TokenCounter
+count_tokensPy = _py_tokens.count_tokens
+
+TokenCounterC = count_tokensC = None
+try:
+    from fastgw._c import tokens as _c_tokens
+except ImportError:  # not built: the pure twin serves
+    _c_tokens = None
+else:
+    TokenCounterC = _c_tokens.TokenCounter
+    count_tokensC = _c_tokens.count_tokens
+
+TokenCounter = TokenCounterC if _c_tokens is not None and not PURE else TokenCounterPy
+count_tokens = count_tokensC if _c_tokens is not None and not PURE else count_tokensPy

@@ -11,6 +11,7 @@ redacted) and ``POST /config`` (validate, then publish a new generation).
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import socketserver
@@ -22,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from fastgw.config import ConfigError
+from fastgw.obs.metrics import Snapshot
 from workers.shm import BlobTooLarge
 
 REDACTED = "***"
@@ -30,7 +32,11 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=
 
 
 class Backend(Protocol):
-    """What the admin API needs from the supervisor (kept narrow so tests can fake it)."""
+    """What the admin API needs from the supervisor (kept narrow so tests can fake it).
+
+    Optionally also ``metrics``: a :class:`workers.metrics_shm.WorkerMetrics` whose
+    aggregated families ``/metrics`` appends (looked up with ``getattr``, so fakes may omit it).
+    """
 
     config: dict
     generation: int
@@ -74,12 +80,16 @@ class Metric:
     """One Prometheus metric family: ``add`` samples, then :func:`render_metrics`."""
 
     name: str
-    kind: str  # "gauge" or "counter"
+    kind: str  # "gauge", "counter" or "histogram"
     help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    """``(suffix, labels, value)``; the suffix (``_bucket``, ``_sum``, ``_count``) is for histograms."""
 
     def add(self, value: float, **labels: object) -> None:
-        self.samples.append(({k: str(v) for k, v in labels.items()}, value))
+        self.samples.append(("", {k: str(v) for k, v in labels.items()}, value))
+
+    def add_sample(self, suffix: str, labels: dict[str, str], value: float) -> None:
+        self.samples.append((suffix, labels, value))
 
 
 Collector = Callable[[dict], Iterable[Metric]]
@@ -112,19 +122,53 @@ def _worker_metrics(status: dict) -> Iterable[Metric]:
 COLLECTORS: list[Collector] = [_worker_metrics]
 
 
+def snapshot_metrics(snapshot: Snapshot) -> Iterable[Metric]:
+    """Families aggregated over all workers (:meth:`WorkerMetrics.collect`) as :class:`Metric`s."""
+    for name, (kind, help, labelnames, buckets, values) in snapshot.items():
+        metric = Metric(name, kind, help)
+        for key, value in values.items():
+            labels = dict(zip(labelnames, key, strict=True))
+            if kind != "histogram":
+                metric.add_sample("", labels, value)
+                continue
+            cumulative = 0
+            for bound, count in zip((*buckets, math.inf), value[:-1], strict=True):
+                cumulative += count
+                metric.add_sample("_bucket", {**labels, "le": repr(bound) if bound != math.inf else "+Inf"}, cumulative)
+            metric.add_sample("_sum", labels, value[-1])
+            metric.add_sample("_count", labels, cumulative)
+        yield metric
+
+
 def _label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _help_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    """Exact, unlike ``:g`` (which turns 1234567 into 1.23457e+06)."""
+    if isinstance(value, int):
+        return str(int(value))  # int() turns a bool into 0/1
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
 
 
 def render_metrics(metrics: Iterable[Metric]) -> str:
     """Prometheus text exposition format 0.0.4."""
     lines = []
     for metric in metrics:
-        lines.append(f"# HELP {metric.name} {metric.help}")
+        lines.append(f"# HELP {metric.name} {_help_text(metric.help)}")
         lines.append(f"# TYPE {metric.name} {metric.kind}")
-        for labels, value in metric.samples:
+        for suffix, labels, value in metric.samples:
             inner = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
-            lines.append(f"{metric.name}{{{inner}}} {value:g}" if inner else f"{metric.name} {value:g}")
+            series = f"{metric.name}{suffix}{{{inner}}}" if inner else f"{metric.name}{suffix}"
+            lines.append(f"{series} {_number(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -175,7 +219,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200 if ready else 503, {"ready_workers": ready})
         elif path == "/metrics":
             status = backend.status()
-            text = render_metrics(metric for collect in COLLECTORS for metric in collect(status))
+            metrics = [metric for collect in COLLECTORS for metric in collect(status)]
+            worker_metrics = getattr(backend, "metrics", None)
+            if worker_metrics is not None:
+                metrics.extend(snapshot_metrics(worker_metrics.collect()))
+            text = render_metrics(metrics)
             self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config

@@ -34,6 +34,7 @@ from fastgw.config import load_text
 from fastgw.config.wire import encode_generation
 from workers.admin import AdminServer, format_url
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
+from workers.metrics_shm import WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
 from workers.sockets import Listeners, bind_listeners, migrate_req_warning
 
@@ -115,6 +116,7 @@ class Supervisor:
         self.heartbeat_timeout = heartbeat_timeout
         self.slots = [_Slot(i) for i in range(config["workers"])]
         self.control = ControlBlock(max_workers=len(self.slots))
+        self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
         self._admin: AdminServer | None = None
@@ -302,6 +304,7 @@ class Supervisor:
             worker_main = self._worker_main
             if worker_main is None:
                 from workers.worker import run_worker as worker_main
+            self.metrics.bind_worker(index)
             worker_main(index, self._listeners.for_slot(index), self.control, self.heartbeat_interval)
             code = 0
         except SystemExit as exc:
@@ -341,6 +344,7 @@ class Supervisor:
             slot = self._find(pid)
             if slot is None:
                 continue
+            self.metrics.retire(slot.index, pid)  # its counts stay in the totals: counters never go back
             record = self._record(slot.index)
             ever_ready = slot.ready or (record.pid == pid and record.state in (STATE_READY, STATE_DRAINING))
             code = os.waitstatus_to_exitcode(status)
@@ -408,6 +412,7 @@ class Supervisor:
             return False
         if status:
             log(f"worker {slot.index} (pid {pid}) {_describe_exit(status)} while draining")
+        self.metrics.retire(slot.index, pid)
         slot.pid = 0
         return True
 
@@ -415,6 +420,7 @@ class Supervisor:
         if self._admin:
             self._admin.stop()
             self._admin = None
+        self.metrics.close()
         if self._listeners:
             self._listeners.close()
             self._listeners = None

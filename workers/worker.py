@@ -17,6 +17,8 @@ import sys
 import time
 from typing import NoReturn
 
+from fastgw.obs.accesslog import AccessLog
+from fastgw.obs.metrics import GATEWAY
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
 
@@ -62,6 +64,7 @@ class Worker:
         self._generation_cls = Generation
         self.generation = Generation.from_blob(blob, self.pools, self.provider_health)
         self.prober = None  # started with the loop, in serve()
+        self.access_log = AccessLog(self.generation.config["log"]["access"], worker=slot)
 
     # -- generations -----------------------------------------------------------------
 
@@ -83,6 +86,7 @@ class Worker:
             self.generation = self._generation_cls.from_blob(blob, self.pools, self.provider_health)
             if self.prober is not None:
                 self.prober.configure(self.generation.ai)
+            self.access_log.configure(self.generation.config["log"]["access"])
         except Exception as exc:  # the supervisor validated it; keep serving the old one
             log(f"cannot load generation {number}, still serving {self.generation.number}: {exc!r}")
 
@@ -123,6 +127,7 @@ class Worker:
         if self._ticks % max(1, round(SWEEP_INTERVAL / self.tick)) == 0:
             self.pools.sweep()
         self._write_record()
+        GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
         self.loop.call_later(self.tick, self._tick)
 
     async def serve(self) -> None:
@@ -158,6 +163,7 @@ class Worker:
                     conn.transport.abort()
         self.pools.close()
         self._write_record()
+        GATEWAY.registry.publish(force=True)
 
 
 def run_worker(slot: int, sock: socket.socket, control: ControlBlock, heartbeat_interval: float) -> NoReturn:

@@ -27,6 +27,7 @@ from fastgw.ai.auth import AuthFailure
 from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
 from fastgw.ai.usage import UsageMeter, wants_usage, with_usage_requested
+from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
 from fastgw.sse import SSEError
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from fastgw.ai.frontdoor import AIFrontDoor, ProviderRuntime
 
 MAX_PROVIDER_BODY = 32 * 1024 * 1024
+ERROR_KINDS = {"upstream_error": "connect", "upstream_timeout": "timeout", "upstream_invalid": "invalid",
+               "upstream_empty": "invalid", "upstream_truncated": "invalid", "upstream_too_large": "invalid"}
+"""Error codes -> the ``kind`` label of fastgw_upstream_errors_total (5xx answers are status_5xx)."""
 SSE_HEAD_HEADERS = b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
 
 # What the exchange is waiting for, for its one timer.
@@ -79,6 +83,11 @@ class AIExchange:
         "native_request",
         "ended",
         "meter",
+        "consumer",
+        "started",
+        "first_sent_at",
+        "client_status",
+        "error_message",
     )
 
     def __init__(self, door: AIFrontDoor, conn, head, op: str, dialect) -> None:
@@ -119,6 +128,11 @@ class AIExchange:
         self.native_request: dict[str, Any] = {}
         self.ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
         self.meter = UsageMeter(False)
+        self.consumer: str | None = None
+        self.started = self.loop.time()
+        self.first_sent_at: float | None = None
+        self.client_status = 0
+        self.error_message: str | None = None
 
     # -- the request ------------------------------------------------------------------------
 
@@ -131,6 +145,7 @@ class AIExchange:
         if isinstance(consumer, AuthFailure):
             self._reply_error(consumer.status, consumer.message, consumer.code)
             return
+        self.consumer = consumer.name if consumer is not None else None
         if self.op == "models":
             self._reply_models(consumer)
             return
@@ -149,6 +164,7 @@ class AIExchange:
         if not isinstance(model, str) or not model:
             self._reply_error(400, "'model' is required and must be a non-empty string", "missing_model")
             return
+        self.model = model  # the name asked for, in logs and metrics whatever happens next
         problem = self._validate(request)
         if problem:
             self._reply_error(400, problem, "invalid_request")
@@ -236,6 +252,8 @@ class AIExchange:
         self._reply_error(status, message, code)
 
     def _start(self, provider: ProviderRuntime, model: str, key_index: int) -> None:
+        if self.provider is not None and self.provider is not provider:
+            GATEWAY.failovers.inc((self.model, self.provider.name, provider.name))
         self.attempts += 1
         self.provider = provider
         self.target_model = model
@@ -272,8 +290,9 @@ class AIExchange:
         self._wait(W_FIRST_BYTE, provider.timeouts["first_byte" if self.stream else "idle"])
         attempt.start()
 
-    def _give_up_on_target(self, status: int, message: str, code: str) -> None:
+    def _give_up_on_target(self, status: int, message: str, code: str, kind: str | None = None) -> None:
         """The current target failed before anything reached the client: try the next one."""
+        GATEWAY.upstream_errors.inc((self.provider.name, kind or ERROR_KINDS.get(code, "invalid")))
         self.provider.breaker(self.target_model).failure()
         self.last_error = (status, message, code)
         self.target_index += 1
@@ -379,6 +398,7 @@ class AIExchange:
             return
         provider.breaker(self.target_model).success()
         self._cancel_timer()
+        self.client_status = 200
         self.conn.write_local(
             replies.simple_response(200, out, keep_alive=self.conn.keep_alive, extra=self._served_headers())
         )
@@ -424,7 +444,7 @@ class AIExchange:
             self.last_error = (502, message, code or "provider_auth_failed")
             self._next_attempt()
         elif status >= 500:
-            self._give_up_on_target(504 if status == 504 else 502, message, code or "upstream_error")
+            self._give_up_on_target(504 if status == 504 else 502, message, code or "upstream_error", "status_5xx")
         else:
             # The request itself is wrong: another provider would refuse it too.
             self._reply_error(status, message, code)
@@ -448,6 +468,7 @@ class AIExchange:
             return
         # Too late to fail over: end the stream cleanly with an error event.
         self.provider.breaker(self.target_model).failure()
+        self.error_message = message
         self._send_stream(self.writer.error(message, code))
         self._cancel_timer()
         self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")
@@ -466,6 +487,8 @@ class AIExchange:
         conn = self.conn
         if not self.sent_head:
             self.sent_head = True
+            self.client_status = 200
+            self.first_sent_at = self.loop.time()
             self.waiting = W_IDLE
             head = [
                 replies.status_line(200),
@@ -484,6 +507,8 @@ class AIExchange:
 
     def _reply_error(self, status: int, message: str, code: str | None) -> None:
         self._cancel_timer()
+        self.client_status = status
+        self.error_message = message
         extra = b""
         if status == 429 and self.retry_after:
             extra = b"Retry-After: %d\r\n" % max(1, round(self.retry_after))
@@ -515,7 +540,38 @@ class AIExchange:
 
     def _finish(self) -> None:
         self.cancelled = True
+        self._record()
         self.conn.finish_exchange()
+
+    def _record(self) -> None:
+        """Metrics and the access-log line of this request, with its usage once it succeeded."""
+        now = self.loop.time()
+        provider = self.provider.name if self.provider is not None else ""
+        usage = None
+        if self.client_status == 200 and self.op not in ("models",) and self.provider is not None:
+            usage = self.meter.result(self.target_model, self.request)
+        ttft = self.first_sent_at - self.started if self.first_sent_at is not None else None
+        GATEWAY.ai_done(
+            consumer=self.consumer or "", model=self.model, provider=provider, status=self.client_status,
+            seconds=now - self.started, ttft=ttft,
+            prompt_tokens=usage["prompt_tokens"] if usage else 0,
+            completion_tokens=usage["completion_tokens"] if usage else 0,
+            estimated=bool(usage and usage["estimated"]),
+        )
+        log = self.conn.worker.access_log
+        if log.enabled:
+            head = self.head
+            log.write(
+                client_ip=self.conn.peer.decode(), method=head.method, target=head.target,
+                status=self.client_status, duration=now - self.started, bytes_out=self.conn.bytes_out,
+                consumer=self.consumer, model=self.model or None, served_model=self.target_model or None,
+                provider=provider or None, attempts=self.attempts or None, stream=self.stream,
+                prompt_tokens=usage["prompt_tokens"] if usage else None,
+                completion_tokens=usage["completion_tokens"] if usage else None,
+                total_tokens=usage["total_tokens"] if usage else None,
+                tokens_estimated=usage["estimated"] if usage else None,
+                ttft=ttft, error=self.error_message,
+            )
 
     # -- timers and the connection's hooks ----------------------------------------------------
 

@@ -48,9 +48,11 @@ plain JSON-serialisable dict, shipped to workers as is.
     ``consumer_claim`` (``sub``) names the consumer, ``leeway`` (30s) is the allowed clock skew.
     Normalised keys are ``{kid, alg, secret}`` or ``{kid, alg, pem}`` (canonical PEM).
 ``limits``
-    A list of mappings (its schema comes with the limits feature).
+    Rate limits and quotas, see :mod:`fastgw.config.limits`.
 ``routes``
     Plain HTTP routes, see :mod:`fastgw.config.routes`.
+``log``
+    Access log and usage stream, see :mod:`fastgw.config.logging`.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ from fastgw.config.fields import (
 )
 from fastgw.config.fields import required as _required
 from fastgw.config.fields import unknown_name as _unknown_name
+from fastgw.config.limits import limits
+from fastgw.config.logging import log_section
 from fastgw.config.routes import routes
 
 TOP_LEVEL_KEYS = (
@@ -91,6 +95,7 @@ TOP_LEVEL_KEYS = (
     "auth",
     "limits",
     "routes",
+    "log",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -154,6 +159,7 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     )
     config["limits"] = _limits(data.get("limits", []), issues)
     config["routes"] = routes(data.get("routes", []), issues)
+    config["log"] = log_section(data.get("log"), config["redis"], issues)
     return config
 
 
@@ -273,10 +279,4 @@ def _target(value: Any, path: str, public: str | None, providers: set[str], issu
 
 
 def _limits(value: Any, issues: Issues) -> list[dict]:
-    items = sequence(value, "limits", issues) or []
-    for i, item in enumerate(items):
-        if isinstance(item, dict):
-            _check_json(item, f"limits[{i}]", issues)
-        else:
-            issues.add(f"limits[{i}]", f"expected a mapping, found {issues.describe(item)}")
-    return items
+    return limits(value, issues)

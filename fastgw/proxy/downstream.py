@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from fastgw._speedups import RequestParser, serialize_head
 from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Generation, Route
 from fastgw.http.errors import END, ParseError
+from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class HttpServerProtocol(asyncio.Protocol):
         "head_only",
         "handler",
         "body_seen",
+        "started",
+        "resp_status",
+        "bytes_out",
     )
 
     def __init__(self, worker: Worker) -> None:
@@ -150,6 +154,9 @@ class HttpServerProtocol(asyncio.Protocol):
         self.head_only = False
         self.handler = None
         self.body_seen = 0
+        self.started = 0.0
+        self.resp_status = 0
+        self.bytes_out = 0
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -257,6 +264,7 @@ class HttpServerProtocol(asyncio.Protocol):
         gen = worker.current_generation()
         self.gen = gen
         self.head = head
+        self.started = self.loop.time()
         worker.request_started()
         self.keep_alive = head.keep_alive and not self.draining
         self.head_only = head.method == b"HEAD"
@@ -494,6 +502,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _on_response_head(self, rhead, out: list[bytes]) -> None:
         status = rhead.status
+        self.resp_status = status
         if status < 200 and status != 101:
             self.skip_interim = True  # we answered Expect: 100-continue ourselves
             return
@@ -595,8 +604,22 @@ class HttpServerProtocol(asyncio.Protocol):
             conn.close()
         self.finish_exchange()
 
+    def _record(self, status: int) -> None:
+        """Metrics and the access-log line of a plain (non-AI) exchange."""
+        if self.handler is not None or self.head is None:
+            return  # AI exchanges record richer lines themselves
+        duration = self.loop.time() - self.started
+        route = self.route.name if self.route is not None else ""
+        GATEWAY.request_done(route, status, duration)
+        log = self.worker.access_log
+        if log.enabled:
+            head = self.head
+            log.write(client_ip=self.peer.decode(), method=head.method, target=head.target, status=status,
+                      duration=duration, bytes_out=self.bytes_out, route=route or None)
+
     def finish_exchange(self) -> None:
         """The response is fully written: next request, or close."""
+        self._record(self.resp_status)
         self.worker.request_finished()
         self._reset_exchange()
         if self.state == S_BODY:
@@ -634,6 +657,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self.handler.cancel()
             self.handler = None
         if self.gen is not None:
+            self._record(self.resp_status or 502)
             self.worker.request_finished()
             self.gen = None
         if self.transport is not None and self.state != S_CLOSED:
@@ -650,6 +674,7 @@ class HttpServerProtocol(asyncio.Protocol):
         """Answer from the gateway itself (404, 502, 504...) and keep the connection if we can."""
         if self.state == S_BODY:
             self.keep_alive = False  # the unread body would be taken for the next request
+        self.resp_status = status
         self.write_local(
             replies.error_response(status, message, code=code, keep_alive=self.keep_alive, head_only=self.head_only)
         )
@@ -657,11 +682,13 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def write_local(self, data: bytes) -> None:
         if self.transport is not None and self.state != S_CLOSED:
+            self.bytes_out += len(data)
             self.transport.write(data)
 
     def _reject(self, status: int, message: str) -> None:
         """A request we refuse to parse further: answer, then close with a linger."""
         if self.gen is not None:
+            self._record(status)
             self.worker.request_finished()
         self.keep_alive = False
         self.worker.rejected += 1
@@ -685,7 +712,9 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _write(self, out: list[bytes]) -> None:
         if out and self.state != S_CLOSED:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.bytes_out += len(data)
+            self.transport.write(data)
 
     def _close(self) -> None:
         if self.state != S_CLOSED:

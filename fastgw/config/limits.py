@@ -1,0 +1,211 @@
+"""The ``limits`` section: rate limits (tokens and requests) and per-consumer quotas.
+
+Every rule whose ``match`` fits a request applies, not only the first; a request is refused
+if any of them is exhausted. A rule is either a rate limit or a quota, never both, because
+they count different things (a moving rate per key, a running total per consumer) and fail
+differently when Redis is down.
+
+Rate limit::
+
+    {name, match: {consumers, models, headers, cidrs}, key: [consumer, model, ip, header:<n>, query:<n>],
+     tokens: {per_second|per_minute|per_hour|per_day: N}, requests: {...},
+     on_redis_down: local | open | closed, nodes: 1}
+
+Quota::
+
+    {name, match: {...}, quota: {tokens: N} | {cost: USD, prices: {"gpt-4o*": {input, output}}},
+     on_redis_down: open | closed}
+
+Prices are USD per million tokens; a model is priced by the first pattern (``*`` wildcards)
+that matches it, in the order written. ``nodes`` is how many gateway nodes share a limit: a
+node that counts on its own (no ``redis``, or Redis down with ``local``) enforces
+``limit / nodes``. A quota has no local fallback: its ledger is the one in Redis, so
+``on_redis_down`` is ``open`` or ``closed`` (the default).
+
+Normalised rule: ``{name, match: {consumers, models, headers, cidrs} (each null when not
+given; header names lower-case; CIDRs canonical), key, tokens: {window: N}, requests: {...},
+quota: null | {tokens} | {cost, prices}, on_redis_down, nodes}``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Any
+
+from fastgw.config.fields import (
+    Issues,
+    integer,
+    join,
+    mapping,
+    one_of,
+    required,
+    sequence,
+    text,
+    text_list,
+    unique_names,
+)
+
+WINDOWS = {"per_second": 1, "per_minute": 60, "per_hour": 3600, "per_day": 86400}
+"""Window name -> its period in seconds."""
+
+KEY_PARTS = ("consumer", "model", "ip")
+KEY_PREFIXES = ("header:", "query:")
+_RULE_KEYS = ("name", "match", "key", "tokens", "requests", "quota", "on_redis_down", "nodes")
+_MATCH_KEYS = ("consumers", "models", "headers", "cidrs")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_POSITIVE = integer(1)
+
+
+def limits(value: Any, issues: Issues) -> list[dict]:
+    """Check the ``limits`` list and return its normalised rules."""
+    out, names = [], []
+    for i, item in enumerate(sequence(value, "limits", issues) or []):
+        path = f"limits[{i}]"
+        if not isinstance(item, dict):
+            issues.add(path, f"expected a mapping, found {issues.describe(item)}")
+            continue
+        rule = _rule(item, path, issues)
+        names.append((i, rule["name"]))
+        out.append(rule)
+    unique_names("limits", names, issues)
+    return out
+
+
+def _rule(given: dict, path: str, issues: Issues) -> dict:
+    mapping(given, path, issues, _RULE_KEYS)
+    name = required(given, "name", path, issues, text)
+    if name is not None and not _NAME.match(name):
+        issues.add(
+            f"{path}.name", "may hold only letters, digits, '_', '.' and '-' (it is part of Redis keys)"
+        )
+    is_quota = "quota" in given
+    rule = {
+        "name": name,
+        "match": _match(given.get("match", {}), f"{path}.match", issues),
+        "key": _key(given["key"], f"{path}.key", issues) if "key" in given else ["consumer"],
+        "tokens": _windows(given["tokens"], f"{path}.tokens", issues) if "tokens" in given else {},
+        "requests": _windows(given["requests"], f"{path}.requests", issues) if "requests" in given else {},
+        "quota": _quota(given["quota"], f"{path}.quota", issues) if is_quota else None,
+        "on_redis_down": "closed" if is_quota else "local",
+        "nodes": _POSITIVE(given["nodes"], f"{path}.nodes", issues) if "nodes" in given else 1,
+    }
+    if is_quota:
+        for key in ("tokens", "requests", "key", "nodes"):
+            if key in given:
+                issues.add(
+                    join(path, key),
+                    "not allowed in a quota rule (quotas count per consumer; use a separate rule)",
+                )
+    elif "tokens" not in given and "requests" not in given:
+        issues.add(path, "a rule needs tokens, requests or quota")
+    if "on_redis_down" in given:
+        choices = ("open", "closed") if is_quota else ("local", "open", "closed")
+        rule["on_redis_down"] = one_of(*choices)(given["on_redis_down"], f"{path}.on_redis_down", issues)
+    return rule
+
+
+def _match(value: Any, path: str, issues: Issues) -> dict:
+    given = mapping(value, path, issues, _MATCH_KEYS) or {}
+    out: dict[str, Any] = dict.fromkeys(_MATCH_KEYS)
+    for key in ("consumers", "models"):
+        if key in given:
+            out[key] = text_list(given[key], f"{path}.{key}", issues)
+    if "headers" in given:
+        headers = given["headers"]
+        if not isinstance(headers, dict):
+            issues.add(f"{path}.headers", f"expected a mapping, found {issues.describe(headers)}")
+            headers = {}
+        out["headers"] = {}
+        for name, expected in headers.items():
+            if not _HEADER_NAME.match(str(name)):
+                issues.add(f"{path}.headers.{name}", "invalid header name")
+            if not isinstance(expected, str):
+                issues.add(f"{path}.headers.{name}", f"expected a string, found {issues.describe(expected)}")
+            out["headers"][str(name).lower()] = expected
+    if "cidrs" in given:
+        cidrs = sequence(given["cidrs"], f"{path}.cidrs", issues) or []
+        out["cidrs"] = [_cidr(c, f"{path}.cidrs[{j}]", issues) for j, c in enumerate(cidrs)]
+    return out
+
+
+def _cidr(value: Any, path: str, issues: Issues) -> str | None:
+    try:
+        if isinstance(value, str):  # ip_network() would also take an int
+            return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        pass
+    issues.add(path, f"expected a CIDR such as '10.0.0.0/8' or '::1/128', found {issues.describe(value)}")
+    return None
+
+
+def _key(value: Any, path: str, issues: Issues) -> list[str]:
+    parts = text_list(value, path, issues)
+    if value == []:
+        issues.add(path, "at least one key part is required")
+    seen: set[str] = set()
+    for j, part in enumerate(parts):
+        if part is None:
+            continue
+        prefixed = part.startswith(KEY_PREFIXES) and len(part.partition(":")[2]) > 0
+        if part not in KEY_PARTS and not prefixed:
+            issues.add(
+                f"{path}[{j}]",
+                f"expected one of consumer, model, ip, header:<name>, query:<name>; found {part!r}",
+            )
+        if part in seen:
+            issues.add(f"{path}[{j}]", f"duplicate key part {part!r}")
+        seen.add(part)
+    return [p.lower() if p and p.startswith("header:") else p for p in parts]
+
+
+def _windows(value: Any, path: str, issues: Issues) -> dict[str, int]:
+    given = mapping(value, path, issues, WINDOWS) or {}
+    if isinstance(value, dict) and not value:
+        issues.add(path, f"expected at least one of {', '.join(WINDOWS)}")
+    return {w: _POSITIVE(given[w], f"{path}.{w}", issues) for w in WINDOWS if w in given}
+
+
+def _quota(value: Any, path: str, issues: Issues) -> dict | None:
+    given = mapping(value, path, issues, ("tokens", "cost", "prices"))
+    if given is None:
+        return None
+    if ("tokens" in given) == ("cost" in given):
+        issues.add(path, "expected exactly one of tokens, cost")
+        return None
+    if "tokens" in given:
+        if "prices" in given:
+            issues.add(f"{path}.prices", "only a cost quota has prices")
+        return {"tokens": _POSITIVE(given["tokens"], f"{path}.tokens", issues)}
+    return {
+        "cost": _number(given["cost"], f"{path}.cost", issues, positive=True),
+        "prices": required(given, "prices", path, issues, _prices),
+    }
+
+
+def _prices(value: Any, path: str, issues: Issues) -> dict[str, dict[str, float]] | None:
+    if not isinstance(value, dict) or not value:
+        issues.add(
+            path,
+            f"expected a non-empty mapping of model pattern -> {{input, output}}, found {issues.describe(value)}",
+        )
+        return None
+    out = {}
+    for pattern, price in value.items():
+        at = f"{path}.{pattern}"
+        given = mapping(price, at, issues, ("input", "output")) or {}
+        out[str(pattern)] = {part: required(given, part, at, issues, _number) for part in ("input", "output")}
+    return out
+
+
+def _number(value: Any, path: str, issues: Issues, positive: bool = False) -> float | None:
+    """A finite number, >= 0 (or > 0 when ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        issues.add(path, f"expected a number, found {issues.describe(value)}")
+        return None
+    if value < 0 or (positive and value == 0):
+        issues.add(path, f"must be {'> 0' if positive else '>= 0'}, found {value}")
+        return None
+    return float(value)

@@ -1,0 +1,58 @@
+"""The top-level ``log`` key: where the access log goes, and the optional usage stream.
+
+``log``
+    ``{access: off, usage_stream: null, usage_maxlen: 100000}`` (the defaults):
+
+    - ``access``: ``stdout``, ``stderr``, ``off`` (or ``false``/``null``) or a file path
+      (opened ``O_APPEND`` by each worker; relative paths are resolved against the
+      current directory at load, and the directory must exist). Off by default: a
+      blocked stdout pipe would stall the workers' event loops.
+    - ``usage_stream``: a Redis stream key (e.g. ``fastgw:usage``) that receives one
+      record per AI request for billing; needs the top-level ``redis``.
+    - ``usage_maxlen``: approximate cap (``XADD MAXLEN ~``) on that stream's length.
+
+Normalised: ``{access: "stdout" | "stderr" | None | absolute path, usage_stream: str | None,
+usage_maxlen: int}``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastgw.config.fields import Issues, integer, mapping, text
+
+LOG_KEYS = ("access", "usage_stream", "usage_maxlen")
+DEFAULT_USAGE_MAXLEN = 100_000
+
+
+def log_section(value: Any, redis: str | None, issues: Issues) -> dict:
+    """Check the ``log`` mapping; ``redis`` is the normalised top-level Redis URL."""
+    out: dict[str, Any] = {"access": None, "usage_stream": None, "usage_maxlen": DEFAULT_USAGE_MAXLEN}
+    if value is None:
+        return out
+    given = mapping(value, "log", issues, LOG_KEYS) or {}
+    if "access" in given:
+        out["access"] = _access(given["access"], issues)
+    if given.get("usage_stream") is not None:
+        out["usage_stream"] = text(given["usage_stream"], "log.usage_stream", issues)
+        if redis is None:
+            issues.add("log.usage_stream", "needs the top-level 'redis' URL")
+    if "usage_maxlen" in given:
+        out["usage_maxlen"] = integer(1)(given["usage_maxlen"], "log.usage_maxlen", issues)
+    return out
+
+
+def _access(value: Any, issues: Issues) -> str | None:
+    if value in (None, False, "off"):
+        return None
+    if value in ("stdout", "stderr"):
+        return value
+    path = text(value, "log.access", issues)
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        issues.add("log.access", f"directory {os.path.dirname(path)!r} does not exist")
+        return None
+    return path

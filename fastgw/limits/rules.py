@@ -1,0 +1,136 @@
+"""Compiled limit rules: which requests a rule applies to, and which counter a request uses.
+
+Built once per config generation from the normalised ``limits`` section, so per request
+matching is set lookups, one precompiled regex per wildcard list and, only for rules that
+name CIDRs, one address parse.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from fastgw.config.limits import WINDOWS
+
+ANONYMOUS = "anonymous"
+"""The consumer name of an unauthenticated request, for matching and for keys."""
+
+
+def _no_header(name: bytes) -> bytes | None:
+    return None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the limiter needs to know about one request.
+
+    ``header`` takes a lower-case name and returns the raw value (the HTTP head's ``get``
+    fits as is); ``query`` is the raw query string without ``?``.
+    """
+
+    consumer: str | None
+    model: str
+    ip: str | None = None
+    header: Callable[[bytes], bytes | None] = _no_header
+    query: bytes = b""
+    matched: list[Rule] | None = field(default=None, repr=False)
+    """Rules that apply, filled in by the limiter's first look at the request."""
+
+    def query_value(self, name: str) -> str:
+        for key, value in parse_qsl(self.query.decode("latin-1"), keep_blank_values=True):
+            if key == name:
+                return value
+        return ""
+
+
+def wildcard(patterns: list[str]) -> Callable[[str], bool]:
+    """A predicate for names matching any of ``patterns`` (``*`` matches any run of characters)."""
+    if "*" in patterns:
+        return lambda name: True
+    exact = frozenset(p for p in patterns if "*" not in p)
+    wild = [".*".join(map(re.escape, p.split("*"))) for p in patterns if "*" in p]
+    if not wild:
+        return exact.__contains__
+    regex = re.compile("|".join(wild), re.DOTALL)
+    return lambda name: name in exact or regex.fullmatch(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One GCRA counter of a rule: ``limit`` units of ``kind`` per ``period`` seconds."""
+
+    kind: str  # "tokens" or "requests"
+    name: str  # "per_minute"...
+    period: float
+    limit: int
+
+
+class Rule:
+    """One normalised ``limits`` entry, ready to match requests."""
+
+    __slots__ = ("name", "windows", "quota", "on_redis_down", "nodes", "_tests", "_key")
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.name: str = spec["name"]
+        self.windows = [
+            Window(kind, window, float(WINDOWS[window]), amount)
+            for kind in ("requests", "tokens")
+            for window, amount in spec[kind].items()
+        ]
+        self.quota: dict[str, Any] | None = spec["quota"]
+        self.on_redis_down: str = spec["on_redis_down"]
+        self.nodes: int = spec["nodes"]
+        self._key: list[tuple[str, str]] = [part.partition(":")[::2] for part in spec["key"]]
+        self._tests: list[Callable[[RequestContext], bool]] = []
+        match = spec["match"]
+        if match["consumers"] is not None:
+            consumers = wildcard(match["consumers"])
+            self._tests.append(lambda ctx: consumers(ctx.consumer or ANONYMOUS))
+        if match["models"] is not None:
+            models = wildcard(match["models"])
+            self._tests.append(lambda ctx: models(ctx.model))
+        if match["headers"] is not None:
+            wanted = [
+                (name.encode("latin-1"), value.encode("latin-1")) for name, value in match["headers"].items()
+            ]
+            self._tests.append(lambda ctx: all(ctx.header(name) == value for name, value in wanted))
+        if match["cidrs"] is not None:
+            networks = [ipaddress.ip_network(c) for c in match["cidrs"]]
+            self._tests.append(lambda ctx: _in_networks(ctx.ip, networks))
+
+    def matches(self, ctx: RequestContext) -> bool:
+        return all(test(ctx) for test in self._tests)
+
+    def key(self, ctx: RequestContext) -> str:
+        """The counter this request uses, e.g. ``team-a:gpt-4o``; values are %-escaped so
+        a ``:`` inside one cannot make two different requests share a key."""
+        return ":".join(quote(_part(ctx, kind, arg), safe="") for kind, arg in self._key)
+
+
+def _part(ctx: RequestContext, kind: str, arg: str) -> str:
+    if kind == "consumer":
+        return ctx.consumer or ANONYMOUS
+    if kind == "model":
+        return ctx.model
+    if kind == "ip":
+        return ctx.ip or ""
+    if kind == "header":
+        value = ctx.header(arg.encode("latin-1"))
+        return value.decode("latin-1") if value is not None else ""
+    return ctx.query_value(arg)
+
+
+def _in_networks(ip: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    if not ip:
+        return False
+    try:
+        address = ipaddress.ip_address(ip.partition("%")[0])  # drop an IPv6 zone id
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d
+    return any(address in network for network in networks)
