@@ -8,10 +8,13 @@ never changes the rules under an in-flight request or stream.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.ai.health import ProviderHealth
 from fastgw.config.wire import decode_generation
+from fastgw.limits.cluster import RedisLink
+from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
 from fastgw.proxy.upstream import Pool, PoolSet
 from fastgw.router import Router
@@ -94,6 +97,17 @@ class Route:
         self.idle_timeout = timeouts["idle"]
 
 
+@dataclass(slots=True)
+class Resources:
+    """What a worker keeps across generations and lends to each one it builds."""
+
+    pools: PoolSet  # warm upstream connections
+    health: ProviderHealth  # key cool-downs, breakers, probe verdicts
+    limit_store: LocalLimitStore  # node-wide counters in shared memory (from the supervisor)
+    limit_stats: dict[str, int] = field(default_factory=dict)
+    redis_link: RedisLink | None = None  # the worker replaces it when the redis URL changes
+
+
 class Generation:
     """Everything a worker needs to serve requests under one config version."""
 
@@ -112,7 +126,7 @@ class Generation:
         "max_pipelined",
     )
 
-    def __init__(self, number: int, config: dict[str, Any], pools: PoolSet, health: ProviderHealth) -> None:
+    def __init__(self, number: int, config: dict[str, Any], resources: Resources) -> None:
         from fastgw.ai.frontdoor import AIFrontDoor  # loaded only by configs that serve models
 
         self.number = number
@@ -123,10 +137,10 @@ class Generation:
             key = Upstream.key(spec["upstream"])
             upstream = upstreams.get(key)
             if upstream is None:
-                upstream = upstreams[key] = Upstream(spec["upstream"], pools)
+                upstream = upstreams[key] = Upstream(spec["upstream"], resources.pools)
             self.routes.append(Route(spec, upstream))
         self.router = Router(config["routes"], self.routes)
-        self.ai = AIFrontDoor(config, pools, health) if config.get("models") else None
+        self.ai = AIFrontDoor(config, resources) if config.get("models") else None
         http = config["http"]
         self.max_header_size = http["max_header_size"]
         self.max_headers = http["max_headers"]
@@ -137,6 +151,6 @@ class Generation:
         self.max_pipelined = http["max_pipelined"]
 
     @classmethod
-    def from_blob(cls, blob: bytes, pools: PoolSet, health: ProviderHealth) -> Generation:
+    def from_blob(cls, blob: bytes, resources: Resources) -> Generation:
         number, config = decode_generation(blob)
-        return cls(number, config, pools, health)
+        return cls(number, config, resources)

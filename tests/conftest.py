@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis_server import redis_server  # noqa: F401  (the fixture, for every test module)
 
 from gateway import Gateway, MockLLMProcess, Proc
 

@@ -1,6 +1,6 @@
 """A private ``redis-server`` per test, which a test may kill, restart or freeze mid-way.
 
-Use it from a test module with ``pytest_plugins = ["redis_server"]``.
+The ``redis_server`` fixture is exported to every test module by ``conftest.py``.
 A missing ``redis-server`` fails the test loudly: skipping would let the cluster-wide
 limit tests silently never run.
 """
@@ -36,6 +36,8 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start on ``self.port`` (the same one after a :meth:`kill`), and wait for PING."""
+        if self.proc is not None and self.proc.poll() is None:
+            return  # already running: a second server could not bind, and would hide the first
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -52,8 +54,8 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
-        while not self.ping():
-            if self.proc.poll() is not None:
+        while not self.ping() or self.proc.poll() is not None:
+            if self.proc.poll() is not None:  # also when something else answers on our port
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode} on port {self.port}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not answer PING on port {self.port}")

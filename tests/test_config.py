@@ -497,7 +497,8 @@ consumers:
 
 
 def test_limits_are_a_list_of_mappings() -> None:
-    assert load("limits: [{tokens: 100}]\n")["limits"] == [{"tokens": 100}]
+    (rule,) = load("limits: [{name: r, tokens: {per_minute: 100}}]\n")["limits"]
+    assert rule["name"] == "r" and rule["tokens"] == {"per_minute": 100}
     assert error_at("limits: [{tokens: 1}, 5]\n", "limits[1]") == "expected a mapping, found integer 5"
     assert error_at("limits: {}\n", "limits") == "expected a list, found mapping"
 

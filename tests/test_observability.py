@@ -8,8 +8,9 @@ import urllib.request
 
 import openai
 import pytest
-from gateway import Gateway, MockLLMProcess, RawClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import Gateway, MockLLMProcess, RawClient
 
 KEY = "sk-observed-consumer-secret"
 

@@ -98,7 +98,7 @@ from workers.supervisor import Supervisor
 
 path, mode = sys.argv[1], sys.argv[2]
 
-def worker(slot, sock, control, heartbeat_interval):
+def worker(slot, sock, control, heartbeat_interval, **shared):
     if mode == "config-error":
         sys.exit(4)
     if mode == "crash":

@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+from redis.exceptions import RedisError
 
 from fastgw.config import ConfigError
+from fastgw.limits.quotas import QuotaAdmin
 from fastgw.obs.metrics import Snapshot
 from workers.shm import BlobTooLarge
 
@@ -44,6 +48,8 @@ class Backend(Protocol):
     def status(self) -> dict: ...
 
     def push_config(self, text: str, source: str) -> tuple[int, list[str]]: ...
+
+    def quota_admin(self) -> QuotaAdmin: ...
 
 
 def format_url(host: str, port: int) -> str:
@@ -184,7 +190,13 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "fastgw-admin"
     timeout = 10  # a client that stalls mid-request only ties up its own thread, and not for long
 
-    ROUTES = {"/status": ("GET",), "/healthz": ("GET",), "/metrics": ("GET",), "/config": ("GET", "POST")}
+    ROUTES = {
+        "/status": ("GET",),
+        "/healthz": ("GET",),
+        "/metrics": ("GET",),
+        "/config": ("GET", "POST"),
+        "/quota": ("GET", "POST"),
+    }
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access logs would drown the supervisor's event lines; requests are not logged."""
@@ -225,11 +237,52 @@ class _Handler(BaseHTTPRequestHandler):
                 metrics.extend(snapshot_metrics(worker_metrics.collect()))
             text = render_metrics(metrics)
             self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        elif path == "/quota":
+            self._send_json(*self._quota())
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config
             self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))
         else:
             self._send_json(*self._post_config())
+
+    def _quota(self) -> tuple[int, dict]:
+        """``GET /quota?rule=R&consumer=C``; ``POST /quota`` with JSON
+        ``{"rule", "consumer", "action": "set" | "top_up" | "reset", "amount"}``."""
+        if self.command == "GET":
+            query = dict(parse_qsl(self.path.partition("?")[2]))
+            request = {"rule": query.get("rule"), "consumer": query.get("consumer"), "action": "get"}
+        else:
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit() or int(length) > 65536:
+                return _error(400, "a JSON body with Content-Length is required", "invalid_request")
+            try:
+                request = json.loads(self.rfile.read(int(length)))
+            except ValueError:
+                return _error(400, "the body is not valid JSON", "invalid_request")
+            if not isinstance(request, dict):
+                return _error(400, "the body must be a JSON object", "invalid_request")
+        rule, consumer, action = request.get("rule"), request.get("consumer"), request.get("action")
+        if not isinstance(rule, str) or not isinstance(consumer, str):
+            return _error(400, "'rule' and 'consumer' are required", "invalid_request")
+        admin = self.server.backend.quota_admin()
+        try:
+            if action == "get":
+                return 200, admin.get(rule, consumer)
+            if action == "reset":
+                return 200, admin.reset(rule, consumer)
+            if action in ("set", "top_up"):
+                amount = request.get("amount")
+                if isinstance(amount, bool) or not isinstance(amount, int | float):
+                    return _error(400, "'amount' must be a number", "invalid_request")
+                change = admin.set_limit if action == "set" else admin.top_up
+                return 200, change(rule, consumer, amount)
+            return _error(400, "'action' must be one of set, top_up, reset", "invalid_request")
+        except KeyError:
+            return _error(404, f"no quota rule named {rule!r}", "not_found")
+        except ValueError as exc:
+            return _error(400, str(exc), "invalid_request")
+        except RedisError as exc:
+            return _error(503, f"the quota store (Redis) is unavailable: {exc}", "quota_store_unavailable")
 
     def _post_config(self) -> tuple[int, dict]:
         length = self.headers.get("Content-Length")

@@ -32,6 +32,8 @@ from typing import Any
 
 from fastgw.config import load_text
 from fastgw.config.wire import encode_generation
+from fastgw.limits.local import LocalLimitStore
+from fastgw.limits.quotas import QuotaAdmin
 from workers.admin import AdminServer, format_url
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
 from workers.metrics_shm import WorkerMetrics
@@ -117,10 +119,12 @@ class Supervisor:
         self.slots = [_Slot(i) for i in range(config["workers"])]
         self.control = ControlBlock(max_workers=len(self.slots))
         self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
+        self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
         self._admin: AdminServer | None = None
         self._push_lock = threading.Lock()
+        self._quota_admin: QuotaAdmin | None = None
         self._pid = os.getpid()
         self._wake_r = self._wake_w = -1
 
@@ -216,6 +220,14 @@ class Supervisor:
     def _publish(self, generation: int, config: dict) -> None:
         self.control.publish(generation, encode_generation(generation, config))
         self.config, self.generation = config, generation
+        self._quota_admin = None  # rebuilt from this generation's rules on first use
+
+    def quota_admin(self) -> QuotaAdmin:
+        """Read and change consumers' quotas (admin API); the rules of the live generation."""
+        with self._push_lock:
+            if self._quota_admin is None:
+                self._quota_admin = QuotaAdmin(self.config["limits"], self.limit_store, self.config.get("redis"))
+            return self._quota_admin
 
     def _announce(self) -> None:
         assert self._listeners is not None
@@ -305,7 +317,10 @@ class Supervisor:
             if worker_main is None:
                 from workers.worker import run_worker as worker_main
             self.metrics.bind_worker(index)
-            worker_main(index, self._listeners.for_slot(index), self.control, self.heartbeat_interval)
+            worker_main(
+                index, self._listeners.for_slot(index), self.control, self.heartbeat_interval,
+                limit_store=self.limit_store,
+            )
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)

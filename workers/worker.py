@@ -17,6 +17,7 @@ import sys
 import time
 from typing import NoReturn
 
+from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog
 from fastgw.obs.metrics import GATEWAY
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
@@ -36,9 +37,16 @@ def log(message: str) -> None:
 class Worker:
     """State shared by all connections of this process."""
 
-    def __init__(self, slot: int, sock: socket.socket, control: ControlBlock, heartbeat_interval: float) -> None:
+    def __init__(
+        self,
+        slot: int,
+        sock: socket.socket,
+        control: ControlBlock,
+        heartbeat_interval: float,
+        limit_store: LocalLimitStore | None = None,
+    ) -> None:
         from fastgw.ai.health import ProviderHealth
-        from fastgw.generation import Generation
+        from fastgw.generation import Resources
         from fastgw.proxy.upstream import PoolSet
 
         self.slot = slot
@@ -46,8 +54,12 @@ class Worker:
         self.control = control
         self.tick = min(TICK, heartbeat_interval)
         self.loop = asyncio.get_event_loop()
-        self.pools = PoolSet(self.loop)
-        self.provider_health = ProviderHealth()  # key cool-downs and breakers outlive generations
+        # Key cool-downs, breakers, warm connections and limit counters outlive generations.
+        self.resources = Resources(
+            PoolSet(self.loop), ProviderHealth(), limit_store or LocalLimitStore(slots=4096, quota_slots=256)
+        )
+        self._redis_url: str | None = None
+        self._limit_stats_seen: dict[str, int] = {}
         self.started = time.monotonic()
         self.connections: set = set()
         self.requests_total = 0
@@ -61,8 +73,7 @@ class Worker:
         if snapshot is None:
             raise RuntimeError("no config generation published")
         self.seq, _, blob = snapshot
-        self._generation_cls = Generation
-        self.generation = Generation.from_blob(blob, self.pools, self.provider_health)
+        self.generation = self._build(blob)
         self.prober = None  # started with the loop, in serve()
         self.access_log = AccessLog(self.generation.config["log"]["access"], worker=slot)
 
@@ -74,6 +85,26 @@ class Worker:
             self._load_published()
         return self.generation
 
+    def _build(self, blob: bytes):
+        from fastgw.config.wire import decode_generation
+        from fastgw.generation import Generation
+
+        number, config = decode_generation(blob)
+        self._use_redis(config.get("redis"))
+        return Generation(number, config, self.resources)
+
+    def _use_redis(self, url: str | None) -> None:
+        """One Redis link per worker, replaced only when a generation changes the URL."""
+        if url == self._redis_url:
+            return
+        from fastgw.limits.cluster import RedisLink
+
+        old = self.resources.redis_link
+        self.resources.redis_link = RedisLink(url) if url else None
+        self._redis_url = url
+        if old is not None:  # requests of the old generation may still settle on it for a while
+            self.loop.call_later(60, lambda: self.loop.create_task(old.close()))
+
     def _load_published(self) -> None:
         snapshot = self.control.read()
         if snapshot is None:
@@ -83,7 +114,7 @@ class Worker:
         if number == self.generation.number:
             return
         try:
-            self.generation = self._generation_cls.from_blob(blob, self.pools, self.provider_health)
+            self.generation = self._build(blob)
             if self.prober is not None:
                 self.prober.configure(self.generation.ai)
             self.access_log.configure(self.generation.config["log"]["access"])
@@ -125,10 +156,23 @@ class Worker:
             self._load_published()
         self._ticks += 1
         if self._ticks % max(1, round(SWEEP_INTERVAL / self.tick)) == 0:
-            self.pools.sweep()
+            self.resources.pools.sweep()
         self._write_record()
+        self._mirror_limit_stats()
         GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
         self.loop.call_later(self.tick, self._tick)
+
+    def _mirror_limit_stats(self) -> None:
+        """The limiter counts Redis errors and fallbacks in a dict; metrics get the increments."""
+        seen = self._limit_stats_seen
+        for name, count in self.resources.limit_stats.items():
+            delta = count - seen.get(name, 0)
+            if delta:
+                seen[name] = count
+                if name == "redis_errors":
+                    GATEWAY.redis_errors.inc(("limits",), delta)
+                else:
+                    GATEWAY.limit_events.inc((name,), delta)
 
     async def serve(self) -> None:
         from fastgw.proxy.downstream import HttpServerProtocol
@@ -161,19 +205,27 @@ class Worker:
             for conn in list(self.connections):
                 if conn.transport is not None:
                     conn.transport.abort()
-        self.pools.close()
+        self.resources.pools.close()
+        if self.resources.redis_link is not None:
+            await self.resources.redis_link.close()
         self._write_record()
         GATEWAY.registry.publish(force=True)
 
 
-def run_worker(slot: int, sock: socket.socket, control: ControlBlock, heartbeat_interval: float) -> NoReturn:
+def run_worker(
+    slot: int,
+    sock: socket.socket,
+    control: ControlBlock,
+    heartbeat_interval: float,
+    limit_store: LocalLimitStore | None = None,
+) -> NoReturn:
     """Entry point in the forked child; never returns."""
     try:
         import uvloop
 
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        worker = Worker(slot, sock, control, heartbeat_interval)
+        worker = Worker(slot, sock, control, heartbeat_interval, limit_store)
     except (KeyError, TypeError, ValueError) as exc:
         log(f"config error at boot: {exc!r}")
         os._exit(WORKER_CONFIG_ERROR)

@@ -27,9 +27,13 @@ from fastgw.ai.auth import AuthFailure
 from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
 from fastgw.ai.usage import UsageMeter, wants_usage, with_usage_requested
+from fastgw.limits.quotas import output_reservation
+from fastgw.limits.rules import RequestContext
 from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
+from fastgw.proxy.deadline import Deadline
 from fastgw.sse import SSEError
+from fastgw.tokens import count_chat, count_text
 
 if TYPE_CHECKING:
     from fastgw.ai.frontdoor import AIFrontDoor, ProviderRuntime
@@ -76,7 +80,6 @@ class AIExchange:
         "passthrough",
         "sent_head",
         "timer",
-        "deadline",
         "waiting",
         "last_error",
         "native",
@@ -88,6 +91,8 @@ class AIExchange:
         "first_sent_at",
         "client_status",
         "error_message",
+        "reservation",
+        "limit_headers",
     )
 
     def __init__(self, door: AIFrontDoor, conn, head, op: str, dialect) -> None:
@@ -120,8 +125,7 @@ class AIExchange:
         self.writer = None
         self.passthrough = False
         self.sent_head = False
-        self.timer = None
-        self.deadline = 0.0
+        self.timer = Deadline(self.loop, self._on_timeout)
         self.waiting = W_NONE
         self.last_error: tuple[int, str, str] = (503, "no provider target is available", "no_target")
         self.native = False  # an Anthropic client reaching an Anthropic provider: no conversion at all
@@ -133,6 +137,8 @@ class AIExchange:
         self.first_sent_at: float | None = None
         self.client_status = 0
         self.error_message: str | None = None
+        self.reservation = None  # what the limiter reserved; settled with the real usage at the end
+        self.limit_headers = b""
 
     # -- the request ------------------------------------------------------------------------
 
@@ -190,6 +196,43 @@ class AIExchange:
         self.meter = UsageMeter(wants_usage(request))
         self.targets = entry.targets(model)
         self.max_attempts = entry.max_attempts
+        limiter = door.limiter
+        if limiter is not None:
+            ctx = RequestContext(self.consumer, model, self.conn.peer.decode(), self.head.get, self.head.query)
+            if limiter.needs_check(ctx):
+                # Reserve before the call, from estimates; settle() charges the real usage after.
+                prompt, _ = count_chat(model, request["messages"], request.get("tools")) if "messages" in request \
+                    else count_text(model, json.dumps(request.get("prompt", request.get("input", ""))))
+                completion = output_reservation(request) if self.op != "embeddings" else 0
+                decision = limiter.reserve_nowait(ctx, prompt, completion)
+                if decision is None:  # a Redis round trip: continue when it answers
+                    task = self.loop.create_task(limiter.reserve(ctx, prompt, completion))
+                    task.add_done_callback(self._limit_decided)
+                else:
+                    self._limited(decision)
+                return
+        self._next_attempt()
+
+    def _limit_decided(self, task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # a limiter bug must not leave the client hanging
+            self._reply_error(500, f"rate limiter failed: {exc!r}", "limiter_error")
+            return
+        self._limited(task.result())
+
+    def _limited(self, decision) -> None:
+        self.limit_headers = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in decision.headers)
+        if self.cancelled:  # the client left while Redis answered
+            self.door.limiter.settle(decision.reservation, 0, 0)
+            return
+        if not decision.allowed:
+            GATEWAY.ratelimit_rejections.inc((decision.rule, decision.kind or decision.code))
+            self.retry_after = decision.retry_after
+            self._reply_error(decision.status, decision.message, decision.code)
+            return
+        self.reservation = decision.reservation
         self._next_attempt()
 
     def _validate(self, request: dict[str, Any]) -> str | None:
@@ -340,9 +383,8 @@ class AIExchange:
             return
         if out:
             self._send_stream(out)
-        self.deadline = self.loop.time() + self.provider.timeouts["idle"]
-        if self.waiting == W_FIRST_BYTE and self.sent_head:
-            self.waiting = W_IDLE
+        if self.sent_head:  # events that produced nothing yet (pings) don't count as a first token
+            self.timer.extend(self.provider.timeouts["idle"])
 
     def _convert_events(self, events) -> bytes:
         if self.passthrough:
@@ -477,10 +519,11 @@ class AIExchange:
     # -- writing to the client -------------------------------------------------------------
 
     def _served_headers(self) -> bytes:
-        return b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-attempts: %d\r\n" % (
+        return b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-attempts: %d\r\n%b" % (
             self.provider.name.encode(),
             self.target_model.encode(),
             self.attempts,
+            self.limit_headers,
         )
 
     def _send_stream(self, data: bytes) -> None:
@@ -509,9 +552,9 @@ class AIExchange:
         self._cancel_timer()
         self.client_status = status
         self.error_message = message
-        extra = b""
-        if status == 429 and self.retry_after:
-            extra = b"Retry-After: %d\r\n" % max(1, round(self.retry_after))
+        extra = self.limit_headers  # x-ratelimit-* (and retry-after when a limit refused)
+        if status == 429 and self.retry_after and b"retry-after:" not in extra.lower():
+            extra += b"Retry-After: %d\r\n" % max(1, round(self.retry_after))
         self.conn.write_local(
             replies.simple_response(
                 status,
@@ -551,6 +594,11 @@ class AIExchange:
         if self.client_status == 200 and self.op not in ("models",) and self.provider is not None:
             usage = self.meter.result(self.target_model, self.request)
         ttft = self.first_sent_at - self.started if self.first_sent_at is not None else None
+        if self.reservation is not None:  # charge what was really used; a failed call costs nothing
+            self.door.limiter.settle(
+                self.reservation, usage["prompt_tokens"] if usage else 0, usage["completion_tokens"] if usage else 0
+            )
+            self.reservation = None
         GATEWAY.ai_done(
             consumer=self.consumer or "", model=self.model, provider=provider, status=self.client_status,
             seconds=now - self.started, ttft=ttft,
@@ -577,25 +625,14 @@ class AIExchange:
 
     def _wait(self, what: int, seconds: float) -> None:
         self.waiting = what
-        self.deadline = self.loop.time() + seconds
-        if self.timer is None:
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
-        elif self.timer.when() > self.deadline:
-            self.timer.cancel()
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+        self.timer.set(seconds)
 
     def _cancel_timer(self) -> None:
         self.waiting = W_NONE
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.timer.cancel()
 
-    def _on_timer(self) -> None:
-        self.timer = None
+    def _on_timeout(self) -> None:
         if self.waiting == W_NONE or self.cancelled:
-            return
-        if self.loop.time() < self.deadline:
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
             return
         what = "first token" if self.waiting == W_FIRST_BYTE and self.stream else "answer"
         if self.waiting == W_IDLE and self.sent_head:

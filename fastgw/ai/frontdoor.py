@@ -9,7 +9,7 @@ OpenAI-compatible paths (``/v1/chat/completions``, ``/v1/completions``, ``/v1/em
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastgw.ai.auth import Authenticator
 from fastgw.ai.dialects import ANTHROPIC, OPENAI
@@ -17,8 +17,12 @@ from fastgw.ai.exchange import AIExchange
 from fastgw.ai.health import Breaker, KeyPool, ProviderHealth
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
+from fastgw.limits import Limiter
 from fastgw.mock_llm import MockLLM
 from fastgw.proxy.upstream import PoolSet
+
+if TYPE_CHECKING:
+    from fastgw.generation import Resources
 
 # path -> (operation, dialect)
 PATHS = {
@@ -140,10 +144,17 @@ class ProviderRuntime:
 
 
 class AIFrontDoor:
-    def __init__(self, config: dict[str, Any], pools: PoolSet, health: ProviderHealth) -> None:
+    def __init__(self, config: dict[str, Any], resources: Resources) -> None:
         self.models = ModelTable(config["models"])
-        self.providers = {p["name"]: ProviderRuntime(p, pools, health) for p in config["providers"]}
+        self.providers = {
+            p["name"]: ProviderRuntime(p, resources.pools, resources.health) for p in config["providers"]
+        }
         self.auth = Authenticator(config)
+        self.limiter = (
+            Limiter(config["limits"], store=resources.limit_store, redis=resources.redis_link, stats=resources.limit_stats)
+            if config["limits"]
+            else None
+        )
 
     def handles(self, path: bytes) -> bool:
         return path in PATHS

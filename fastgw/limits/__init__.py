@@ -58,6 +58,8 @@ class Decision:
     retry_after: float | None = None
     headers: tuple[tuple[str, str], ...] = ()
     reservation: Reservation | None = None
+    rule: str = ""  # on a refusal: the rule that refused, and its kind (tokens, requests, quota)
+    kind: str = ""
 
 
 ALLOWED = Decision(True)
@@ -279,7 +281,9 @@ class Limiter:
                     f"quota '{debit.rule.name}' of consumer '{ctx.consumer or ANONYMOUS}' is exhausted: "
                     f"{used:g} of {limit:g} {unit} used, this request needs up to {debit.amount:g}"
                 )
-                return Decision(False, 429, "insufficient_quota", message, headers=headers)
+                return Decision(
+                    False, 429, "insufficient_quota", message, headers=headers, rule=debit.rule.name, kind="quota"
+                )
         charge, (limit, _, _, wait) = max(
             ((c, r) for c, r in zip(charges, rates, strict=True) if r[3] > 0), key=lambda item: item[1][3]
         )
@@ -289,10 +293,16 @@ class Limiter:
                 f"request needs {charge.cost:g} {charge.window.kind}, more than limit "
                 f"'{charge.rule.name}' allows ({limit:g} {what})"
             )
-            return Decision(False, 429, "rate_limit_exceeded", message, headers=headers)
+            return Decision(
+                False, 429, "rate_limit_exceeded", message, headers=headers,
+                rule=charge.rule.name, kind=charge.window.kind,
+            )
         message = f"rate limit '{charge.rule.name}' reached ({limit:g} {what}); retry in {reset_text(wait)}"
         headers += (("retry-after", str(max(1, math.ceil(wait)))),)
-        return Decision(False, 429, "rate_limit_exceeded", message, retry_after=wait, headers=headers)
+        return Decision(
+            False, 429, "rate_limit_exceeded", message, retry_after=wait, headers=headers,
+            rule=charge.rule.name, kind=charge.window.kind,
+        )
 
     # -- settling ----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ Redis. ``limit`` is only stored once an admin sets or tops it up; until then the
 configured amount applies, so editing the config changes every untouched consumer.
 
 Budgets are charged in two steps, like rate limits: the limiter reserves an estimate
-before the call (prompt size + ``max_tokens``, priced) atomically with the check, so
+before the call (prompt tokens + ``max_tokens``, priced) atomically with the check, so
 concurrent first requests cannot all pass a check that only one of them fits (LiteLLM's
 check-then-increment overshoot); the actual usage is settled afterwards.
 """
@@ -54,18 +54,17 @@ class Quota:
         return None
 
 
-def estimate_usage(request: dict[str, Any], body_size: int, default_output: int = 1024) -> tuple[int, int]:
-    """A reservation estimate ``(input, output)`` for a chat/completions request.
+def output_reservation(request: dict[str, Any], default: int = 1024) -> int:
+    """Output tokens to reserve for a call: the client's own cap (``max_completion_tokens``,
+    ``max_tokens``), else ``default``; settling charges the real count either way.
 
-    Input: about 4 bytes of request body per token (an over-estimate, since the body also
-    holds JSON syntax; settling refunds the difference). Output: the client's own cap
-    (``max_tokens``, ``max_completion_tokens``), else ``default_output``.
+    The input side is the prompt's count (:func:`fastgw.tokens.count_chat`).
     """
     for name in ("max_completion_tokens", "max_tokens"):
         cap = request.get(name)
         if type(cap) is int and cap > 0:
-            return math.ceil(body_size / 4), cap
-    return math.ceil(body_size / 4), default_output
+            return cap
+    return default
 
 
 class QuotaAdmin:

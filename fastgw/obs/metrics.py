@@ -305,6 +305,10 @@ class Gateway:
             "fastgw_failovers_total", "Attempts moved from one provider to another.",
             ("model", "from_provider", "to_provider"))
         self.redis_errors = r.counter("fastgw_redis_errors_total", "Failed Redis operations.", ("op",))
+        self.limit_events = r.counter(
+            "fastgw_limit_events_total",
+            "Limiter events: fallbacks (Redis down, on_redis_down applied), rejections, lost_settlements.",
+            ("event",))
         self.log_dropped = r.counter(
             "fastgw_log_dropped_total", "Access-log lines or usage records dropped (reason: write_error|queue_full|redis_error).",
             ("log", "reason"))

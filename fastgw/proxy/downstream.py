@@ -6,7 +6,7 @@ reading pauses if a client piles up more than ``max_pipelined`` requests' worth 
 
 The protocol object is itself the exchange's owner on the upstream side (no extra
 object per request). Timeouts use one lazily re-armed timer per connection: moving a
-deadline later costs a float store; the timer re-arms itself when it fires early.
+deadline later costs a float store (see fastgw.proxy.deadline).
 
 Bytes: request heads are rewritten with ``serialize_head`` (Cython) in one buffer; body
 chunks are forwarded as they arrive; everything produced while handling one read is
@@ -23,6 +23,7 @@ from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Generation, Route
 from fastgw.http.errors import END, ParseError
 from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
+from fastgw.proxy.deadline import Deadline
 
 if TYPE_CHECKING:
     from fastgw.proxy.upstream import UpstreamConnection
@@ -89,8 +90,6 @@ class HttpServerProtocol(asyncio.Protocol):
         "writing_paused",
         "_pumping",
         "_timer",
-        "_timer_at",
-        "deadline",
         "timeout_kind",
         # per exchange
         "gen",
@@ -129,9 +128,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self._pumping = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self.deadline = 0.0
+        self._timer = Deadline(self.loop, self._on_timeout)
         self.timeout_kind = T_NONE
         self._reset_exchange()
 
@@ -306,7 +303,7 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _on_request_body(self, chunk) -> None:
         if self.timeout_kind == T_BODY:
-            self.deadline = self.loop.time() + self.gen.header_timeout  # progress: a later deadline
+            self._timer.extend(self.gen.header_timeout)  # progress: a later deadline
         self.body_seen += len(chunk)
         if self.body_seen > self.gen.max_body_size:  # chunked bodies announce no length
             self._request_broken(413, f"request body exceeds the limit of {self.gen.max_body_size} bytes")
@@ -498,7 +495,7 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         self._write(out)
         if self.resp_started and self.timeout_kind != T_CLIENT_STALL:
-            self.deadline = self.loop.time() + self.route.idle_timeout
+            self._timer.extend(self.route.idle_timeout)
 
     def _on_response_head(self, rhead, out: list[bytes]) -> None:
         status = rhead.status
@@ -748,31 +745,16 @@ class HttpServerProtocol(asyncio.Protocol):
     def _set_timeout(self, kind: int, seconds: float) -> None:
         self.timeout_kind = kind
         if kind == T_NONE:
-            return
-        deadline = self.loop.time() + seconds
-        self.deadline = deadline
-        if self._timer is None or deadline < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer.stop()
+        else:
+            self._timer.set(seconds)
 
     def _cancel_timer(self) -> None:
         self.timeout_kind = T_NONE
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _on_timeout(self) -> None:
         kind = self.timeout_kind
-        if kind == T_NONE:
-            return
-        now = self.loop.time()
-        if now < self.deadline:
-            self._timer_at = self.deadline
-            self._timer = self.loop.call_at(self.deadline, self._on_timer)
-            return
         self.timeout_kind = T_NONE
         if kind == T_KEEPALIVE:
             self._close()
