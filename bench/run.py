@@ -26,7 +26,7 @@ import targets
 import ttfb
 import wrk
 
-SCENARIOS = ("json50", "json256", "sse", "ai", "ttfb", "push")
+SCENARIOS = ("json50", "json256", "sse", "ai", "ai-limits", "ttfb", "push")
 TARGETS = ("direct", "nginx", "fastgw")
 SSE_CHUNKS = 50  # fixed: scripts/sse.lua asks the mock for the same number
 ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
@@ -192,23 +192,24 @@ def run_scenarios(args: argparse.Namespace, ports: dict[str, int], procs: dict[s
                 results[scenario]["fastgw"] = {"error": str(exc)}
                 print(f"  push: {exc}", flush=True)
             continue
-        if scenario == "ai":
+        if scenario in ("ai", "ai-limits"):
             # Compared with nginx relaying the same request shape (the sse scenario) in this run.
             if "nginx" in ports and "nginx" not in results.get("sse", {}):
-                print("[ai] nginx (plain relay of the same stream) ...", flush=True)
+                print(f"[{scenario}] nginx (plain relay of the same stream) ...", flush=True)
                 results.setdefault("sse", {})["nginx"] = measure("sse", ports["nginx"], args, procs["nginx"])
-            if "fastgw-ai" not in ports:
-                results[scenario]["fastgw"] = {"error": "fastgw-ai not running"}
+            target = f"fastgw-{scenario}"
+            if target not in ports:
+                results[scenario]["fastgw"] = {"error": f"{target} not running"}
                 continue
-            print("[ai] fastgw (auth + routing + stream conversion) ...", flush=True)
+            print(f"[{scenario}] fastgw ...", flush=True)
             try:
-                results[scenario]["fastgw"] = measure_ai(ports["fastgw-ai"], args, procs["fastgw-ai"])
+                results[scenario]["fastgw"] = measure_ai(ports[target], args, procs[target])
             except Exception as exc:  # recorded and printed, other scenarios go on
                 results[scenario]["fastgw"] = {"error": str(exc)}
-                print(f"  fastgw-ai: {exc}", flush=True)
+                print(f"  {target}: {exc}", flush=True)
             continue
         for name, port in ports.items():
-            if name == "fastgw-ai":
+            if name.startswith("fastgw-ai"):
                 continue
             print(f"[{scenario}] {name} ...", flush=True)
             try:
@@ -254,6 +255,12 @@ def table_rows(results: dict[str, dict[str, dict]]) -> list[dict[str, object]]:
         add("ai CPU us/stream", "lower", {"nginx": pick("sse", "cpu_us_per_req").get("nginx"),
                                           **pick("ai", "cpu_us_per_req")})
         add("ai errors", "zero", pick("ai", "errors"), ratio=False)
+    if "ai-limits" in results:
+        label = "ai-limits streams/s (ai + Redis token/request limits + metrics; nginx: plain relay)"
+        add(label, "higher", {"nginx": pick("sse", "streams_per_s").get("nginx"), **pick("ai-limits", "streams_per_s")})
+        add("ai-limits CPU us/stream", "lower", {"nginx": pick("sse", "cpu_us_per_req").get("nginx"),
+                                                 **pick("ai-limits", "cpu_us_per_req")})
+        add("ai-limits errors", "zero", pick("ai-limits", "errors"), ratio=False)
         add("sse errors", "zero", pick("sse", "errors"), ratio=False)
     if "ttfb" in results:
         p50, p99 = pick("ttfb", "p50_ms"), pick("ttfb", "p99_ms")
@@ -320,19 +327,25 @@ def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
         status[name] = {k: v for k, v in proc.info.items() if k != "status"}
         if name == "fastgw":
             gateway = proc
-    if "ai" in args.scenarios:
+    ai_scenarios = [s for s in ("ai", "ai-limits") if s in args.scenarios]
+    claude = None
+    for scenario in ai_scenarios:
+        name = f"fastgw-{scenario}"
         try:
-            claude = targets.start_mock(workdir, args.mock_workers, SSE_CHUNKS, stack, flavor="anthropic")
-            proc = targets.start_fastgw(workdir, args.workers, int(claude.info["port"]), stack, ai=True)
+            if claude is None:
+                claude = targets.start_mock(workdir, args.mock_workers, SSE_CHUNKS, stack, flavor="anthropic")
+            redis_url = targets.start_redis(workdir, stack)[1] if scenario == "ai-limits" else None
+            proc = targets.start_fastgw(workdir, args.workers, int(claude.info["port"]), stack, ai=True,
+                                        redis_url=redis_url)
         except targets.TargetError as exc:
-            print(f"!! fastgw-ai skipped: {exc}", flush=True)
-            status["fastgw-ai"] = {"error": str(exc)}
-        else:
-            ports["fastgw-ai"] = int(proc.info["port"])  # type: ignore[call-overload]
-            procs["fastgw-ai"] = proc
-            print(f"fastgw-ai: http://{targets.HOST}:{ports['fastgw-ai']} -> anthropic mock "
-                  f"http://{targets.HOST}:{claude.info['port']}", flush=True)
-            status["fastgw-ai"] = {k: v for k, v in proc.info.items() if k != "status"}
+            print(f"!! {name} skipped: {exc}", flush=True)
+            status[name] = {"error": str(exc)}
+            continue
+        ports[name] = int(proc.info["port"])  # type: ignore[call-overload]
+        procs[name] = proc
+        print(f"{name}: http://{targets.HOST}:{ports[name]} -> anthropic mock "
+              f"http://{targets.HOST}:{claude.info['port']}", flush=True)
+        status[name] = {k: v for k, v in proc.info.items() if k != "status"}
     return procs, ports, gateway, status
 
 

@@ -273,10 +273,17 @@ AI_KEY = "sk-bench-consumer"
 AI_MODEL = "bench-claude"
 
 
-def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: int) -> str:
+def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: int, redis_url: str | None = None) -> str:
     """The AI scenario: consumer auth, a model table, and an Anthropic-format provider whose
-    stream the gateway converts event by event to OpenAI's for the client."""
-    return "\n".join([
+    stream the gateway converts event by event to OpenAI's for the client. With ``redis_url``,
+    also cluster-wide token and request limits (set far above the load: the cost of checking
+    and settling is measured, not rejections)."""
+    limits = [
+        f"redis: '{redis_url}'",
+        "limits:",
+        "  - {name: bench-tpm, key: [consumer], tokens: {per_minute: 1000000000}, requests: {per_second: 1000000}}",
+    ] if redis_url else []
+    return "\n".join(limits + [
         f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}",
         "providers:",
         f"  - {{name: claude, type: anthropic, base_url: 'http://{HOST}:{upstream_port}', api_keys: [sk-provider]}}",
@@ -287,16 +294,41 @@ def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: in
     ]) + "\n"
 
 
-def start_fastgw(workdir: Path, workers: int, upstream_port: int, stack: ExitStack, ai: bool = False) -> Process:
+def start_redis(workdir: Path, stack: ExitStack) -> tuple[Process, str]:
+    """A private redis-server (no persistence) for the limits scenario."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise TargetError("redis-server is not on PATH (apt-get install -y redis-server)")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    proc = Process("redis", argv, workdir / "redis.log", info={"port": port})
+    proc.start(workdir, stack)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    wait_until(proc, answers, 15, "answering PING")
+    return proc, f"redis://{HOST}:{port}/0"
+
+
+def start_fastgw(workdir: Path, workers: int, upstream_port: int, stack: ExitStack, ai: bool = False,
+                 redis_url: str | None = None) -> Process:
     """`fastgw run` with the same worker count as nginx; ready per /status, else when the port answers."""
     ok, err = fastgw_command_works("run")
     if not ok:
         raise TargetError(f"fastgw is not runnable yet: {err}")
     port, admin_port = free_port(), free_port()
-    name = "fastgw-ai" if ai else "fastgw"
+    name = ("fastgw-ai-limits" if redis_url else "fastgw-ai") if ai else "fastgw"
     config = workdir / f"{name}.yaml"
-    render = fastgw_ai_config if ai else fastgw_config
-    config.write_text(render(port, admin_port, workers, upstream_port))
+    if ai:
+        config.write_text(fastgw_ai_config(port, admin_port, workers, upstream_port, redis_url))
+    else:
+        config.write_text(fastgw_config(port, admin_port, workers, upstream_port))
     argv = [sys.executable, "-m", "fastgw", "run", "-c", str(config)]
     proc = Process(name, argv, workdir / f"{name}.log",
                    info={"port": port, "admin_port": admin_port, "workers": workers, "admin_api": False})

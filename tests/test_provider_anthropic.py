@@ -11,8 +11,10 @@ from typing import Any
 
 import anthropic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fastgw.ai.providers.anthropic import AnthropicAdapter
+from fastgw.ai.providers.anthropic import AnthropicAdapter, AnthropicStream
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation, UpstreamCall
 from fastgw.mock_flavors.anthropic import AnthropicFlavor
 from fastgw.mock_llm import MockLLM, answer_text
@@ -733,3 +735,13 @@ def test_mock_flavor_error_shapes() -> None:
     assert (
         json.loads(flavor.error(503, "busy", "overloaded_error").body)["error"]["type"] == "overloaded_error"
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(), compact=st.booleans(), index=st.integers(0, 5))
+def test_text_delta_fast_path_equals_the_full_parse(text: str, compact: bool, index: int) -> None:
+    event = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
+    data = json.dumps(event, separators=(",", ":") if compact else None, ensure_ascii=compact)
+    fast = AnthropicStream("m", 1).event("content_block_delta", data)
+    slow = AnthropicStream("m", 1)._delta(json.loads(data))
+    assert fast == slow
