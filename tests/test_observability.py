@@ -43,6 +43,7 @@ def test_metrics_and_access_log(tmp_path, upstream):
         "models": [{"name": "m", "targets": [{"provider": "mock", "model": "mock-gpt"}]}],
         "consumers": [{"name": "team", "api_keys": [KEY]}],
         "routes": [{"name": "plain", "match": {"path": "/"}, "upstream": upstream.url}],
+        "limits": [{"name": "spend", "quota": {"cost": 1000.0, "prices": {"*": {"input": 2.0, "output": 8.0}}}}],
     }
     gw = Gateway(config, tmp_path, workers=2)
     try:
@@ -79,6 +80,11 @@ def test_metrics_and_access_log(tmp_path, upstream):
         for line in ai:
             assert line["consumer"] == "team" and line["provider"] == "mock" and line["status"] == 200
             assert line["total_tokens"] == line["prompt_tokens"] + line["completion_tokens"] > 0
+            expected_cost = (line["prompt_tokens"] * 2.0 + line["completion_tokens"] * 8.0) / 1e6  # USD per 1M tokens
+            assert line["cost"] == pytest.approx(expected_cost)
+        assert value(found, "fastgw_cost_total", consumer="team", model="m") == pytest.approx(
+            sum(line["cost"] for line in ai)
+        )
         assert any("ttft_ms" in line for line in ai)
         plain = [line for line in lines if line.get("route") == "plain"]
         assert len(plain) == 3 and all(line["path"] == "/json" for line in plain)  # secret-looking query dropped

@@ -599,12 +599,15 @@ class AIExchange:
                 self.reservation, usage["prompt_tokens"] if usage else 0, usage["completion_tokens"] if usage else 0
             )
             self.reservation = None
+        limiter = self.door.limiter
+        cost = limiter.cost(self.model, usage["prompt_tokens"], usage["completion_tokens"]) if usage and limiter else None
         GATEWAY.ai_done(
             consumer=self.consumer or "", model=self.model, provider=provider, status=self.client_status,
             seconds=now - self.started, ttft=ttft,
             prompt_tokens=usage["prompt_tokens"] if usage else 0,
             completion_tokens=usage["completion_tokens"] if usage else 0,
             estimated=bool(usage and usage["estimated"]),
+            cost=cost or 0.0,
         )
         log = self.conn.worker.access_log
         if log.enabled:
@@ -618,6 +621,7 @@ class AIExchange:
                 completion_tokens=usage["completion_tokens"] if usage else None,
                 total_tokens=usage["total_tokens"] if usage else None,
                 tokens_estimated=usage["estimated"] if usage else None,
+                cost=cost,
                 ttft=ttft, error=self.error_message,
             )
 

@@ -304,6 +304,16 @@ class Limiter:
             rule=charge.rule.name, kind=charge.window.kind,
         )
 
+    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        """USD cost of a call, by the first cost quota whose price table covers ``model``
+        (the price tables live in the quota rules); None when no quota prices it."""
+        for quota in self._quotas.values():
+            if quota.unit == "usd":
+                amount = quota.charge(model, input_tokens, output_tokens)
+                if amount is not None:
+                    return amount
+        return None
+
     # -- settling ----------------------------------------------------------------------------
 
     def settle(self, reservation: Reservation | None, input_tokens: int, output_tokens: int = 0) -> None:
