@@ -151,3 +151,25 @@ def test_quota_exhaustion_and_top_up(gw, redis_server):
     assert status == 200 and body["limit"] == 600
     assert chat(conn, "budgeted")[0] == 200
     assert http_json("GET", quota + "?rule=nope&consumer=team")[0] == 404
+
+
+def test_usage_records_reach_the_billing_stream(tmp_path, redis_server):
+    import redis
+
+    config = limited_config(redis_server.url) | {"log": {"usage_stream": "fastgw:usage:test"}}
+    gateway = Gateway(config, tmp_path, workers=2)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+        usages = [chat(conn)[2]["usage"] for _ in range(3)]
+        client = redis.Redis.from_url(redis_server.url)
+        deadline = time.monotonic() + 5
+        while len(records := client.xrange("fastgw:usage:test")) < 3:
+            assert time.monotonic() < deadline, records
+            time.sleep(0.1)
+        fields = [{k.decode(): v.decode() for k, v in record.items()} for _, record in records]
+        assert {f["consumer"] for f in fields} == {"team"} and {f["provider"] for f in fields} == {"mock"}
+        assert sorted(int(f["prompt_tokens"]) + int(f["completion_tokens"]) for f in fields) == sorted(
+            u["total_tokens"] for u in usages
+        )
+    finally:
+        gateway.stop()

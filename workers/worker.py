@@ -18,7 +18,7 @@ import time
 from typing import NoReturn
 
 from fastgw.limits.local import LocalLimitStore
-from fastgw.obs.accesslog import AccessLog
+from fastgw.obs.accesslog import AccessLog, UsageSink
 from fastgw.obs.metrics import GATEWAY
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
@@ -76,6 +76,8 @@ class Worker:
         self.generation = self._build(blob)
         self.prober = None  # started with the loop, in serve()
         self.access_log = AccessLog(self.generation.config["log"]["access"], worker=slot)
+        self.usage_sink: UsageSink | None = None  # started with the loop, in serve()
+        self._usage_target: tuple | None = None
 
     # -- generations -----------------------------------------------------------------
 
@@ -118,6 +120,7 @@ class Worker:
             if self.prober is not None:
                 self.prober.configure(self.generation.ai)
             self.access_log.configure(self.generation.config["log"]["access"])
+            self._configure_usage_sink()
         except Exception as exc:  # the supervisor validated it; keep serving the old one
             log(f"cannot load generation {number}, still serving {self.generation.number}: {exc!r}")
 
@@ -162,6 +165,23 @@ class Worker:
         GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
         self.loop.call_later(self.tick, self._tick)
 
+    def _configure_usage_sink(self) -> None:
+        """The billing stream (``log.usage_stream`` with ``redis``), replaced when its target changes."""
+        config = self.generation.config
+        log_config = config["log"]
+        target = (config["redis"], log_config["usage_stream"], log_config["usage_maxlen"])
+        if target == self._usage_target:
+            return
+        self._usage_target = target
+        old, self.usage_sink = self.usage_sink, None
+        if old is not None:
+            self.loop.create_task(old.close())  # flushes what it still holds
+        if config["redis"] and log_config["usage_stream"]:
+            self.usage_sink = UsageSink(
+                config["redis"], log_config["usage_stream"], maxlen=log_config["usage_maxlen"], worker=self.slot
+            )
+            self.usage_sink.start()
+
     def _mirror_limit_stats(self) -> None:
         """The limiter counts Redis errors and fallbacks in a dict; metrics get the increments."""
         seen = self._limit_stats_seen
@@ -185,6 +205,7 @@ class Worker:
 
         self.prober = HealthProber(self.loop)
         self.prober.configure(self.generation.ai)
+        self._configure_usage_sink()
         self.state = STATE_READY
         self._tick()
         await self._stopping.wait()
@@ -205,6 +226,8 @@ class Worker:
             for conn in list(self.connections):
                 if conn.transport is not None:
                     conn.transport.abort()
+        if self.usage_sink is not None:
+            await self.usage_sink.close()
         self.resources.pools.close()
         if self.resources.redis_link is not None:
             await self.resources.redis_link.close()

@@ -609,6 +609,13 @@ class AIExchange:
             estimated=bool(usage and usage["estimated"]),
             cost=cost or 0.0,
         )
+        sink = self.conn.worker.usage_sink
+        if sink is not None and usage is not None:
+            sink.record(
+                consumer=self.consumer or "", model=self.model, provider=provider,
+                prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
+                estimated=usage["estimated"], cost=cost or 0.0, served_model=self.target_model,
+            )
         log = self.conn.worker.access_log
         if log.enabled:
             head = self.head
