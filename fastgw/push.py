@@ -5,8 +5,11 @@ trip, and a broken file never reaches the admin API. The raw file text is sent (
 normalised dict), so ``${VAR}`` secrets are resolved by the gateway from its own
 environment and never travel in the request.
 
-Exit codes: 0 pushed, 1 invalid config (local or server-side), 2 cannot push (admin
-unreachable, unsupported option).
+With ``--redis`` the config goes to every node of a cluster at once (see
+``workers/cluster.py``); nodes validate it again and keep their running config if it fails.
+
+Exit codes: 0 pushed, 1 invalid config (local or server-side), 2 cannot push (admin or
+Redis unreachable).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastgw push`` (the CLI owns the sub-command itself)."""
     parser.add_argument("-c", "--config", required=True, help="config file to push (YAML or JSON)")
     parser.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin API URL (default {DEFAULT_ADMIN})")
-    parser.add_argument("--redis", help="push to a cluster through Redis (not supported yet)")
+    parser.add_argument("--redis", help="push to every node of a cluster through Redis (redis://...)")
 
 
 def _fail(message: str, code: int) -> int:
@@ -37,8 +40,6 @@ def main_from_args(args: argparse.Namespace) -> int:
     """Run ``fastgw push`` with parsed ``args``; returns the exit code."""
     from fastgw.config import ConfigError, load_text
 
-    if args.redis:
-        return _fail("--redis is not supported yet; push to each node with --admin", 2)
     try:
         with open(args.config, encoding="utf-8") as f:
             text = f.read()
@@ -52,6 +53,8 @@ def main_from_args(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
 
+    if args.redis:
+        return _push_to_cluster(args.redis, text, args.config)
     url = args.admin.rstrip("/") + "/config"
     request = urllib.request.Request(
         url, data=text.encode(), method="POST", headers={"Content-Type": "application/yaml"}
@@ -67,6 +70,20 @@ def main_from_args(args: argparse.Namespace) -> int:
     for warning in result.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"pushed {args.config}: generation {result['generation']}")
+    return 0
+
+
+def _push_to_cluster(url: str, text: str, source: str) -> int:
+    """Store the config as the cluster's next version; every node's supervisor applies it."""
+    from redis.exceptions import RedisError
+
+    from workers.cluster import publish
+
+    try:
+        version = publish(url, text, source)
+    except RedisError as exc:
+        return _fail(f"cannot reach Redis at {url.split('@')[-1]}: {exc}", 2)
+    print(f"pushed {source} to the cluster: config version {version} (every node with this redis applies it)")
     return 0
 
 

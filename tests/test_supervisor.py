@@ -322,8 +322,8 @@ def test_push_cli_exit_codes(gateway: Callable[..., Gateway], tmp_path: Path) ->
 
     result = push(good, "--admin", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "cannot reach the admin API" in result.stderr
-    result = push(good, "--redis", "redis://127.0.0.1:6379/0")
-    assert result.returncode == 2 and "not supported yet" in result.stderr
+    result = push(good, "--redis", f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 2 and "cannot reach Redis" in result.stderr
     assert gw.status()["generation"] == 2
 
 

@@ -35,6 +35,7 @@ from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
 from workers.admin import AdminServer, format_url
+from workers.cluster import ConfigFollower
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
 from workers.metrics_shm import WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
@@ -125,6 +126,7 @@ class Supervisor:
         self._admin: AdminServer | None = None
         self._push_lock = threading.Lock()
         self._quota_admin: QuotaAdmin | None = None
+        self._follower: ConfigFollower | None = None
         self._pid = os.getpid()
         self._wake_r = self._wake_w = -1
 
@@ -216,6 +218,9 @@ class Supervisor:
                 url = format_url(admin["host"], admin["port"])
                 raise OSError(exc.errno, f"cannot serve the admin API on {url}: {exc.strerror}") from None
             self._admin.start()
+        if self.config.get("redis"):  # cluster mode: follow config versions pushed through Redis
+            self._follower = ConfigFollower(self.config["redis"], self.push_config, log)
+            self._follower.start()
 
     def _publish(self, generation: int, config: dict) -> None:
         self.control.publish(generation, encode_generation(generation, config))
@@ -432,6 +437,9 @@ class Supervisor:
         return True
 
     def _close(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
         if self._admin:
             self._admin.stop()
             self._admin = None
