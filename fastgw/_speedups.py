@@ -65,3 +65,17 @@ else:
 
 TokenCounter = TokenCounterC if _c_tokens is not None and not PURE else TokenCounterPy
 count_tokens = count_tokensC if _c_tokens is not None and not PURE else count_tokensPy
+
+from fastgw import matcher as _py_matcher  # noqa: E402
+
+MatcherPy = _py_matcher.Matcher
+
+MatcherC = None
+try:
+    from fastgw._c import matcher as _c_matcher
+except ImportError:  # not built: the pure twin serves
+    _c_matcher = None
+else:
+    MatcherC = _c_matcher.Matcher
+
+Matcher = MatcherC if _c_matcher is not None and not PURE else MatcherPy

@@ -25,6 +25,7 @@ from fastgw.ai.anthropic_front import FrontDoorError, messages_to_openai
 from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
 from fastgw.ai.auth import AuthFailure
 from fastgw.ai.dialects import ANTHROPIC
+from fastgw.ai.prompts import PromptError, Prompts
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
 from fastgw.ai.usage import UsageMeter, wants_usage, with_usage_requested
 from fastgw.limits.quotas import output_reservation
@@ -166,6 +167,12 @@ class AIExchange:
         if not isinstance(request, dict):
             self._reply_error(400, "the request body must be a JSON object", "invalid_request")
             return
+        prompts = door.prompts
+        if prompts is not None and self.dialect is not ANTHROPIC:
+            # Before the checks: a template may bring the model and the messages.
+            request = self._apply_prompts(prompts, request)
+            if request is None:
+                return
         model = request.get("model")
         if not isinstance(model, str) or not model:
             self._reply_error(400, "'model' is required and must be a non-empty string", "missing_model")
@@ -190,6 +197,13 @@ class AIExchange:
             except FrontDoorError as exc:
                 self._reply_error(exc.status, exc.message, "invalid_request")
                 return
+            if prompts is not None:
+                decorated = self._apply_prompts(prompts, request)
+                if decorated is None:
+                    return
+                if decorated != request:  # decorators must reach the provider: no native pass-through
+                    self.native_request = {}
+                request = decorated
         self.request = request
         self.model = model
         self.stream = bool(request.get("stream")) and self.op != "embeddings"
@@ -234,6 +248,14 @@ class AIExchange:
             return
         self.reservation = decision.reservation
         self._next_attempt()
+
+    def _apply_prompts(self, prompts: Prompts, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Templates and decorators; None when the request was answered with an error."""
+        try:
+            return prompts.apply(request, self.consumer, request.get("model"))
+        except PromptError as exc:
+            self._reply_error(exc.status, exc.message, "template_not_found" if exc.status == 404 else "template_error")
+            return None
 
     def _validate(self, request: dict[str, Any]) -> str | None:
         """Enough to answer garbage with a clear 400; unknown fields pass through untouched."""
@@ -305,7 +327,7 @@ class AIExchange:
         self.retry_after = None
         self.error_chunks = []
         self.resp_chunks = []
-        self.native = self.dialect is ANTHROPIC and provider.type == "anthropic"
+        self.native = self.dialect is ANTHROPIC and provider.type == "anthropic" and bool(self.native_request)
         op = "chat" if self.op == "messages" else self.op
         try:
             if self.native:

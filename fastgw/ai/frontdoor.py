@@ -15,6 +15,7 @@ from fastgw.ai.auth import Authenticator
 from fastgw.ai.dialects import ANTHROPIC, OPENAI
 from fastgw.ai.exchange import AIExchange
 from fastgw.ai.health import Breaker, KeyPool, ProviderHealth
+from fastgw.ai.prompts import Prompts
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
 from fastgw.limits import Limiter
@@ -150,6 +151,8 @@ class AIFrontDoor:
             p["name"]: ProviderRuntime(p, resources.pools, resources.health) for p in config["providers"]
         }
         self.auth = Authenticator(config)
+        spec = config["prompts"]
+        self.prompts = Prompts(spec) if spec["templates"] or spec["decorators"] else None
         self.limiter = (
             Limiter(config["limits"], store=resources.limit_store, redis=resources.redis_link, stats=resources.limit_stats)
             if config["limits"]

@@ -17,17 +17,11 @@ into a template through a value. Built once per config generation from the norma
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
+from fastgw.config.prompts import PLACEHOLDER
 from fastgw.limits.rules import ANONYMOUS, wildcard
-
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-"""``{{name}}``, spaces inside the braces allowed; anything else between braces is literal text."""
-
-ROLES = ("system", "developer", "user", "assistant")
-"""Roles a template or decorator message may take (tool messages need a call to answer)."""
 
 
 class PromptError(Exception):
@@ -37,11 +31,6 @@ class PromptError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def variables(text: str) -> list[str]:
-    """Names of the placeholders in ``text``, in order of first appearance."""
-    return list(dict.fromkeys(PLACEHOLDER.findall(text)))
 
 
 class _Template:

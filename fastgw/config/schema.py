@@ -81,6 +81,7 @@ from fastgw.config.fields import required as _required
 from fastgw.config.fields import unknown_name as _unknown_name
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
+from fastgw.config.prompts import prompts
 from fastgw.config.routes import routes
 
 TOP_LEVEL_KEYS = (
@@ -96,6 +97,7 @@ TOP_LEVEL_KEYS = (
     "limits",
     "routes",
     "log",
+    "prompts",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -160,6 +162,12 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     config["limits"] = _limits(data.get("limits", []), issues)
     config["routes"] = routes(data.get("routes", []), issues)
     config["log"] = log_section(data.get("log"), config["redis"], issues)
+    config["prompts"] = prompts(
+        data.get("prompts", {}),
+        issues,
+        [m["name"] for m in config["models"] if m["name"]],
+        [c["name"] for c in config["consumers"] if c.get("name")],
+    )
     return config
 
 
