@@ -8,6 +8,7 @@ never changes the rules under an in-flight request or stream.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,18 @@ class Resources:
     limit_store: LocalLimitStore  # node-wide counters in shared memory (from the supervisor)
     limit_stats: dict[str, int] = field(default_factory=dict)
     redis_link: RedisLink | None = None  # the worker replaces it when the redis URL changes
+    caches: dict[str, tuple] = field(default_factory=dict)  # cache spec -> (store, semantic index)
+
+    def cache_for(self, spec: dict[str, Any], redis_url: str | None) -> tuple:
+        """The store and index for a cache section; the same ones while it is unchanged, so
+        a config push keeps the cached answers."""
+        from fastgw.cache import open_cache
+
+        key = json.dumps([spec, redis_url if spec["store"] == "redis" else None], sort_keys=True)
+        found = self.caches.get(key)
+        if found is None:
+            found = self.caches[key] = open_cache(spec, redis_url)
+        return found
 
 
 class Generation:

@@ -8,13 +8,12 @@ missed message or a Redis restart, polls the stored version every few seconds. A
 that starts later adopts the cluster's latest push at startup. Every version goes through
 the same validation as ``POST /config``: an invalid one is logged and changes nothing.
 
-The supervisor stays free of event-loop code: this is a plain thread with the synchronous
-redis client.
+The supervisor stays free of event-loop code and of extra threads around fork(): its
+main loop polls with the synchronous redis client.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import redis
@@ -43,10 +42,13 @@ def publish(url: str, text: str, source: str) -> int:
 
 
 class ConfigFollower:
-    """The supervisor's thread that applies config versions pushed to the cluster.
+    """Applies config versions pushed to the cluster; driven by the supervisor's main loop.
 
-    ``apply(text, source)`` is the supervisor's validated push (it raises on an invalid
-    config, which is logged and skipped); ``log`` writes one supervisor log line.
+    Not a thread: the supervisor forks workers, and a fork while another thread holds an
+    import lock (or any lock) leaves the child stuck forever. :meth:`poll` never blocks for
+    long: the announcement is read without waiting, Redis calls time out quickly, and a
+    down Redis is retried once a second. ``apply(text, source)`` is the supervisor's
+    validated push (it raises on an invalid config, which is logged and skipped).
     """
 
     def __init__(self, url: str, apply: Callable[[str, str], object], log: Callable[[str], None]) -> None:
@@ -56,42 +58,50 @@ class ConfigFollower:
         # The last push seen (applied, or rejected as invalid), by version and content: a Redis
         # without persistence restarts its counter, so a lower version is still news.
         self.applied: tuple[int, int] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fastgw-config-follower", daemon=True)
+        self._client: redis.Redis | None = None
+        self._pubsub = None
+        self._next_poll = 0.0
+        self._next_retry = 0.0
+        self._failing = False
 
-    def start(self) -> None:
-        self._thread.start()
+    def poll(self, now: float) -> None:
+        """Catch up on an announcement, or every POLL_INTERVAL as a safety net."""
+        if now < self._next_retry:
+            return
+        try:
+            if self._pubsub is None:
+                self._connect()
+                self._next_poll = 0.0
+            announced = self._pubsub.get_message(timeout=0) is not None
+            if announced or now >= self._next_poll:
+                self._next_poll = now + POLL_INTERVAL
+                self._catch_up()
+            if self._failing:
+                self.log("cluster config: Redis is back")
+                self._failing = False
+        except RedisError as exc:
+            if not self._failing:
+                self.log(f"cluster config: Redis unavailable ({exc}); retrying (the running config stays)")
+            self._failing = True
+            self._next_retry = now + 1.0
+            self.close()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
+    def _connect(self) -> None:
+        self._client = redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(CHANNEL)
+        self._pubsub = pubsub
 
-    def _run(self) -> None:
-        failing = False
-        while not self._stop.is_set():
-            client = redis.Redis.from_url(self.url, socket_timeout=POLL_INTERVAL + 1, socket_connect_timeout=2)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(CHANNEL)
-                self._catch_up(client)  # anything pushed while we were not subscribed
-                if failing:
-                    self.log("cluster config: Redis is back")
-                    failing = False
-                while not self._stop.is_set():
-                    pubsub.get_message(timeout=POLL_INTERVAL)  # an announcement, or the poll interval
-                    if not self._stop.is_set():
-                        self._catch_up(client)
-            except RedisError as exc:
-                if not failing:
-                    self.log(f"cluster config: Redis unavailable ({exc}); retrying (the running config stays)")
-                failing = True
-                self._stop.wait(1.0)
-            finally:
-                pubsub.close()
-                client.close()
+    def close(self) -> None:
+        if self._pubsub is not None:
+            self._pubsub.close()
+            self._pubsub = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
-    def _catch_up(self, client: redis.Redis) -> None:
-        stored = client.hgetall(CONFIG_KEY)
+    def _catch_up(self) -> None:
+        stored = self._client.hgetall(CONFIG_KEY)
         if not stored:
             return
         version = int(stored[b"version"])

@@ -220,7 +220,7 @@ class Supervisor:
             self._admin.start()
         if self.config.get("redis"):  # cluster mode: follow config versions pushed through Redis
             self._follower = ConfigFollower(self.config["redis"], self.push_config, log)
-            self._follower.start()
+            self._follower.poll(time.monotonic())  # adopt the cluster's latest push before forking
 
     def _publish(self, generation: int, config: dict) -> None:
         self.control.publish(generation, encode_generation(generation, config))
@@ -268,6 +268,8 @@ class Supervisor:
                 return halt
             self._watch()
             now = time.monotonic()
+            if self._follower is not None:
+                self._follower.poll(now)
             for slot in self.slots:
                 if slot.pid == 0 and slot.respawn_at <= now:
                     if self._spawn(slot):
@@ -438,7 +440,7 @@ class Supervisor:
 
     def _close(self) -> None:
         if self._follower is not None:
-            self._follower.stop()
+            self._follower.close()
             self._follower = None
         if self._admin:
             self._admin.stop()

@@ -28,6 +28,9 @@ from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.prompts import PromptError, Prompts
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
 from fastgw.ai.usage import UsageMeter, wants_usage, with_usage_requested
+from fastgw.cache.keys import cache_key, cache_mode, cacheable, scope_value, semantic_scope, storable
+from fastgw.cache.replay import replay_stream, served
+from fastgw.cache.store import CachedAnswer, CacheUnavailable
 from fastgw.limits.quotas import output_reservation
 from fastgw.limits.rules import RequestContext
 from fastgw.obs.metrics import GATEWAY
@@ -47,6 +50,21 @@ SSE_HEAD_HEADERS = b"Content-Type: text/event-stream\r\nCache-Control: no-cache\
 
 # What the exchange is waiting for, for its one timer.
 W_NONE, W_FIRST_BYTE, W_IDLE = 0, 1, 2
+_BACKGROUND: set = set()  # cache writes in flight
+
+
+class CacheState:
+    """What a request knows about the response cache: its keys, and hit or miss."""
+
+    __slots__ = ("key", "question", "semantic_scope", "write", "vector", "status")
+
+    def __init__(self, key: str, question: str, semantic_scope: str, write: bool) -> None:
+        self.key = key
+        self.question = question
+        self.semantic_scope = semantic_scope
+        self.write = write
+        self.vector = None  # the question's embedding, once computed
+        self.status = "miss"
 
 
 class AIExchange:
@@ -94,6 +112,7 @@ class AIExchange:
         "error_message",
         "reservation",
         "limit_headers",
+        "cache",
     )
 
     def __init__(self, door: AIFrontDoor, conn, head, op: str, dialect) -> None:
@@ -140,6 +159,7 @@ class AIExchange:
         self.error_message: str | None = None
         self.reservation = None  # what the limiter reserved; settled with the real usage at the end
         self.limit_headers = b""
+        self.cache: CacheState | None = None  # set when the response cache applies to this request
 
     # -- the request ------------------------------------------------------------------------
 
@@ -210,7 +230,13 @@ class AIExchange:
         self.meter = UsageMeter(wants_usage(request))
         self.targets = entry.targets(model)
         self.max_attempts = entry.max_attempts
-        limiter = door.limiter
+        if not self._cache_lookup_started():
+            self._limit_then_attempt()
+
+    def _limit_then_attempt(self) -> None:
+        """Reserve against the limits (a cache hit never gets here), then call the provider."""
+        limiter = self.door.limiter
+        request, model = self.request, self.model
         if limiter is not None:
             ctx = RequestContext(self.consumer, model, self.conn.peer.decode(), self.head.get, self.head.query)
             if limiter.needs_check(ctx):
@@ -226,6 +252,96 @@ class AIExchange:
                     self._limited(decision)
                 return
         self._next_attempt()
+
+    # -- the response cache -------------------------------------------------------------------
+
+    def _cache_lookup_started(self) -> bool:
+        """Look the answer up (exact key, then the nearest paraphrase) unless the cache is off
+        for this request; True when the lookup continues asynchronously."""
+        door = self.door
+        spec = door.cache_spec
+        if spec is None or self.dialect is ANTHROPIC or self.op != "chat" or not cacheable(self.request):
+            return False
+        read, write = cache_mode(self.head.get)
+        if not (read or write):
+            return False
+        scope = scope_value(spec, self.consumer, None)
+        key, question = cache_key(self.request, self.model, scope, spec)
+        self.cache = CacheState(key, question, semantic_scope(self.request, self.model, scope, spec), write)
+        if not read:
+            return False
+        task = self.loop.create_task(self._cache_lookup())
+        task.add_done_callback(self._cache_looked_up)
+        return True
+
+    async def _cache_lookup(self) -> tuple[CachedAnswer | None, str]:
+        door, state = self.door, self.cache
+        try:
+            answer = await door.cache_store.get(state.key)
+            if answer is not None:
+                return answer, "hit"
+            index = door.cache_index
+            if index is not None and state.question:
+                state.vector = await index.embed(state.question)
+                near = await index.nearest(state.semantic_scope, state.vector)
+                if near is not None:
+                    answer = await door.cache_store.get(near)
+                    if answer is not None:
+                        return answer, "semantic-hit"
+        except CacheUnavailable:
+            return None, "unavailable"
+        return None, "miss"
+
+    def _cache_looked_up(self, task) -> None:
+        if task.cancelled() or self.cancelled:
+            return
+        answer, result = (None, "unavailable") if task.exception() is not None else task.result()
+        GATEWAY.cache_requests.inc((self.model, result.replace("-", "_")))
+        if answer is None:
+            self._limit_then_attempt()  # a miss (or an unavailable cache) goes to the provider
+            return
+        self.cache.status = result
+        GATEWAY.cache_saved_tokens.inc((self.model,), int(answer.usage.get("total_tokens") or 0))
+        self._serve_cached(answer)
+
+    def _serve_cached(self, answer: CachedAnswer) -> None:
+        conn = self.conn
+        header = b"x-fastgw-cache: %b\r\n" % self.cache.status.encode()
+        self.client_status = 200
+        if not self.stream:
+            body = json.dumps(served(answer, self.model)).encode()
+            conn.write_local(replies.simple_response(200, body, keep_alive=conn.keep_alive, extra=header))
+            self._finish()
+            return
+        events = b"".join(replay_stream(answer, self.model, include_usage=wants_usage(self.request)))
+        head = [replies.status_line(200), b"\r\n", replies.SERVER_HEADER, replies.DATE.header(), SSE_HEAD_HEADERS, header]
+        if conn.keep_alive:
+            head.append(b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(events), events))
+        else:
+            head.append(b"Connection: close\r\n\r\n" + events)
+        conn.write_local(b"".join(head))
+        self._finish()
+
+    def _cache_store(self, response: dict[str, Any]) -> None:
+        """Keep a successful answer (and its question's vector) for the next asker, off the request path."""
+        state, door, model = self.cache, self.door, self.model
+        if not (state.write and storable(self.request, response)):
+            return
+        answer = CachedAnswer(response, time.time(), state.question, response.get("usage") or {})
+
+        async def put() -> None:
+            try:
+                await door.cache_store.put(state.key, answer)
+                index = door.cache_index
+                if index is not None and state.question:
+                    vector = state.vector if state.vector is not None else await index.embed(state.question)
+                    await index.add(state.semantic_scope, vector, state.key)
+            except CacheUnavailable:
+                GATEWAY.cache_requests.inc((model, "unavailable"))
+
+        task = self.loop.create_task(put())
+        _BACKGROUND.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(_BACKGROUND.discard)
 
     def _limit_decided(self, task) -> None:
         if task.cancelled():
@@ -451,6 +567,8 @@ class AIExchange:
             else:
                 response = provider.adapter.convert_response(op, status, body, self.target_model)
                 self.meter.answer(response)
+                if self.cache is not None:
+                    self._cache_store(response)
                 if provider.adapter.passthrough and self.dialect is not ANTHROPIC:
                     out = body
                 else:
@@ -541,11 +659,13 @@ class AIExchange:
     # -- writing to the client -------------------------------------------------------------
 
     def _served_headers(self) -> bytes:
-        return b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-attempts: %d\r\n%b" % (
+        cache = b"x-fastgw-cache: %b\r\n" % self.cache.status.encode() if self.cache is not None else b""
+        return b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-attempts: %d\r\n%b%b" % (
             self.provider.name.encode(),
             self.target_model.encode(),
             self.attempts,
             self.limit_headers,
+            cache,
         )
 
     def _send_stream(self, data: bytes) -> None:

@@ -153,6 +153,10 @@ class AIFrontDoor:
         self.auth = Authenticator(config)
         spec = config["prompts"]
         self.prompts = Prompts(spec) if spec["templates"] or spec["decorators"] else None
+        self.cache_spec = config["cache"]
+        self.cache_store, self.cache_index = (
+            resources.cache_for(self.cache_spec, config["redis"]) if self.cache_spec else (None, None)
+        )
         self.limiter = (
             Limiter(config["limits"], store=resources.limit_store, redis=resources.redis_link, stats=resources.limit_stats)
             if config["limits"]

@@ -10,8 +10,8 @@
     ``terms_file`` holds one term per line (UTF-8; blank lines and lines starting with
     ``#`` are skipped) and is read at load, so workers get the terms, not the path. Terms
     match case- and width-insensitively anywhere (no word boundaries; see
-    :mod:`fastgw.matcher`); ``regex`` entries are Python regular expressions matched as
-    written. ``mask`` (default ``*``) of one character replaces each masked character,
+    :mod:`fastgw.matcher`); ``regex`` entries are Python regular expressions, matched
+    ignoring case (``(?-i:...)`` opts out) on the text as written. ``mask`` (default ``*``) of one character replaces each masked character,
     a longer one (``[REDACTED]``) replaces the whole match. ``apply_to`` defaults to both.
 
     ``moderation``: ``{url, timeout: 500ms, on_error: open | closed, apply_to: [prompt]}``;
@@ -90,7 +90,7 @@ def _rule(item: Any, path: str, issues: Issues) -> dict | None:
     for j, pattern in enumerate(text_list(given.get("regex", []), f"{path}.regex", issues)):
         if pattern is not None:
             try:
-                re.compile(pattern)
+                re.compile(pattern, re.IGNORECASE)
             except re.error as exc:
                 issues.add(f"{path}.regex[{j}]", f"invalid regular expression: {exc}")
         rule["regex"].append(pattern)

@@ -62,6 +62,7 @@ import os
 from typing import Any
 
 from fastgw.config import net
+from fastgw.config.cache import cache
 from fastgw.config.consumers import access
 from fastgw.config.fields import (
     Issues,
@@ -98,6 +99,7 @@ TOP_LEVEL_KEYS = (
     "routes",
     "log",
     "prompts",
+    "cache",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -162,6 +164,7 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     config["limits"] = _limits(data.get("limits", []), issues)
     config["routes"] = routes(data.get("routes", []), issues)
     config["log"] = log_section(data.get("log"), config["redis"], issues)
+    config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["prompts"] = prompts(
         data.get("prompts", {}),
         issues,

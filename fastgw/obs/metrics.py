@@ -305,6 +305,11 @@ class Gateway:
             "fastgw_failovers_total", "Attempts moved from one provider to another.",
             ("model", "from_provider", "to_provider"))
         self.redis_errors = r.counter("fastgw_redis_errors_total", "Failed Redis operations.", ("op",))
+        self.cache_requests = r.counter(
+            "fastgw_cache_requests_total", "AI cache lookups by result (hit, semantic_hit, miss, unavailable).",
+            ("model", "result"))
+        self.cache_saved_tokens = r.counter(
+            "fastgw_cache_saved_tokens_total", "Tokens answered from the cache instead of a provider.", ("model",))
         self.limit_events = r.counter(
             "fastgw_limit_events_total",
             "Limiter events: fallbacks (Redis down, on_redis_down applied), rejections, lost_settlements.",
