@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
+
 from gateway import Gateway
 
 KEY_A, KEY_B = "sk-cache-team-a", "sk-cache-team-b"

@@ -31,6 +31,7 @@ from fastgw.ai.usage import UsageMeter, wants_usage, with_usage_requested
 from fastgw.cache.keys import cache_key, cache_mode, cacheable, scope_value, semantic_scope, storable
 from fastgw.cache.replay import replay_stream, served
 from fastgw.cache.store import CachedAnswer, CacheUnavailable
+from fastgw.guard import Guard
 from fastgw.limits.quotas import output_reservation
 from fastgw.limits.rules import RequestContext
 from fastgw.obs.metrics import GATEWAY
@@ -51,6 +52,36 @@ SSE_HEAD_HEADERS = b"Content-Type: text/event-stream\r\nCache-Control: no-cache\
 # What the exchange is waiting for, for its one timer.
 W_NONE, W_FIRST_BYTE, W_IDLE = 0, 1, 2
 _BACKGROUND: set = set()  # cache writes in flight
+
+
+def _message_texts(request: dict[str, Any]) -> list[str]:
+    """Every text a chat request sends: string contents and text parts, in order."""
+    texts = []
+    for message in request.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return texts
+
+
+def _with_message_texts(request: dict[str, Any], texts: list[str]) -> dict[str, Any]:
+    """The request with its texts replaced, in the order _message_texts found them."""
+    replacements = iter(texts)
+    messages = []
+    for message in request.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            message = {**message, "content": next(replacements)}
+        elif isinstance(content, list):
+            parts = [
+                {**p, "text": next(replacements)} if isinstance(p, dict) and isinstance(p.get("text"), str) else p
+                for p in content
+            ]
+            message = {**message, "content": parts}
+        messages.append(message)
+    return {**request, "messages": messages}
 
 
 class CacheState:
@@ -113,6 +144,8 @@ class AIExchange:
         "reservation",
         "limit_headers",
         "cache",
+        "guard_stream",
+        "guard_blocked",
     )
 
     def __init__(self, door: AIFrontDoor, conn, head, op: str, dialect) -> None:
@@ -160,6 +193,8 @@ class AIExchange:
         self.reservation = None  # what the limiter reserved; settled with the real usage at the end
         self.limit_headers = b""
         self.cache: CacheState | None = None  # set when the response cache applies to this request
+        self.guard_stream = None  # the answer-side filter of a streamed answer
+        self.guard_blocked = False
 
     # -- the request ------------------------------------------------------------------------
 
@@ -230,8 +265,89 @@ class AIExchange:
         self.meter = UsageMeter(wants_usage(request))
         self.targets = entry.targets(model)
         self.max_attempts = entry.max_attempts
+        guard = door.guard
+        if guard is not None:
+            if door.guard_prompts and not self._guard_prompt(guard):
+                return
+            if guard.moderation is not None:
+                task = self.loop.create_task(guard.moderate("prompt", _message_texts(self.request)))
+                task.add_done_callback(self._moderated)
+                return
+        self._after_guard()
+
+    def _after_guard(self) -> None:
         if not self._cache_lookup_started():
             self._limit_then_attempt()
+
+    # -- the content guard -----------------------------------------------------------------
+
+    def _guard_prompt(self, guard: Guard) -> bool:
+        """Block (400) or mask the prompt before it goes anywhere; False when answered."""
+        verdict = guard.check_prompt(_message_texts(self.request))
+        for rule, category in verdict.hits:
+            GATEWAY.guard_hits.inc((rule, category, "prompt"))
+        if verdict.action == "block":
+            self._reply_error(400, "the request was blocked by the content filter", "content_filter")
+            return False
+        if verdict.action == "mask":
+            self.request = _with_message_texts(self.request, verdict.texts)
+            self.native_request = {}  # the masked text must be what the provider sees
+        return True
+
+    def _moderated(self, task) -> None:
+        if task.cancelled() or self.cancelled:
+            return
+        if task.exception() is not None or task.result():
+            self._reply_error(400, "the request was flagged by the moderation service", "content_filter")
+            return
+        self._after_guard()
+
+    def _guard_answer(self, response: dict[str, Any]) -> dict[str, Any]:
+        """A whole answer through the answer-side rules: masked, or emptied when blocked."""
+        choices = response.get("choices") or []
+        if not choices or not isinstance((choices[0].get("message") or {}).get("content"), str):
+            return response
+        stream = self.door.guard.stream()
+        text, blocked = stream.feed(choices[0]["message"]["content"])
+        tail, blocked_at_end = stream.finish() if not blocked else ("", True)
+        self._count_guard_hits(stream)
+        message = dict(choices[0]["message"], content="" if blocked or blocked_at_end else text + tail)
+        choice = dict(choices[0], message=message)
+        if blocked or blocked_at_end:
+            choice["finish_reason"] = "content_filter"
+        return {**response, "choices": [choice, *choices[1:]]}
+
+    def _guarded(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """One converted chunk through the stream guard; a block ends the answer right here."""
+        choices = chunk.get("choices")
+        if not choices:
+            return [chunk]
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        guard = self.guard_stream
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            safe, blocked = guard.feed(content)
+            if blocked:
+                return [self._blocked_chunk(chunk)]
+            delta = {**delta, "content": safe}
+        if choice.get("finish_reason"):
+            tail, blocked = guard.finish()
+            if blocked:
+                return [self._blocked_chunk(chunk)]
+            if tail:
+                delta = {**delta, "content": (delta.get("content") or "") + tail}
+        if delta is choice.get("delta"):
+            return [chunk]
+        return [{**chunk, "choices": [{**choice, "delta": delta}, *choices[1:]]}]
+
+    def _blocked_chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        self.guard_blocked = True
+        return {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
+
+    def _count_guard_hits(self, stream) -> None:
+        for rule, category in stream.hits:
+            GATEWAY.guard_hits.inc((rule, category, "response"))
 
     def _limit_then_attempt(self) -> None:
         """Reserve against the limits (a cache hit never gets here), then call the provider."""
@@ -443,7 +559,10 @@ class AIExchange:
         self.retry_after = None
         self.error_chunks = []
         self.resp_chunks = []
-        self.native = self.dialect is ANTHROPIC and provider.type == "anthropic" and bool(self.native_request)
+        self.native = (
+            self.dialect is ANTHROPIC and provider.type == "anthropic" and bool(self.native_request)
+            and not self.door.guard_answers  # guarded answers are converted, so every delta is seen
+        )
         op = "chat" if self.op == "messages" else self.op
         try:
             if self.native:
@@ -491,10 +610,14 @@ class AIExchange:
             self.writer = self.dialect.stream(self.model)
             op = "chat" if self.op == "messages" else self.op
             # Relay the provider's bytes as they are when the client speaks its dialect.
+            # Guarded answers are always converted, so every delta passes the filter.
+            guarded = self.door.guard_answers
             self.passthrough = self.native or (
-                self.provider.adapter.passthrough and self.dialect is not ANTHROPIC
+                self.provider.adapter.passthrough and self.dialect is not ANTHROPIC and not guarded
             )
             self.converter = None if self.passthrough else self.provider.adapter.stream(op, self.target_model)
+            if guarded:
+                self.guard_stream = self.door.guard.stream()
 
     def attempt_body(self, attempt, chunk) -> None:
         if attempt is not self.attempt:
@@ -519,6 +642,15 @@ class AIExchange:
                 "upstream_invalid",
             )
             return
+        if self.guard_blocked:  # the filter stopped the answer: end it cleanly, drop the provider
+            self._count_guard_hits(self.guard_stream)
+            self.attempt.cancel()
+            self.attempt = None
+            self._send_stream(out + self.writer.end())
+            self._cancel_timer()
+            self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")
+            self._finish()
+            return
         if out:
             self._send_stream(out)
         if self.sent_head:  # events that produced nothing yet (pings) don't count as a first token
@@ -541,7 +673,13 @@ class AIExchange:
                 continue
             for chunk in converter.event(event.event, event.data):
                 if meter.chunk(chunk, needs_usage):
-                    out.append(writer.chunk(chunk))
+                    if self.guard_stream is None:
+                        out.append(writer.chunk(chunk))
+                        continue
+                    for guarded in self._guarded(chunk):
+                        out.append(writer.chunk(guarded))
+                    if self.guard_blocked:
+                        return b"".join(out)
         return b"".join(out)
 
     def attempt_end(self, attempt) -> None:
@@ -567,9 +705,12 @@ class AIExchange:
             else:
                 response = provider.adapter.convert_response(op, status, body, self.target_model)
                 self.meter.answer(response)
+                guarded = self.door.guard_answers and op == "chat"
+                if guarded:
+                    response = self._guard_answer(response)
                 if self.cache is not None:
                     self._cache_store(response)
-                if provider.adapter.passthrough and self.dialect is not ANTHROPIC:
+                if provider.adapter.passthrough and self.dialect is not ANTHROPIC and not guarded:
                     out = body
                 else:
                     out = self.dialect.response(self.op, response, self.model)
@@ -608,6 +749,8 @@ class AIExchange:
                 self._attempt_broken(502, f"provider stream ended badly: {exc}", "upstream_invalid")
                 return
         self.provider.breaker(self.target_model).success()
+        if self.guard_stream is not None:
+            self._count_guard_hits(self.guard_stream)
         self._send_stream(out)
         self._cancel_timer()
         self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")

@@ -18,6 +18,7 @@ from fastgw.ai.health import Breaker, KeyPool, ProviderHealth
 from fastgw.ai.prompts import Prompts
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
+from fastgw.guard import Guard
 from fastgw.limits import Limiter
 from fastgw.mock_llm import MockLLM
 from fastgw.proxy.upstream import PoolSet
@@ -153,6 +154,10 @@ class AIFrontDoor:
         self.auth = Authenticator(config)
         spec = config["prompts"]
         self.prompts = Prompts(spec) if spec["templates"] or spec["decorators"] else None
+        rules = config["guard"]["rules"]
+        self.guard = Guard(config["guard"]) if rules or config["guard"]["moderation"] else None
+        self.guard_prompts = any("prompt" in r["apply_to"] for r in rules)
+        self.guard_answers = any("response" in r["apply_to"] for r in rules)
         self.cache_spec = config["cache"]
         self.cache_store, self.cache_index = (
             resources.cache_for(self.cache_spec, config["redis"]) if self.cache_spec else (None, None)

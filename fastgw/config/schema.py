@@ -80,6 +80,7 @@ from fastgw.config.fields import (
 )
 from fastgw.config.fields import required as _required
 from fastgw.config.fields import unknown_name as _unknown_name
+from fastgw.config.guard import guard
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
 from fastgw.config.prompts import prompts
@@ -100,6 +101,7 @@ TOP_LEVEL_KEYS = (
     "log",
     "prompts",
     "cache",
+    "guard",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -165,6 +167,7 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     config["routes"] = routes(data.get("routes", []), issues)
     config["log"] = log_section(data.get("log"), config["redis"], issues)
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
+    config["guard"] = guard(data.get("guard", {}), issues)
     config["prompts"] = prompts(
         data.get("prompts", {}),
         issues,

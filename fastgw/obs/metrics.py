@@ -305,6 +305,9 @@ class Gateway:
             "fastgw_failovers_total", "Attempts moved from one provider to another.",
             ("model", "from_provider", "to_provider"))
         self.redis_errors = r.counter("fastgw_redis_errors_total", "Failed Redis operations.", ("op",))
+        self.guard_hits = r.counter(
+            "fastgw_guard_hits_total", "Content-filter matches by rule, category and side (prompt, response).",
+            ("rule", "category", "side"))
         self.cache_requests = r.counter(
             "fastgw_cache_requests_total", "AI cache lookups by result (hit, semantic_hit, miss, unavailable).",
             ("model", "result"))
