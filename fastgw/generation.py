@@ -19,6 +19,7 @@ from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
 from fastgw.proxy.upstream import Pool, PoolSet
 from fastgw.router import Router
+from fastgw.transform import Transform
 
 HOST_PRESERVE = 0
 HOST_UPSTREAM = 1
@@ -76,6 +77,7 @@ class Route:
         "connect_timeout",
         "first_byte_timeout",
         "idle_timeout",
+        "transform",
     )
 
     def __init__(self, spec: dict[str, Any], upstream: Upstream) -> None:
@@ -96,6 +98,7 @@ class Route:
         self.connect_timeout = timeouts["connect"]
         self.first_byte_timeout = timeouts["first_byte"]
         self.idle_timeout = timeouts["idle"]
+        self.transform = Transform(spec["transform"]) if spec.get("transform") else None
 
 
 @dataclass(slots=True)

@@ -50,7 +50,7 @@ def test_embedded_default() -> None:
     assert config["workers"] == (os.cpu_count() or 1)
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
-        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}], "max_attempts": 3}
+        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}], "max_attempts": 3, "transform": None}
     ]
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
     assert config["redis"] is None
@@ -431,7 +431,9 @@ models:
         {"provider": "oa", "model": "gpt-4o-mini-2024"},
         {"provider": "m", "model": "gpt-4o-mini"},
     ]
-    assert wildcard == {"name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3}
+    assert wildcard == {
+        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None
+    }
 
 
 def test_model_errors() -> None:
@@ -519,6 +521,7 @@ def test_route_defaults() -> None:
             "timeouts": {"connect": 2.0, "first_byte": 30.0, "idle": 60.0},
             "pool": {"max_idle": 1024, "idle_timeout": 60.0},
         },
+        "transform": None,
     }
 
 

@@ -39,6 +39,7 @@ from fastgw.proxy import replies
 from fastgw.proxy.deadline import Deadline
 from fastgw.sse import SSEError
 from fastgw.tokens import count_chat, count_text
+from fastgw.transform import TransformError
 
 if TYPE_CHECKING:
     from fastgw.ai.frontdoor import AIFrontDoor, ProviderRuntime
@@ -142,7 +143,7 @@ class AIExchange:
         "client_status",
         "error_message",
         "reservation",
-        "limit_headers",
+        "extra_headers",
         "cache",
         "guard_stream",
         "guard_blocked",
@@ -191,7 +192,7 @@ class AIExchange:
         self.client_status = 0
         self.error_message: str | None = None
         self.reservation = None  # what the limiter reserved; settled with the real usage at the end
-        self.limit_headers = b""
+        self.extra_headers = b""  # x-ratelimit-* and the model's configured response headers
         self.cache: CacheState | None = None  # set when the response cache applies to this request
         self.guard_stream = None  # the answer-side filter of a streamed answer
         self.guard_blocked = False
@@ -259,6 +260,14 @@ class AIExchange:
                 if decorated != request:  # decorators must reach the provider: no native pass-through
                     self.native_request = {}
                 request = decorated
+        if entry.transform is not None:
+            try:
+                request = entry.transform.apply_body_dict(request)  # e.g. a default max_tokens
+            except TransformError as exc:
+                self._reply_error(exc.status, exc.message, "invalid_request")
+                return
+            self.native_request = {}  # the rewritten body is what the provider must see
+            self.extra_headers += entry.response_headers
         self.request = request
         self.model = model
         self.stream = bool(request.get("stream")) and self.op != "embeddings"
@@ -469,7 +478,7 @@ class AIExchange:
         self._limited(task.result())
 
     def _limited(self, decision) -> None:
-        self.limit_headers = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in decision.headers)
+        self.extra_headers += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in decision.headers)
         if self.cancelled:  # the client left while Redis answered
             self.door.limiter.settle(decision.reservation, 0, 0)
             return
@@ -807,7 +816,7 @@ class AIExchange:
             self.provider.name.encode(),
             self.target_model.encode(),
             self.attempts,
-            self.limit_headers,
+            self.extra_headers,
             cache,
         )
 
@@ -837,7 +846,7 @@ class AIExchange:
         self._cancel_timer()
         self.client_status = status
         self.error_message = message
-        extra = self.limit_headers  # x-ratelimit-* (and retry-after when a limit refused)
+        extra = self.extra_headers  # x-ratelimit-* (and retry-after when a limit refused)
         if status == 429 and self.retry_after and b"retry-after:" not in extra.lower():
             extra += b"Retry-After: %d\r\n" % max(1, round(self.retry_after))
         self.conn.write_local(

@@ -22,6 +22,7 @@ from fastgw.guard import Guard
 from fastgw.limits import Limiter
 from fastgw.mock_llm import MockLLM
 from fastgw.proxy.upstream import PoolSet
+from fastgw.transform import Transform
 
 if TYPE_CHECKING:
     from fastgw.generation import Resources
@@ -40,12 +41,18 @@ MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_afte
 class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
-    __slots__ = ("name", "chain", "max_attempts")
+    __slots__ = ("name", "chain", "max_attempts", "transform", "response_headers")
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
         self.chain = spec["targets"]
         self.max_attempts = spec["max_attempts"]
+        rules = spec.get("transform")
+        self.transform = Transform(rules) if rules else None
+        # Added to every answer of this model (the gateway writes these heads itself).
+        self.response_headers = b"".join(
+            b"%b: %b\r\n" % pair for pair in (self.transform.response_headers([]) if self.transform else [])
+        )
 
     def targets(self, requested: str) -> list[dict[str, str]]:
         """The chain for a requested name; a target's ``*`` takes what the public ``*`` matched."""

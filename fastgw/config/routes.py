@@ -38,8 +38,9 @@ from fastgw.config.fields import (
     unique_names,
 )
 from fastgw.config.net import endpoint, valid_host
+from fastgw.config.prompts import transform
 
-_ROUTE_KEYS = ("name", "match", "upstream")
+_ROUTE_KEYS = ("name", "match", "upstream", "transform")
 _MATCH_KEYS = ("host", "path", "methods", "headers")
 _PATH_TYPES = ("exact", "prefix", "regex")
 _UPSTREAM_KEYS = ("endpoints", "balance", "host_header", "strip_prefix", "timeouts", "pool")
@@ -69,7 +70,8 @@ def routes(value: Any, issues: Issues) -> list[dict]:
         else:
             issues.add(f"{path}.upstream", "required")
             upstream = None
-        out.append({"name": name, "match": match, "upstream": upstream})
+        out.append({"name": name, "match": match, "upstream": upstream,
+                    "transform": transform(given["transform"], f"{path}.transform", issues) if "transform" in given else None})
         names.append((i, name))
     unique_names("routes", names, issues)
     return out

@@ -83,7 +83,7 @@ from fastgw.config.fields import unknown_name as _unknown_name
 from fastgw.config.guard import guard
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
-from fastgw.config.prompts import prompts
+from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 
 TOP_LEVEL_KEYS = (
@@ -255,11 +255,14 @@ def _check_json(value: Any, path: str, issues: Issues) -> None:
         issues.add(path, f"must hold only strings, numbers, booleans, null, lists and mappings ({exc})")
 
 
+_NO_RULES = {"add": {}, "remove": [], "rename": {}}
+
+
 def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
-        given = mapping(item, path, issues, ("name", "targets", "max_attempts"))
+        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -274,7 +277,11 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
         ]
         attempts = integer(1, 20)(given["max_attempts"], f"{path}.max_attempts", issues) if "max_attempts" in given else None
         # Default: every target once, plus two retries with other keys or fresh connections.
-        out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2})
+        rules = transform(given["transform"], f"{path}.transform", issues) if "transform" in given else None
+        if rules is not None and (rules["request"]["headers"] != _NO_RULES or rules["request"]["query"] != _NO_RULES):
+            # Provider calls are built by adapters: only body rules (and response headers) apply to models.
+            issues.add(f"{path}.transform.request", "only body rules apply to models (providers' headers come from their adapters)")
+        out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules})
     unique_names("models", names, issues)
     return out
 

@@ -24,6 +24,7 @@ from fastgw.http.errors import END, ParseError
 from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
 from fastgw.proxy.deadline import Deadline
+from fastgw.transform import TransformError
 
 if TYPE_CHECKING:
     from fastgw.proxy.upstream import UpstreamConnection
@@ -113,6 +114,7 @@ class HttpServerProtocol(asyncio.Protocol):
         "started",
         "resp_status",
         "bytes_out",
+        "held_body",
     )
 
     def __init__(self, worker: Worker) -> None:
@@ -154,6 +156,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self.started = 0.0
         self.resp_status = 0
         self.bytes_out = 0
+        self.held_body: list[bytes] | None = None  # a body kept whole for a route's body rules
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -297,6 +300,11 @@ class HttpServerProtocol(asyncio.Protocol):
         if has_body and head.expect_continue:
             self.transport.write(CONTINUE_100)
         self._pick_endpoint()
+        if route.transform is not None and route.transform.needs_body:
+            self.held_body = []  # rewritten whole once it has arrived (bounded by max_body_size)
+            if self.req_done:
+                self._send_transformed_body()
+            return
         self.pending.append(self._upstream_head(head, route))
         self.pending_size = 0
         self._connect()
@@ -310,6 +318,9 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         if self.handler is not None:
             self.handler.on_body(chunk)
+            return
+        if self.held_body is not None:
+            self.held_body.append(bytes(chunk))
             return
         data = chunk if isinstance(chunk, bytes) else bytes(chunk)
         if self.head.chunked:
@@ -336,6 +347,9 @@ class HttpServerProtocol(asyncio.Protocol):
         if self.handler is not None:
             self.handler.on_request_end()
             return
+        if self.held_body is not None:
+            self._send_transformed_body()
+            return
         if self.head.chunked:
             terminator = b"0\r\n\r\n"
             if self.replay is not None:
@@ -347,7 +361,19 @@ class HttpServerProtocol(asyncio.Protocol):
         if self.upstream is not None and not self.resp_started:
             self._set_timeout(T_FIRST_BYTE, self.route.first_byte_timeout)
 
-    def _upstream_head(self, head, route: Route) -> bytes:
+    def _send_transformed_body(self) -> None:
+        """A route with body rules: rewrite the whole body, send it with its new length."""
+        try:
+            body = self.route.transform.request_body(b"".join(self.held_body))
+        except TransformError as exc:
+            self.local_reply(exc.status, exc.message, code="invalid_request")
+            return
+        self.held_body = None
+        self.replay = [body]
+        self.pending = [self._upstream_head(self.head, self.route, body_length=len(body)), body]
+        self._connect()
+
+    def _upstream_head(self, head, route: Route, body_length: int | None = None) -> bytes:
         target = head.target
         if route.strip_prefix and head.path.startswith(route.strip_prefix):
             rest = head.target[len(route.strip_prefix) :]
@@ -367,7 +393,9 @@ class HttpServerProtocol(asyncio.Protocol):
             xff,
             via + b", " + VIA if via else VIA,
         )
-        if head.chunked:
+        if body_length is not None:  # a rewritten body: its own length, no chunked framing
+            extra += b"Content-Length: %d\r\n" % body_length
+        elif head.chunked:
             extra += b"Transfer-Encoding: chunked\r\n"
         if head.upgrade:
             drop = HOP_BY_HOP_UPGRADE
@@ -375,7 +403,14 @@ class HttpServerProtocol(asyncio.Protocol):
             drop = HOP_BY_HOP
             if head.connection_tokens:
                 drop = drop | frozenset(head.connection_tokens)
-        return serialize_head(first, head.headers, drop, extra)
+        if body_length is not None:
+            drop = drop | {b"content-length"}
+        headers = head.headers
+        transform = route.transform
+        if transform is not None:
+            headers = transform.request_headers(headers)
+            first = b"%b %b HTTP/1.1" % (head.method, transform.request_target(target))
+        return serialize_head(first, headers, drop, extra)
 
     # -- upstream selection and connection ---------------------------------------------
 
@@ -447,7 +482,10 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _resend(self) -> None:
         """Start the request again on a fresh connection (nothing reached the client)."""
-        self.pending = [self._upstream_head(self.head, self.route), *(self.replay or ())]
+        transform = self.route.transform
+        rewritten = transform is not None and transform.needs_body  # replay holds the rewritten body
+        body_length = sum(map(len, self.replay or ())) if rewritten else None
+        self.pending = [self._upstream_head(self.head, self.route, body_length), *(self.replay or ())]
         self.pending_size = sum(map(len, self.pending))
         conn = self.endpoint.pool.take_idle()
         if conn is not None:
@@ -530,12 +568,15 @@ class HttpServerProtocol(asyncio.Protocol):
         self._set_timeout(T_UPSTREAM_IDLE, self.route.idle_timeout)
 
     def _response_head(self, rhead, drop: frozenset, extra: bytes) -> bytes:
+        headers = rhead.headers
+        if self.route.transform is not None:
+            headers = self.route.transform.response_headers(headers)
         via = rhead.get(b"via")
         extra += b"Via: %b\r\n" % (via + b", " + VIA if via else VIA)
         first = replies.STATUS_LINES.get(rhead.status)
         if first is None or rhead.reason:
             first = b"HTTP/1.1 %d %b" % (rhead.status, rhead.reason)
-        return serialize_head(first, rhead.headers, drop, extra)
+        return serialize_head(first, headers, drop, extra)
 
     def on_upstream_eof(self, conn: UpstreamConnection) -> None:
         try:
