@@ -26,7 +26,7 @@ import targets
 import ttfb
 import wrk
 
-SCENARIOS = ("json50", "json256", "sse", "ai", "ai-limits", "ttfb", "push")
+SCENARIOS = ("json50", "json256", "sse", "ai", "ai-limits", "guard", "ttfb", "push")
 TARGETS = ("direct", "nginx", "fastgw")
 SSE_CHUNKS = 50  # fixed: scripts/sse.lua asks the mock for the same number
 ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
@@ -192,6 +192,20 @@ def run_scenarios(args: argparse.Namespace, ports: dict[str, int], procs: dict[s
                 results[scenario]["fastgw"] = {"error": str(exc)}
                 print(f"  push: {exc}", flush=True)
             continue
+        if scenario == "guard":
+            # The same streamed chat through the AI front door, with and without the filter.
+            for name in ("fastgw-guard-off", "fastgw-guard-on"):
+                if name not in ports:
+                    results[scenario][name] = {"error": f"{name} not running"}
+                    continue
+                print(f"[guard] {name} ...", flush=True)
+                try:
+                    results[scenario][name] = measure_sse(f"http://{targets.HOST}:{ports[name]}/", ports[name],
+                                                          args, procs[name])
+                except Exception as exc:  # recorded and printed, other scenarios go on
+                    results[scenario][name] = {"error": str(exc)}
+                    print(f"  {name}: {exc}", flush=True)
+            continue
         if scenario in ("ai", "ai-limits"):
             # Compared with nginx relaying the same request shape (the sse scenario) in this run.
             if "nginx" in ports and "nginx" not in results.get("sse", {}):
@@ -209,7 +223,7 @@ def run_scenarios(args: argparse.Namespace, ports: dict[str, int], procs: dict[s
                 print(f"  {target}: {exc}", flush=True)
             continue
         for name, port in ports.items():
-            if name.startswith("fastgw-ai"):
+            if name.startswith(("fastgw-ai", "fastgw-guard")):
                 continue
             print(f"[{scenario}] {name} ...", flush=True)
             try:
@@ -255,6 +269,15 @@ def table_rows(results: dict[str, dict[str, dict]]) -> list[dict[str, object]]:
         add("ai CPU us/stream", "lower", {"nginx": pick("sse", "cpu_us_per_req").get("nginx"),
                                           **pick("ai", "cpu_us_per_req")})
         add("ai errors", "zero", pick("ai", "errors"), ratio=False)
+    if "guard" in results:
+        off = results["guard"].get("fastgw-guard-off", {})
+        on = results["guard"].get("fastgw-guard-on", {})
+        if "streams_per_s" in off and "streams_per_s" in on:
+            # Not an nginx comparison: the "nginx" column holds fastgw with the guard off.
+            label = f"guard streams/s ({targets.GUARD_TERMS} terms): 'nginx' col = guard off, ratio = on/off"
+            rows.append({"metric": label, "better": "higher",
+                         "direct": None, "nginx": off["streams_per_s"], "fastgw": on["streams_per_s"],
+                         "ratio": on["streams_per_s"] / off["streams_per_s"]})
     if "ai-limits" in results:
         label = "ai-limits streams/s (ai + Redis token/request limits + metrics; nginx: plain relay)"
         add(label, "higher", {"nginx": pick("sse", "streams_per_s").get("nginx"), **pick("ai-limits", "streams_per_s")})
@@ -327,6 +350,18 @@ def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
         status[name] = {k: v for k, v in proc.info.items() if k != "status"}
         if name == "fastgw":
             gateway = proc
+    if "guard" in args.scenarios:
+        for guard in (False, True):
+            name = "fastgw-guard-on" if guard else "fastgw-guard-off"
+            try:
+                proc = targets.start_fastgw_stream(workdir, args.workers, ports["direct"], stack, guard)
+            except targets.TargetError as exc:
+                print(f"!! {name} skipped: {exc}", flush=True)
+                status[name] = {"error": str(exc)}
+                continue
+            ports[name] = int(proc.info["port"])  # type: ignore[call-overload]
+            procs[name] = proc
+            status[name] = dict(proc.info)
     ai_scenarios = [s for s in ("ai", "ai-limits") if s in args.scenarios]
     claude = None
     for scenario in ai_scenarios:

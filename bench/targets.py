@@ -294,6 +294,38 @@ def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: in
     ]) + "\n"
 
 
+GUARD_TERMS = 1000
+
+
+def fastgw_stream_config(port: int, admin_port: int, workers: int, upstream_port: int, guard: bool) -> str:
+    """The guard scenario: streamed chat through the AI front door to the OpenAI-format mock,
+    with (or without) an answer-side content filter of GUARD_TERMS terms that never match the
+    mock's words, so every delta is scanned and held back but nothing is masked."""
+    lines = [
+        f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}",
+        "providers:",
+        f"  - {{name: mock, type: openai-compatible, base_url: 'http://{HOST}:{upstream_port}/v1'}}",
+        "models:",
+        "  - {name: mock-gpt, targets: [{provider: mock, model: mock-gpt}]}",
+    ]
+    if guard:
+        terms = ", ".join(f"forbidden-term-{i}" for i in range(GUARD_TERMS))
+        lines += ["guard:", "  rules:", f"    - {{name: bench, action: mask, apply_to: [response], terms: [{terms}]}}"]
+    return "\n".join(lines) + "\n"
+
+
+def start_fastgw_stream(workdir: Path, workers: int, upstream_port: int, stack: ExitStack, guard: bool) -> Process:
+    name = "fastgw-guard-on" if guard else "fastgw-guard-off"
+    port, admin_port = free_port(), free_port()
+    config = workdir / f"{name}.yaml"
+    config.write_text(fastgw_stream_config(port, admin_port, workers, upstream_port, guard))
+    proc = Process(name, [sys.executable, "-m", "fastgw", "run", "-c", str(config)], workdir / f"{name}.log",
+                   info={"port": port, "admin_port": admin_port, "workers": workers})
+    proc.start(REPO_ROOT, stack, python_env())
+    wait_until(proc, lambda: workers_ready(admin_status(admin_port), workers), 60, "ready")
+    return proc
+
+
 def start_redis(workdir: Path, stack: ExitStack) -> tuple[Process, str]:
     """A private redis-server (no persistence) for the limits scenario."""
     binary = shutil.which("redis-server")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
+import os
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
@@ -137,3 +140,28 @@ def test_redis_cache_is_shared_by_two_gateways(tmp_path, redis_server, embedding
     finally:
         first_gw.stop()
         second_gw.stop()
+
+
+def test_default_store_is_shared_by_the_workers_of_a_node(tmp_path, embeddings):
+    semantic = {"embeddings_url": embeddings.url, "model": "word-hash", "threshold": 0.9}
+    gw = Gateway(cache_config({"key": "last_user_message", "semantic": semantic}), tmp_path, workers=2)
+    paraphrase = [{"role": "user", "content": "what is THE capital of france"}]
+    try:
+        status, first = ask(client_for(gw, KEY_A))
+        assert status == "miss"
+        for _ in range(10):  # a client per request: a new connection, answered by either worker
+            with client_for(gw, KEY_A) as client:
+                assert ask(client) == ("hit", first)
+            with client_for(gw, KEY_A) as client:
+                assert ask(client, paraphrase) == ("semantic-hit", first)
+        deadline = time.monotonic() + 5  # the per-worker counters are published with the heartbeat
+        while not all(w["requests_total"] for w in gw.status()["workers"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [bool(w["requests_total"]) for w in gw.status()["workers"]] == [True, True]  # both answered
+        supervisor = gw.status()["pid"]
+    finally:
+        assert gw.stop() == 0
+    node_files = glob.glob(f"/dev/shm/fastgw-{os.getuid()}/cache-{supervisor}-*.sqlite*")
+    assert node_files  # the node's one file (and its -wal, -shm), named by the supervisor
+    for path in node_files:  # left behind by a gateway (stale files are never reused)
+        os.unlink(path)

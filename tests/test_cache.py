@@ -1,4 +1,4 @@
-"""The AI response cache: keys, stores (memory and a real Redis), semantic index, SSE replay.
+"""The AI response cache: keys, stores (node file and a real Redis), semantic index, SSE replay.
 
 The semantic tests run against a fake OpenAI-compatible embeddings server written here:
 a text's vector is the sum of one random unit direction per distinct word (seeded by the
@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,7 @@ from fastgw.cache import CachedAnswer, CacheUnavailable, open_cache
 from fastgw.cache.keys import cache_key, cache_mode, cacheable, scope_value, semantic_scope, storable
 from fastgw.cache.replay import assemble, replay_stream, served
 from fastgw.cache.semantic import SemanticIndex, _Rows
-from fastgw.cache.store import CacheRedis, MemoryStore, RedisStore
+from fastgw.cache.store import CacheRedis, NodeStore, RedisStore, node_path
 from fastgw.config.cache import cache
 from fastgw.config.fields import Issues
 from fastgw.sse import SSEParser
@@ -243,26 +245,66 @@ def test_bypass_headers_cacheable_and_storable() -> None:
 # -- stores -------------------------------------------------------------------------------
 
 
-def test_memory_store_ttl_and_lru() -> None:
+def node_store(tmp_path: Path, ttl: float = 60, max_entries: int = 100, **options: Any) -> NodeStore:
+    return NodeStore(ttl, max_entries, str(tmp_path / "node.sqlite"), **options)
+
+
+def test_node_store_is_shared_with_ttl_and_bound(tmp_path: Path) -> None:
     now = [100.0]
-    store = MemoryStore(ttl=10, max_entries=2, clock=lambda: now[0])
+    one = node_store(tmp_path, ttl=10, max_entries=2, clock=lambda: now[0])
+    two = node_store(tmp_path, ttl=10, max_entries=2, clock=lambda: now[0])  # another worker
 
     async def scenario() -> None:
-        await store.put("a", answer("A"))
-        await store.put("b", answer("B"))
-        got = await store.get("a")  # a is now the most recently used
+        await one.put("a", answer("A"))
+        got = await two.get("a")
         assert got is not None and got.response["choices"][0]["message"]["content"] == "A"
         got.response["choices"] = []  # a hit is the caller's own copy
-        await store.put("c", answer("C"))  # evicts b, the least recently used
-        assert await store.get("b") is None
-        assert (await store.get("a")).response["choices"][0]["message"]["content"] == "A"  # type: ignore[union-attr]
-        now[0] += 9.9
-        assert await store.get("c") is not None
-        now[0] += 0.2
-        assert await store.get("c") is None and await store.get("a") is None
-        assert len(store) == 0
+        assert (await one.get("a")).response["choices"]  # type: ignore[union-attr]
+        now[0] += 1
+        await two.put("b", answer("B"))
+        now[0] += 1
+        await one.put("c", answer("C"))  # over the bound: the oldest stored (a) goes
+        assert await two.get("a") is None
+        assert await one.get("b") is not None and await two.get("c") is not None
+        now[0] += 1
+        await one.put("b", answer("B2"))  # a replaced entry counts once and lives ttl again
+        assert (await two.get("b")).response["choices"][0]["message"]["content"] == "B2"  # type: ignore[union-attr]
+        now[0] += 9.5
+        assert await two.get("c") is None and await one.get("b") is not None  # TTL on read
+        count = one._connection().execute("SELECT count(*) FROM answers").fetchone()[0]
+        assert count <= 2
+        for store in (one, two):
+            await store.close()
 
     run(scenario())
+
+
+def test_node_store_reconnects_after_fork_and_derives_the_path(tmp_path: Path) -> None:
+    store = node_store(tmp_path)
+    run(store.put("parent", answer("P")))  # the parent holds an open connection
+    read, write = os.pipe()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own connection, and the node's file named by its parent
+            code = 1
+            try:
+                found = run(store.get("parent"))
+                run(store.put(f"child-{os.getpid()}", answer("C")))
+                os.write(write, (node_path() + "\n").encode())
+                code = 0 if found is not None else 2
+            finally:
+                os._exit(code)
+        children.append(pid)
+    os.close(write)
+    assert [os.waitpid(pid, 0)[1] for pid in children] == [0, 0]
+    with os.fdopen(read) as pipe:
+        paths = pipe.read().split()
+    assert len(paths) == 2 and paths[0] == paths[1]  # the same file for both workers...
+    assert os.path.basename(paths[0]).startswith(f"cache-{os.getpid()}-")  # ...named by their parent
+    assert oct(os.stat(os.path.dirname(paths[0])).st_mode & 0o777) == "0o700"
+    assert all(run(store.get(f"child-{pid}")) is not None for pid in children)
+    run(store.close())
 
 
 def test_redis_store_round_trip_ttl_and_sharing(redis_server) -> None:
@@ -361,11 +403,14 @@ def semantic_spec(url: str, **overrides: Any) -> dict:
     } | overrides
 
 
-def test_semantic_nearest_threshold_scopes_and_expiry() -> None:
+def test_semantic_nearest_threshold_scopes_and_expiry(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with embeddings_server() as server:
             now = [1000.0]
-            index = SemanticIndex(semantic_spec(server["url"]), ttl=60, max_entries=100, clock=lambda: now[0])
+            vectors = node_store(tmp_path, clock=lambda: now[0])
+            index = SemanticIndex(
+                semantic_spec(server["url"]), ttl=60, max_entries=100, vectors=vectors, clock=lambda: now[0]
+            )
             question = await index.embed("What is the capital of France?")
             assert len(question) == DIM
             await index.add("alice", question, "key-france")
@@ -446,10 +491,56 @@ def test_semantic_index_shared_through_redis(redis_server) -> None:
     run(scenario())
 
 
-def test_embeddings_timeout_and_errors_are_cache_unavailable() -> None:
+def test_semantic_index_shared_by_the_workers_of_a_node(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with embeddings_server() as server:
+            now = [1000.0]
+            stores, indexes = [], []
+            for _ in range(2):  # two workers, one node file
+                store = node_store(tmp_path, max_entries=3, clock=lambda: now[0])
+                stores.append(store)
+                indexes.append(
+                    SemanticIndex(
+                        semantic_spec(server["url"]),
+                        ttl=60,
+                        max_entries=3,
+                        vectors=store,
+                        clock=lambda: now[0],
+                    )
+                )
+            a, b = indexes
+            question = "What is the capital of France?"
+            assert await b.nearest("p", await b.embed(question)) is None  # b loads the empty partition
+            await stores[0].put("france", answer("Paris.", question))
+            await a.add("p", await a.embed(question), "france")
+            found = await b.nearest("p", await b.embed("France: what is the capital of it?"))
+            assert found == "france"  # b caught up with a's vector
+            assert (await stores[1].get(found)).response["choices"][0]["message"]["content"] == "Paris."  # type: ignore[union-attr]
+            assert await b.nearest("other", await b.embed(question)) is None
+
+            for i in range(8):  # more than max_entries: both matrices and the table stay bounded
+                await b.add("p", await b.embed(f"question number {i} about topic {i}"), f"k{i}")
+            assert await a.nearest("p", await a.embed("question number 7 about topic 7")) == "k7"
+            assert await a.nearest("p", await a.embed(question)) is None  # the oldest went first
+            assert a._scopes["p"].count <= 3 and b._scopes["p"].count <= 3
+            db = stores[0]._connection()
+            assert db.execute("SELECT count(*) FROM vectors").fetchone()[0] <= 3 + 1
+            now[0] += 61
+            assert await b.nearest("p", await b.embed("question number 7 about topic 7")) is None  # expired
+            for closing in (*stores, *indexes):
+                await closing.close()
+
+    run(scenario())
+
+
+def test_embeddings_timeout_and_errors_are_cache_unavailable(tmp_path: Path) -> None:
+    vectors = node_store(tmp_path)
+
     async def scenario() -> None:
         async with embeddings_server(delay=0.5) as server:
-            index = SemanticIndex(semantic_spec(server["url"], timeout=0.05), ttl=60, max_entries=10)
+            index = SemanticIndex(
+                semantic_spec(server["url"], timeout=0.05), ttl=60, max_entries=10, vectors=vectors
+            )
             started = time.monotonic()
             with pytest.raises(CacheUnavailable, match="did not answer within 0.05s"):
                 await index.embed("slow")
@@ -458,23 +549,30 @@ def test_embeddings_timeout_and_errors_are_cache_unavailable() -> None:
             assert len(await index.embed("fast again")) == DIM  # the abandoned connection was not reused
             await index.close()
         async with embeddings_server(status=500) as server:
-            index = SemanticIndex(semantic_spec(server["url"]), ttl=60, max_entries=10)
+            index = SemanticIndex(semantic_spec(server["url"]), ttl=60, max_entries=10, vectors=vectors)
             with pytest.raises(CacheUnavailable, match="answered 500"):
                 await index.embed("x")
             await index.close()
-        index = SemanticIndex(semantic_spec(server["url"]), ttl=60, max_entries=10)  # nothing listens now
+        index = SemanticIndex(
+            semantic_spec(server["url"]), ttl=60, max_entries=10, vectors=vectors
+        )  # nothing listens now
         with pytest.raises(CacheUnavailable, match="failed"):
             await index.embed("x")
 
     run(scenario())
 
 
-def test_nearest_speed_10k_vectors(capsys: pytest.CaptureFixture[str]) -> None:
+def test_nearest_speed_10k_vectors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Brute force over 10k rows: print the time (see the module docstring of semantic.py)."""
     rng = np.random.default_rng(0)
     timings = {}
     for dim in (384, 1536):
-        index = SemanticIndex(semantic_spec("http://127.0.0.1:9/v1/embeddings"), ttl=3600, max_entries=10_000)
+        index = SemanticIndex(
+            semantic_spec("http://127.0.0.1:9/v1/embeddings"),
+            ttl=3600,
+            max_entries=10_000,
+            vectors=node_store(tmp_path),
+        )
         vectors = rng.standard_normal((10_000, dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         rows = index._scopes["p"] = _Rows(dim)

@@ -18,6 +18,7 @@ Model (gunicorn's arbiter, simplified):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import select
@@ -428,6 +429,20 @@ class Supervisor:
             slot.pid = 0
         log("stopped")
 
+    def _remove_node_cache(self) -> None:
+        """The node's shared response cache lives on tmpfs (memory): remove it with the node."""
+        if not (self.config.get("cache") and self.config["cache"]["store"] == "memory"):
+            return
+        from fastgw.cache.store import node_path
+
+        try:
+            path = node_path(os.getpid())
+        except OSError:
+            return
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
+
     def _reaped(self, slot: _Slot) -> bool:
         pid, status = os.waitpid(slot.pid, os.WNOHANG)
         if pid == 0:
@@ -439,6 +454,7 @@ class Supervisor:
         return True
 
     def _close(self) -> None:
+        self._remove_node_cache()
         if self._follower is not None:
             self._follower.close()
             self._follower = None

@@ -17,6 +17,7 @@ then stalls is abandoned at ``first_byte`` without the client noticing.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,20 @@ SSE_HEAD_HEADERS = b"Content-Type: text/event-stream\r\nCache-Control: no-cache\
 # What the exchange is waiting for, for its one timer.
 W_NONE, W_FIRST_BYTE, W_IDLE = 0, 1, 2
 _BACKGROUND: set = set()  # cache writes in flight
+
+
+_DELTA_CONTENT = re.compile(rb'"delta":\s*\{"content":\s*("(?:[^"\\]|\\.)*")\}')
+"""The content literal of a plain OpenAI text delta, as providers write it."""
+
+
+def _json_object(data: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise ProviderError(f"stream event is not JSON: {data[:100]!r}") from None
+    if not isinstance(value, dict):
+        raise ProviderError("stream event is not a JSON object")
+    return value
 
 
 def _message_texts(request: dict[str, Any]) -> list[str]:
@@ -350,6 +365,37 @@ class AIExchange:
             return [chunk]
         return [{**chunk, "choices": [{**choice, "delta": delta}, *choices[1:]]}]
 
+    def _relay_guarded(self, events) -> bytes:
+        """OpenAI-format events relayed raw through the answer filter.
+
+        A plain text delta (the bulk of a stream) is checked from its content literal alone
+        and relayed untouched unless the filter changed its text, in which case only the
+        literal is replaced; any other event takes the full parse (and the usage meter)."""
+        out = []
+        guard = self.guard_stream
+        for event in events:
+            raw = event.raw
+            match = _DELTA_CONTENT.search(raw) if b'"finish_reason":null' in raw else None
+            if match is not None:
+                text = json.loads(match.group(1))
+                safe, blocked = guard.feed(text)
+                if blocked:
+                    out.append(self.writer.chunk(self._blocked_chunk(json.loads(event.data))))
+                    break
+                if safe != text:
+                    raw = raw[: match.start(1)] + json.dumps(safe, ensure_ascii=False).encode() + raw[match.end(1) :]
+                out.append(raw)
+                continue
+            chunk = None if event.is_done else _json_object(event.data)
+            if chunk is None or not chunk.get("choices"):
+                out.append(self.meter.relay([event]))  # [DONE], usage chunks: the meter decides
+                continue
+            for guarded in self._guarded(chunk):
+                out.append(self.writer.chunk(guarded))
+            if self.guard_blocked:
+                break
+        return b"".join(out)
+
     def _blocked_chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
         self.guard_blocked = True
         return {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
@@ -619,13 +665,11 @@ class AIExchange:
             self.writer = self.dialect.stream(self.model)
             op = "chat" if self.op == "messages" else self.op
             # Relay the provider's bytes as they are when the client speaks its dialect.
-            # Guarded answers are always converted, so every delta passes the filter.
-            guarded = self.door.guard_answers
-            self.passthrough = self.native or (
-                self.provider.adapter.passthrough and self.dialect is not ANTHROPIC and not guarded
-            )
+            # Relay the provider's bytes when the client speaks its dialect; a guarded relay
+            # rewrites only the events whose text the filter changes.
+            self.passthrough = self.native or (self.provider.adapter.passthrough and self.dialect is not ANTHROPIC)
             self.converter = None if self.passthrough else self.provider.adapter.stream(op, self.target_model)
-            if guarded:
+            if self.door.guard_answers:
                 self.guard_stream = self.door.guard.stream()
 
     def attempt_body(self, attempt, chunk) -> None:
@@ -670,7 +714,11 @@ class AIExchange:
             for event in events:
                 if event.is_done or event.event == "message_stop":
                     self.ended = True
-            return self.meter.relay_native(events) if self.native else self.meter.relay(events)
+            if self.native:
+                return self.meter.relay_native(events)
+            if self.guard_stream is not None:
+                return self._relay_guarded(events)
+            return self.meter.relay(events)
         out = []
         converter = self.converter
         writer = self.writer

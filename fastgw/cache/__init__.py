@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastgw.cache.store import CachedAnswer, CacheRedis, CacheStore, CacheUnavailable, MemoryStore, RedisStore
+from fastgw.cache.store import CachedAnswer, CacheRedis, CacheStore, CacheUnavailable, NodeStore, RedisStore
 
 if TYPE_CHECKING:
     from fastgw.cache.semantic import SemanticIndex
@@ -23,18 +23,23 @@ __all__ = ["CachedAnswer", "CacheStore", "CacheUnavailable", "open_cache"]
 
 
 def open_cache(spec: dict, redis_url: str | None) -> tuple[CacheStore, SemanticIndex | None]:
-    """The store and semantic index for a normalised ``cache`` section, sharing one Redis
-    connection. Close the store, then the index, when the config generation ends."""
-    if spec["store"] == "redis":
-        if redis_url is None:
-            raise ValueError("the redis cache store needs a Redis URL")
-        redis: CacheRedis | None = CacheRedis(redis_url)
-        store: CacheStore = RedisStore(redis, spec["ttl"])
-    else:
-        redis = None
-        store = MemoryStore(spec["ttl"], spec["max_entries"])
-    if spec["semantic"] is None:
-        return store, None
-    from fastgw.cache.semantic import SemanticIndex  # numpy only when semantic caching is used
+    """The store and semantic index for a normalised ``cache`` section; the index shares its
+    vectors through the store's backend. Close the store, then the index, when the config
+    generation ends. Nothing is connected here: each process connects on first use."""
+    if spec["store"] != "redis":
+        node = NodeStore(spec["ttl"], spec["max_entries"])
+        return node, _index(spec, node)
+    if redis_url is None:
+        raise ValueError("the redis cache store needs a Redis URL")
+    redis = CacheRedis(redis_url)
+    return RedisStore(redis, spec["ttl"]), _index(spec, redis)
 
-    return store, SemanticIndex(spec["semantic"], spec["ttl"], spec["max_entries"], redis)
+
+def _index(spec: dict, shared: NodeStore | CacheRedis) -> SemanticIndex | None:
+    if spec["semantic"] is None:
+        return None
+    from fastgw.cache.semantic import RedisVectors, SemanticIndex  # numpy only when semantic caching is used
+
+    ttl, max_entries = spec["ttl"], spec["max_entries"]
+    vectors = shared if isinstance(shared, NodeStore) else RedisVectors(shared, ttl, max_entries)
+    return SemanticIndex(spec["semantic"], ttl, max_entries, vectors)

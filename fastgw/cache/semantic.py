@@ -13,12 +13,16 @@ at 384 dimensions and ~6 ms at 1536 (text-embedding-3-small), measured by
 (usearch, faiss) pays off beyond ~1e5 rows x 384 dims (or ~1e4 x 1536) in one partition.
 Rows expire with the store's TTL and a partition keeps at most ``max_entries`` (oldest first).
 
-With the Redis store, vectors live in one Redis stream per partition (``XADD`` with the
-question's key and float32 bytes, trimmed to ``max_entries``, expiring with the TTL). Each
-instance loads a partition lazily on its first lookup and then reads only the entries added
-since (``XRANGE (last-id +``) on every lookup, so two gateways share semantic hits. A stream
-rather than a hash: a hash cannot be read incrementally, and re-reading every vector per
-lookup would cost megabytes. Expiry is the entry id's time (Redis's clock) plus the TTL.
+Vectors are shared through the store, so every instance sees every answered question: each
+keeps its own matrix per partition, loaded on the partition's first lookup and then
+brought up to date on every lookup by reading only the vectors appended since (a cursor).
+With the node store (:class:`~fastgw.cache.store.NodeStore`) they are rows of its SQLite
+``vectors`` table, read by rowid, so a node's workers share semantic hits. With the Redis
+store they live in one Redis stream per partition (``XADD`` with the question's key and
+float32 bytes, trimmed to ``max_entries``, expiring with the TTL), read with ``XRANGE
+(last-id +``, so two gateways share them. A stream rather than a hash: a hash cannot be
+read incrementally, and re-reading every vector per lookup would cost megabytes. Expiry
+is the entry id's time (Redis's clock) plus the TTL.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -42,14 +47,14 @@ MAX_EMBEDDINGS_BODY = 16 * 1024 * 1024
 class _Rows:
     """One partition's unit vectors, their exact keys and expiry times (oldest first)."""
 
-    __slots__ = ("matrix", "expires", "keys", "count", "last_id", "lock")
+    __slots__ = ("matrix", "expires", "keys", "count", "cursor", "lock")
 
     def __init__(self, dim: int) -> None:
         self.matrix = np.empty((16, dim), np.float32)
         self.expires = np.empty(16, np.float64)
         self.keys: list[str] = []
         self.count = 0
-        self.last_id = b""  # the last Redis stream entry read into the matrix
+        self.cursor = ""  # where the shared vectors read into the matrix end ("": none read)
         self.lock = asyncio.Lock()
 
     def add(self, vector: np.ndarray, key: str, expires: float, now: float, max_entries: int) -> None:
@@ -86,21 +91,57 @@ class _Rows:
         return float(scores[i]), self.keys[i]
 
 
+class VectorLog(Protocol):
+    """Where a partition's vectors are shared: appended by any instance, read by all."""
+
+    async def add_vector(self, scope: str, key: str, vector: bytes, expires: float) -> None: ...
+
+    async def vectors_since(self, scope: str, cursor: str) -> tuple[str, list[tuple[str, bytes, float]]]:
+        """``(new cursor, [(key, float32 bytes, expires)])`` appended after ``cursor``."""
+        ...
+
+
+class RedisVectors:
+    """The partitions as Redis streams, shared by every gateway on the Redis server."""
+
+    def __init__(self, redis: CacheRedis, ttl: float, max_entries: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self.max_entries = max_entries
+
+    async def add_vector(self, scope: str, key: str, vector: bytes, expires: float) -> None:
+        """``expires`` is not sent: an entry expires by its id, i.e. Redis's clock."""
+        await asyncio.gather(
+            self.redis.call("XADD", scope, "MAXLEN", "~", self.max_entries, "*", "k", key, "v", vector),
+            self.redis.call("PEXPIRE", scope, max(1, round(self.ttl * 1000))),
+        )
+
+    async def vectors_since(self, scope: str, cursor: str) -> tuple[str, list[tuple[str, bytes, float]]]:
+        start = b"(" + cursor.encode() if cursor else b"-"
+        out = []
+        for entry_id, values in await self.redis.call("XRANGE", scope, start, "+") or ():
+            cursor = entry_id.decode()
+            fields = dict(zip(values[::2], values[1::2], strict=True))
+            expires = int(entry_id.split(b"-")[0]) / 1000 + self.ttl
+            out.append((fields.get(b"k", b"").decode(), fields.get(b"v", b""), expires))
+        return cursor, out
+
+
 class SemanticIndex:
-    """Embeddings client plus vector search per partition (in memory, or shared via Redis)."""
+    """Embeddings client plus vector search per partition, the vectors shared by ``vectors``."""
 
     def __init__(
         self,
         spec: dict,
         ttl: float,
         max_entries: int,
-        redis: CacheRedis | None = None,
+        vectors: VectorLog,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.threshold: float = spec["threshold"]
         self.ttl = ttl
         self.max_entries = max_entries
-        self.redis = redis
+        self.vectors = vectors
         self.clock = clock
         self._embedder = _Embedder(spec["embeddings_url"], spec["model"], spec["api_key"], spec["timeout"])
         self._prefix = f"{VECTOR_PREFIX}{spec['model']}:"  # vectors of another model never mix in
@@ -120,49 +161,33 @@ class SemanticIndex:
         unit = _unit(vector)
         if unit is None:
             return None
-        rows = await self._sync(scope, len(unit)) if self.redis is not None else self._scopes.get(scope)
-        if rows is None or rows.matrix.shape[1] != len(unit):
+        rows = await self._sync(scope, len(unit))
+        if rows.matrix.shape[1] != len(unit):
             return None
         found = rows.nearest(unit, self.clock())
         limit = self.threshold if threshold is None else threshold
         return found[1] if found is not None and found[0] >= limit else None
 
     async def add(self, scope: str, vector: Sequence[float], key: str) -> None:
+        """Share the vector; every instance, this one too, reads it on its next lookup."""
         unit = _unit(vector)
-        if unit is None:
-            return
-        if self.redis is not None:  # read back by every instance's next lookup, this one's too
-            stream = self._prefix + scope
-            await asyncio.gather(
-                self.redis.call(
-                    "XADD", stream, "MAXLEN", "~", self.max_entries, "*", "k", key, "v", unit.tobytes()
-                ),
-                self.redis.call("PEXPIRE", stream, max(1, round(self.ttl * 1000))),
-            )
-            return
-        rows = self._scopes.setdefault(scope, _Rows(len(unit)))
-        if rows.matrix.shape[1] == len(unit):
-            now = self.clock()
-            rows.add(unit, key, now + self.ttl, now, self.max_entries)
+        if unit is not None:
+            await self.vectors.add_vector(self._prefix + scope, key, unit.tobytes(), self.clock() + self.ttl)
 
     async def _sync(self, scope: str, dim: int) -> _Rows:
-        """Read the partition's stream entries added since the last lookup into its matrix."""
+        """Read the partition's vectors added since the last lookup into its matrix."""
         rows = self._scopes.setdefault(scope, _Rows(dim))
         async with rows.lock:
-            start = b"(" + rows.last_id if rows.last_id else b"-"
-            entries = await self.redis.call("XRANGE", self._prefix + scope, start, "+")
+            rows.cursor, entries = await self.vectors.vectors_since(self._prefix + scope, rows.cursor)
             now = self.clock()
-            for entry_id, values in entries or ():
-                rows.last_id = entry_id
-                fields = dict(zip(values[::2], values[1::2], strict=True))
-                expires = int(entry_id.split(b"-")[0]) / 1000 + self.ttl
-                vector = np.frombuffer(fields.get(b"v", b""), np.float32)
+            for key, data, expires in entries:
+                vector = np.frombuffer(data, np.float32)
                 if expires > now and len(vector) == rows.matrix.shape[1]:
-                    rows.add(vector, fields[b"k"].decode(), expires, now, self.max_entries)
+                    rows.add(vector, key, expires, now, self.max_entries)
         return rows
 
     async def close(self) -> None:
-        """Close the idle embeddings connections (Redis belongs to the store)."""
+        """Close the idle embeddings connections (Redis or SQLite belongs to the store)."""
         self._embedder.close()
 
 

@@ -1,4 +1,5 @@
-"""Where cached answers live: in the worker's memory, or in Redis shared by every node.
+"""Where cached answers live: in a file in memory shared by a node's workers, or in Redis
+shared by every node.
 
 Both stores hold the answer as JSON bytes, so a hit hands out a fresh object that the caller
 may change (set an id, convert it to another dialect) without corrupting the entry.
@@ -12,10 +13,13 @@ per interval, not one per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
+import stat
+import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -63,37 +67,159 @@ class CacheStore:
         """Release connections; the store is not used afterwards."""
 
 
-class MemoryStore(CacheStore):
-    """LRU with TTL in one worker process: workers and nodes do not share it.
+class NodeStore(CacheStore):
+    """Answers, and semantic vectors, in one SQLite file shared by the workers of a node.
 
-    Expired entries are dropped when looked up or when they reach the LRU end, so the bound
-    is ``max_entries`` whatever the TTL.
+    The file is in WAL mode on tmpfs (``/dev/shm``): readers never wait for a writer and no
+    disk is touched. Each process opens its own connection on first use, i.e. in the worker
+    after the fork (a SQLite connection must never cross a fork). Calls run synchronously on
+    the event loop: each reads or writes one small row through an index, tens of
+    microseconds, cheaper than a hop to a thread. A write waits at most ``busy_timeout`` for
+    another worker's write; any SQLite error is a :class:`CacheUnavailable`.
+
+    Eviction is oldest expiry first (the oldest stored, as every entry has the same TTL),
+    not least recently used: an LRU would turn every hit into a write. It is amortised:
+    when a new row's rowid (counted node-wide) is a multiple of ``max_entries // 16``,
+    expired rows go and each table is cut back to ``max_entries`` (vectors: per partition),
+    so a table briefly holds up to ~1/16 more. Expiry is also checked on every read.
+
+    ``path`` is for tests; by default it is :func:`node_path`, resolved in the worker.
     """
 
-    def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        max_entries: int,
+        path: str | None = None,
+        *,
+        busy_timeout: float = 0.05,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(ttl)
         self.max_entries = max_entries
-        self.clock = clock
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.clock = clock  # wall clock: expiry times are compared across processes
+        self._trim_every = max(1, max_entries // 16)
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0  # the process that opened ``_db``
+        self._failing = False
 
     async def get(self, key: str) -> CachedAnswer | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self.clock():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return CachedAnswer.from_json(entry[1])
+        row = self._run(
+            "SELECT value FROM answers WHERE key = ? AND expires > ?", (key, self.clock())
+        ).fetchone()
+        return None if row is None else CachedAnswer.from_json(row[0])
 
     async def put(self, key: str, answer: CachedAnswer) -> None:
-        self._entries[key] = (self.clock() + self.ttl, answer.to_json())
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        now = self.clock()
+        rowid = self._run(
+            "INSERT OR REPLACE INTO answers (key, value, expires) VALUES (?, ?, ?)",
+            (key, answer.to_json(), now + self.ttl),
+        ).lastrowid
+        if rowid is not None and rowid % self._trim_every == 0:
+            self._run("DELETE FROM answers WHERE expires <= ?", (now,))
+            self._run(
+                "DELETE FROM answers WHERE expires <= "
+                "(SELECT expires FROM answers ORDER BY expires DESC LIMIT 1 OFFSET ?)",
+                (self.max_entries,),
+            )
+
+    async def add_vector(self, scope: str, key: str, vector: bytes, expires: float) -> None:
+        """Append a partition's vector; every worker's index reads it on its next lookup."""
+        rowid = self._run(
+            "INSERT INTO vectors (scope, key, vector, expires) VALUES (?, ?, ?, ?)",
+            (scope, key, vector, expires),
+        ).lastrowid
+        if rowid is not None and rowid % self._trim_every == 0:
+            self._run("DELETE FROM vectors WHERE expires <= ?", (self.clock(),))
+            self._run(
+                "DELETE FROM vectors WHERE scope = ? AND id <= "
+                "(SELECT id FROM vectors WHERE scope = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (scope, scope, self.max_entries),
+            )
+
+    async def vectors_since(self, scope: str, cursor: str) -> tuple[str, list[tuple[str, bytes, float]]]:
+        """The partition's ``(key, vector, expires)`` appended after ``cursor`` ("" = all)."""
+        rows = self._run(
+            "SELECT id, key, vector, expires FROM vectors WHERE scope = ? AND id > ? ORDER BY id",
+            (scope, int(cursor or 0)),
+        ).fetchall()
+        new_cursor = str(rows[-1][0]) if rows else cursor
+        return new_cursor, [(key, vector, expires) for _, key, vector, expires in rows]
+
+    async def close(self) -> None:
+        if self._db is not None and self._pid == os.getpid():
+            self._db.close()
+        self._db = None
+
+    def _run(self, sql: str, params: tuple) -> sqlite3.Cursor:
+        try:
+            cursor = self._connection().execute(sql, params)
+        except (sqlite3.Error, OSError) as exc:  # OSError: the node's directory
+            if not self._failing:
+                self._failing = True
+                os.write(
+                    2,
+                    f"fastgw cache {os.getpid()}: warning: node cache failed ({exc!r}); cache misses\n".encode(),
+                )
+            raise CacheUnavailable(f"node cache: {exc!r}") from exc
+        self._failing = False
+        return cursor
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():  # never use a connection from before a fork
+            self._db = None
+            db = sqlite3.connect(self.path or node_path(), timeout=1.0, isolation_level=None)
+            try:
+                db.executescript(SCHEMA)  # the first worker creates it; the others wait up to 1 s
+                db.execute(f"PRAGMA busy_timeout = {round(self.busy_timeout * 1000)}")
+            except sqlite3.Error:
+                db.close()
+                raise
+            self._db, self._pid = db, os.getpid()
+        return self._db
+
+
+SCHEMA = """
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = OFF;
+CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS answers_expires ON answers (expires);
+CREATE TABLE IF NOT EXISTS vectors (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, key TEXT NOT NULL,
+    vector BLOB NOT NULL, expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vectors_scope ON vectors (scope, id);
+CREATE INDEX IF NOT EXISTS vectors_expires ON vectors (expires);
+"""
+"""``synchronous = OFF``: the file is in memory and a cache, so nothing is worth an fsync.
+``AUTOINCREMENT``: vector ids never go back, so a reader's cursor never skips a new row."""
+
+
+def node_path(supervisor: int | None = None) -> str:
+    """The file of the calling worker's node: its supervisor (the worker's parent process,
+    or ``supervisor`` when the supervisor itself asks, to remove the file at exit).
+
+    Named by the supervisor's pid and start time, so a later process that reuses the pid
+    starts empty, in a directory only this user may enter (``/dev/shm`` is world-writable:
+    another user could otherwise plant the file or its ``-wal``). Files of supervisors that
+    have exited are not reused and stay (in memory, on tmpfs) until removed or reboot.
+    """
+    pid = os.getppid() if supervisor is None else supervisor
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:  # field 22, after the ")" closing the name
+            started = "-" + f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        started = ""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    directory = os.path.join(base, f"fastgw-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{directory} is not a directory private to this user")
+    return os.path.join(directory, f"cache-{pid}{started}.sqlite")
 
 
 class CacheRedis:

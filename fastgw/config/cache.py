@@ -7,8 +7,8 @@
       params: [temperature, tools, response_format]   # request fields that are part of the key
       ttl: 1h
       scope: consumer | route | global        # whose answers a request may be served
-      store: memory | redis                   # memory: per worker process; redis: the top-level URL
-      max_entries: 10000                      # memory store bound (LRU), and per-scope vector bound
+      store: memory | redis                   # memory: shared by a node's workers; redis: the top-level URL
+      max_entries: 10000                      # memory store bound (oldest first), and per-scope vector bound
       semantic:                               # optional: near-identical questions count as hits
         embeddings_url: http://127.0.0.1:9000/v1/embeddings
         model: text-embedding-3-small
@@ -19,8 +19,10 @@
 ``key`` defaults to ``all_messages``: ``last_user_message`` ignores the system prompt and
 the history, so it is an explicit choice, not a default that could serve an answer given
 under another system prompt. ``scope`` defaults to ``consumer`` so one tenant never sees
-another's answers. ``memory`` is a cache per worker process (not shared between workers or
-nodes); a node-wide shared-memory store is future work.
+another's answers. ``memory`` is one cache per node, shared by all workers of one ``fastgw
+run`` (answers and semantic vectors; a SQLite file in ``/dev/shm``, see
+:class:`fastgw.cache.store.NodeStore`), not by other gateways; until this version it was
+one cache per worker process. ``redis`` shares one cache between nodes.
 
 Normalised: ``None`` when absent, else ``{key, params, ttl (s), scope, store, max_entries,
 semantic: None | {embeddings_url, model, api_key (None if absent), threshold, timeout (s)}}``.
