@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 import pytest
 
-from gateway import Gateway
+from gateway import Gateway, send_json
 
 KEY_A, KEY_B = "sk-cache-team-a", "sk-cache-team-b"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -44,12 +44,7 @@ class WordHashEmbeddings:
                         vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % dims] += 1.0
                     norm = math.sqrt(sum(v * v for v in vector)) or 1.0
                     data.append({"object": "embedding", "index": i, "embedding": [v / norm for v in vector]})
-                body = json.dumps({"object": "list", "data": data, "model": request.get("model")}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, {"object": "list", "data": data, "model": request.get("model")})
 
             def log_message(self, *args) -> None:
                 pass

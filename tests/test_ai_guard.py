@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +11,7 @@ import pytest
 from test_ai_prompts import CaptureProvider
 
 from fastgw.mock_llm import answer_text
-from gateway import Gateway
+from gateway import Gateway, send_json
 
 TEXT = answer_text(8)  # "This is a mock answer from fastgw mock-llm." one word per chunk
 
@@ -25,11 +24,7 @@ class SlowModeration:
             def do_POST(self) -> None:  # noqa: N802
                 self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(delay)
-                body = json.dumps({"results": [{"flagged": False}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, {"results": [{"flagged": False}]})
 
             def log_message(self, *args) -> None:
                 pass

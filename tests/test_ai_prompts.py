@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from gateway import Gateway
+from gateway import Gateway, send_json
 
 ANSWER = {
     "id": "chatcmpl-capture", "object": "chat.completion", "created": 1, "model": "captured",
@@ -29,12 +29,7 @@ class CaptureProvider:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 provider.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                body = json.dumps(ANSWER).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, ANSWER)
 
             def log_message(self, *args) -> None:
                 pass
