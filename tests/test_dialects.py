@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,3 +47,22 @@ def test_text_is_escaped_like_json():
     for text in ("plain", 'quote " and \\ backslash', "new\nline\ttab", "\x00\x1f", "😀 é", "\u2028"):
         chunk = {**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
         assert encoder.chunk(chunk) == sse_data(chunk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=texts, ascii_only=st.booleans(), finished=st.booleans())
+def test_delta_content_reads_exactly_what_json_would(text, ascii_only, finished):
+    from fastgw.ai.exchange import delta_content
+
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None,
+                          "finish_reason": "stop" if finished else None}]}
+    raw = b"data: " + json.dumps(chunk, ensure_ascii=ascii_only, separators=(",", ":")).encode() + b"\n\n"
+    found = delta_content(raw)
+    if finished:
+        assert found is None  # a finishing chunk takes the full parse
+        return
+    assert found is not None
+    decoded, start, end = found
+    assert decoded == text
+    assert json.loads(raw[start:end]) == text  # the literal's exact position, for splicing

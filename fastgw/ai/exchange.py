@@ -60,6 +60,20 @@ _DELTA_CONTENT = re.compile(rb'"delta":\s*\{"content":\s*("(?:[^"\\]|\\.)*")\}')
 """The content literal of a plain OpenAI text delta, as providers write it."""
 
 
+def delta_content(raw: bytes) -> tuple[str, int, int] | None:
+    """The text of a plain OpenAI text delta event and where its JSON literal sits in ``raw``,
+    or None for any other event (which then takes the full parse)."""
+    if b'"finish_reason":null' not in raw:
+        return None
+    match = _DELTA_CONTENT.search(raw)
+    if match is None:
+        return None
+    literal = match.group(1)
+    # Without escapes a JSON string's bytes are its text: decode only when needed.
+    text = json.loads(literal) if b"\\" in literal else literal[1:-1].decode()
+    return text, match.start(1), match.end(1)
+
+
 def _json_object(data: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
@@ -375,15 +389,15 @@ class AIExchange:
         guard = self.guard_stream
         for event in events:
             raw = event.raw
-            match = _DELTA_CONTENT.search(raw) if b'"finish_reason":null' in raw else None
-            if match is not None:
-                text = json.loads(match.group(1))
+            delta = delta_content(raw)
+            if delta is not None:
+                text, start, end = delta
                 safe, blocked = guard.feed(text)
                 if blocked:
                     out.append(self.writer.chunk(self._blocked_chunk(json.loads(event.data))))
                     break
                 if safe != text:
-                    raw = raw[: match.start(1)] + json.dumps(safe, ensure_ascii=False).encode() + raw[match.end(1) :]
+                    raw = raw[:start] + json.dumps(safe, ensure_ascii=False).encode() + raw[end:]
                 out.append(raw)
                 continue
             chunk = None if event.is_done else _json_object(event.data)

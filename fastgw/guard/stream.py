@@ -47,8 +47,18 @@ class StreamGuard:
         matcher = self._side.matcher
         start = self._total
         self._total += len(delta)
-        self._buf += delta
         self._state, matches = matcher.feed(self._state, delta, start)
+        if (
+            not matches
+            and not self._window
+            and not self._masks
+            and self._emitted == start  # nothing held back from earlier deltas
+            and matcher.depth(self._state) == 0
+        ):
+            # The common case: no match and nothing that could become one: the delta goes out as is.
+            self._emitted = self._base = self._total
+            return delta, False
+        self._buf += delta
         for span in self._side.term_spans(matches):
             self._hit(span)
         safe = self._total - min(matcher.depth(self._state), max(matcher.max_len - 1, 0))
