@@ -159,3 +159,13 @@ def test_default_store_is_shared_by_the_workers_of_a_node(tmp_path, embeddings):
     finally:
         assert gw.stop() == 0
     assert not [path for path in node_files if os.path.exists(path)]  # removed with the node (it is memory)
+
+
+def test_route_scope_shares_answers_across_consumers_of_a_model(tmp_path):
+    gw = Gateway(cache_config({"scope": "route"}), tmp_path, workers=1)
+    try:
+        status, answer = ask(client_for(gw, KEY_A))
+        assert status == "miss"
+        assert ask(client_for(gw, KEY_B)) == ("hit", answer)  # same model (the AI front door's route)
+    finally:
+        assert gw.stop() == 0

@@ -450,7 +450,7 @@ class AIExchange:
         read, write = cache_mode(self.head.get)
         if not (read or write):
             return False
-        scope = scope_value(spec, self.consumer, None)
+        scope = scope_value(spec, self.consumer, self.model)  # AI "routes" are the public models
         key, question = cache_key(self.request, self.model, scope, spec)
         self.cache = CacheState(key, question, semantic_scope(self.request, self.model, scope, spec), write)
         if not read:
