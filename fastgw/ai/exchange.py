@@ -713,10 +713,7 @@ class AIExchange:
             self._count_guard_hits(self.guard_stream)
             self.attempt.cancel()
             self.attempt = None
-            self._send_stream(out + self.writer.end())
-            self._cancel_timer()
-            self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")
-            self._finish()
+            self._end_stream(out + self.writer.end())
             return
         if out:
             self._send_stream(out)
@@ -822,10 +819,7 @@ class AIExchange:
         self.provider.breaker(self.target_model).success()
         if self.guard_stream is not None:
             self._count_guard_hits(self.guard_stream)
-        self._send_stream(out)
-        self._cancel_timer()
-        self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")
-        self._finish()
+        self._end_stream(out)
 
     def _provider_error(self, status: int, body: bytes) -> None:
         provider = self.provider
@@ -865,10 +859,7 @@ class AIExchange:
         # Too late to fail over: end the stream cleanly with an error event.
         self.provider.breaker(self.target_model).failure()
         self.error_message = message
-        self._send_stream(self.writer.error(message, code))
-        self._cancel_timer()
-        self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")
-        self._finish()
+        self._end_stream(self.writer.error(message, code))
 
     # -- writing to the client -------------------------------------------------------------
 
@@ -903,6 +894,13 @@ class AIExchange:
             conn.write_local(b"".join(head))
         if data:
             conn.write_local(b"%x\r\n%b\r\n" % (len(data), data) if conn.keep_alive else data)
+
+    def _end_stream(self, data: bytes) -> None:
+        """The client's stream is complete: its last bytes, then the end of the chunked body."""
+        self._send_stream(data)
+        self._cancel_timer()
+        self.conn.write_local(b"0\r\n\r\n" if self.conn.keep_alive else b"")
+        self._finish()
 
     def _reply_error(self, status: int, message: str, code: str | None) -> None:
         self._cancel_timer()
