@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
@@ -332,14 +333,15 @@ def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
     procs = {"direct": mock}
     print(f"mock upstream: http://{targets.HOST}:{ports['direct']} (pid {mock.pid}, {args.mock_workers} workers)")
     status: dict[str, object] = {"direct": {"port": ports["direct"], "workers": args.mock_workers}}
-    gateway = None
-    for name, start in (("nginx", targets.start_nginx), ("fastgw", targets.start_fastgw)):
+
+    def register(name: str, start: Callable[[], targets.Process]) -> targets.Process | None:
+        """Start one optional target: a failure is reported and recorded, the others still run."""
         try:
-            proc = start(workdir, args.workers, ports["direct"], stack)
+            proc = start()
         except targets.TargetError as exc:
             print(f"!! {name} skipped: {exc}", flush=True)
             status[name] = {"error": str(exc)}
-            continue
+            return None
         ports[name] = int(proc.info["port"])  # type: ignore[call-overload]
         procs[name] = proc
         print(f"{name}: http://{targets.HOST}:{ports[name]} (pid {proc.pid}, {args.workers} workers)", end="")
@@ -348,39 +350,32 @@ def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
             print(f", admin http://{targets.HOST}:{proc.info['admin_port']}, worker pids {pids}", end="")
         print(flush=True)
         status[name] = {k: v for k, v in proc.info.items() if k != "status"}
-        if name == "fastgw":
-            gateway = proc
+        return proc
+
+    upstream = ports["direct"]
+    register("nginx", lambda: targets.start_nginx(workdir, args.workers, upstream, stack))
+    gateway = register("fastgw", lambda: targets.start_fastgw(workdir, args.workers, upstream, stack))
     if "guard" in args.scenarios:
         for guard in (False, True):
             name = "fastgw-guard-on" if guard else "fastgw-guard-off"
-            try:
-                proc = targets.start_fastgw_stream(workdir, args.workers, ports["direct"], stack, guard)
-            except targets.TargetError as exc:
-                print(f"!! {name} skipped: {exc}", flush=True)
-                status[name] = {"error": str(exc)}
-                continue
-            ports[name] = int(proc.info["port"])  # type: ignore[call-overload]
-            procs[name] = proc
-            status[name] = dict(proc.info)
-    ai_scenarios = [s for s in ("ai", "ai-limits") if s in args.scenarios]
-    claude = None
-    for scenario in ai_scenarios:
-        name = f"fastgw-{scenario}"
-        try:
-            if claude is None:
+            register(name, lambda name=name, guard=guard: targets.start_gateway(
+                workdir, name, lambda port, admin: targets.fastgw_stream_config(port, admin, args.workers, upstream, guard),
+                args.workers, stack))
+    claude_port: int | None = None
+    for scenario in (s for s in ("ai", "ai-limits") if s in args.scenarios):
+
+        def start_ai(scenario: str = scenario) -> targets.Process:
+            nonlocal claude_port
+            if claude_port is None:  # one Anthropic-format mock for both AI scenarios
                 claude = targets.start_mock(workdir, args.mock_workers, SSE_CHUNKS, stack, flavor="anthropic")
+                claude_port = int(claude.info["port"])  # type: ignore[call-overload]
             redis_url = targets.start_redis(workdir, stack)[1] if scenario == "ai-limits" else None
-            proc = targets.start_fastgw(workdir, args.workers, int(claude.info["port"]), stack, ai=True,
-                                        redis_url=redis_url)
-        except targets.TargetError as exc:
-            print(f"!! {name} skipped: {exc}", flush=True)
-            status[name] = {"error": str(exc)}
-            continue
-        ports[name] = int(proc.info["port"])  # type: ignore[call-overload]
-        procs[name] = proc
-        print(f"{name}: http://{targets.HOST}:{ports[name]} -> anthropic mock "
-              f"http://{targets.HOST}:{claude.info['port']}", flush=True)
-        status[name] = {k: v for k, v in proc.info.items() if k != "status"}
+            return targets.start_gateway(
+                workdir, f"fastgw-{scenario}",
+                lambda port, admin: targets.fastgw_ai_config(port, admin, args.workers, claude_port, redis_url),
+                args.workers, stack)
+
+        register(f"fastgw-{scenario}", start_ai)
     return procs, ports, gateway, status
 
 

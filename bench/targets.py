@@ -314,18 +314,6 @@ def fastgw_stream_config(port: int, admin_port: int, workers: int, upstream_port
     return "\n".join(lines) + "\n"
 
 
-def start_fastgw_stream(workdir: Path, workers: int, upstream_port: int, stack: ExitStack, guard: bool) -> Process:
-    name = "fastgw-guard-on" if guard else "fastgw-guard-off"
-    port, admin_port = free_port(), free_port()
-    config = workdir / f"{name}.yaml"
-    config.write_text(fastgw_stream_config(port, admin_port, workers, upstream_port, guard))
-    proc = Process(name, [sys.executable, "-m", "fastgw", "run", "-c", str(config)], workdir / f"{name}.log",
-                   info={"port": port, "admin_port": admin_port, "workers": workers})
-    proc.start(REPO_ROOT, stack, python_env())
-    wait_until(proc, lambda: workers_ready(admin_status(admin_port), workers), 60, "ready")
-    return proc
-
-
 def start_redis(workdir: Path, stack: ExitStack) -> tuple[Process, str]:
     """A private redis-server (no persistence) for the limits scenario."""
     binary = shutil.which("redis-server")
@@ -348,19 +336,24 @@ def start_redis(workdir: Path, stack: ExitStack) -> tuple[Process, str]:
     return proc, f"redis://{HOST}:{port}/0"
 
 
-def start_fastgw(workdir: Path, workers: int, upstream_port: int, stack: ExitStack, ai: bool = False,
-                 redis_url: str | None = None) -> Process:
-    """`fastgw run` with the same worker count as nginx; ready per /status, else when the port answers."""
+def start_fastgw(workdir: Path, workers: int, upstream_port: int, stack: ExitStack) -> Process:
+    """The plain proxy: one catch-all route to the mock, the same worker count as nginx."""
+    return start_gateway(
+        workdir, "fastgw", lambda port, admin: fastgw_config(port, admin, workers, upstream_port), workers, stack
+    )
+
+
+def start_gateway(
+    workdir: Path, name: str, render: Callable[[int, int], str], workers: int, stack: ExitStack
+) -> Process:
+    """`fastgw run` on the config ``render(port, admin_port)`` writes; ready per /status, else
+    when the port answers."""
     ok, err = fastgw_command_works("run")
     if not ok:
         raise TargetError(f"fastgw is not runnable yet: {err}")
     port, admin_port = free_port(), free_port()
-    name = ("fastgw-ai-limits" if redis_url else "fastgw-ai") if ai else "fastgw"
     config = workdir / f"{name}.yaml"
-    if ai:
-        config.write_text(fastgw_ai_config(port, admin_port, workers, upstream_port, redis_url))
-    else:
-        config.write_text(fastgw_config(port, admin_port, workers, upstream_port))
+    config.write_text(render(port, admin_port))
     argv = [sys.executable, "-m", "fastgw", "run", "-c", str(config)]
     proc = Process(name, argv, workdir / f"{name}.log",
                    info={"port": port, "admin_port": admin_port, "workers": workers, "admin_api": False})
