@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.ai.health import ProviderHealth
-from fastgw.config.wire import decode_generation
+from fastgw.filters import BuildEnv, Chain, build
+from fastgw.filters.observe import Observe
+from fastgw.filters.transform import TransformFilter
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
@@ -77,10 +79,10 @@ class Route:
         "connect_timeout",
         "first_byte_timeout",
         "idle_timeout",
-        "transform",
+        "chain",
     )
 
-    def __init__(self, spec: dict[str, Any], upstream: Upstream) -> None:
+    def __init__(self, spec: dict[str, Any], upstream: Upstream, env: BuildEnv) -> None:
         self.name = spec["name"]
         self.endpoints = upstream.endpoints
         self.balancer = upstream.balancer
@@ -98,7 +100,11 @@ class Route:
         self.connect_timeout = timeouts["connect"]
         self.first_byte_timeout = timeouts["first_byte"]
         self.idle_timeout = timeouts["idle"]
-        self.transform = Transform(spec["transform"]) if spec.get("transform") else None
+        filters = build(spec.get("filters") or [], env)
+        if spec.get("transform"):
+            filters.append(TransformFilter(transform=Transform(spec["transform"])))
+        filters.append(Observe())
+        self.chain = Chain(filters)
 
 
 @dataclass(slots=True)
@@ -133,6 +139,7 @@ class Generation:
         "router",
         "routes",
         "ai",
+        "unrouted_chain",
         "max_header_size",
         "max_headers",
         "max_body_size",
@@ -147,6 +154,7 @@ class Generation:
 
         self.number = number
         self.config = config
+        env = BuildEnv(config, resources)
         upstreams: dict[tuple, Upstream] = {}
         self.routes = []
         for spec in config["routes"]:
@@ -154,9 +162,10 @@ class Generation:
             upstream = upstreams.get(key)
             if upstream is None:
                 upstream = upstreams[key] = Upstream(spec["upstream"], resources.pools)
-            self.routes.append(Route(spec, upstream))
+            self.routes.append(Route(spec, upstream, env))
         self.router = Router(config["routes"], self.routes)
-        self.ai = AIFrontDoor(config, resources) if config.get("models") else None
+        self.unrouted_chain = Chain([Observe()])
+        self.ai = AIFrontDoor(config, resources, env) if config.get("models") else None
         http = config["http"]
         self.max_header_size = http["max_header_size"]
         self.max_headers = http["max_headers"]
@@ -165,8 +174,3 @@ class Generation:
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]
-
-    @classmethod
-    def from_blob(cls, blob: bytes, resources: Resources) -> Generation:
-        number, config = decode_generation(blob)
-        return cls(number, config, resources)

@@ -52,7 +52,7 @@ def test_text_is_escaped_like_json():
 @settings(max_examples=300, deadline=None)
 @given(text=texts, ascii_only=st.booleans(), finished=st.booleans())
 def test_delta_content_reads_exactly_what_json_would(text, ascii_only, finished):
-    from fastgw.ai.exchange import delta_content
+    from fastgw.filters.guard import delta_content
 
     chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
              "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None,

@@ -124,7 +124,7 @@ class Worker:
         except Exception as exc:  # the supervisor validated it; keep serving the old one
             log(f"cannot load generation {number}, still serving {self.generation.number}: {exc!r}")
 
-    # -- counters (called by connections) ------------------------------------------------
+    # -- fastgw.server.stream.WorkerServices (called by connections) ----------------------
 
     def connection_opened(self, conn) -> None:
         self.connections.add(conn)
@@ -138,6 +138,12 @@ class Worker:
 
     def request_finished(self) -> None:
         self.active_requests -= 1
+
+    def count_upstream_error(self) -> None:
+        self.upstream_errors += 1
+
+    def count_rejected(self) -> None:
+        self.rejected += 1
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -195,12 +201,12 @@ class Worker:
                     GATEWAY.limit_events.inc((name,), delta)
 
     async def serve(self) -> None:
-        from fastgw.proxy.downstream import HttpServerProtocol
+        from fastgw.server.connection import HttpConnection
 
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._stopping.set)
-        server = await self.loop.create_server(lambda: HttpServerProtocol(self), sock=self.sock)
+        server = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock)
         from fastgw.ai.probes import HealthProber
 
         self.prober = HealthProber(self.loop)

@@ -13,15 +13,23 @@ conversion are written once:
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from fastgw.ai.providers.base import UpstreamCall
 from fastgw.http.errors import END, ParseError
 from fastgw.mock_llm import MockLLM, MockReply
 from fastgw.proxy.upstream import Pool, UpstreamConnection
 
-if TYPE_CHECKING:
-    from fastgw.ai.exchange import AIExchange
+
+class AttemptOwner(Protocol):
+    """What an attempt reports to (the AI handler)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def attempt_head(self, attempt: Any, status: int, retry_after: float | None) -> None: ...
+    def attempt_body(self, attempt: Any, chunk: bytes | memoryview) -> None: ...
+    def attempt_end(self, attempt: Any) -> None: ...
+    def attempt_failed(self, attempt: Any, status: int, message: str) -> None: ...
 
 
 def request_bytes(call: UpstreamCall, host_header: bytes) -> bytes:
@@ -58,7 +66,7 @@ class NetworkAttempt:
         "keep_alive",
     )
 
-    def __init__(self, exchange: AIExchange, pool: Pool, payload: bytes, connect_timeout: float) -> None:
+    def __init__(self, exchange: AttemptOwner, pool: Pool, payload: bytes, connect_timeout: float) -> None:
         self.exchange = exchange
         self.pool = pool
         self.payload = payload
@@ -211,7 +219,7 @@ class MockAttempt:
 
     __slots__ = ("exchange", "reply", "timer", "next_event", "done")
 
-    def __init__(self, exchange: AIExchange, mock: MockLLM, call: UpstreamCall) -> None:
+    def __init__(self, exchange: AttemptOwner, mock: MockLLM, call: UpstreamCall) -> None:
         self.exchange = exchange
         path, _, query = call.path.decode().partition("?")
         headers = {k.decode().lower(): v.decode() for k, v in call.headers}

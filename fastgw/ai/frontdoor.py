@@ -1,9 +1,18 @@
 """The AI front door of one config generation: which paths it serves, which models exist,
-how each provider is reached, and who may call.
+how each provider is reached, and the filter chain every AI request runs.
 
 OpenAI-compatible paths (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
-``/v1/models``) and Anthropic's ``/v1/messages``. Each request becomes an
-:class:`~fastgw.ai.exchange.AIExchange`; everything here is built once per generation.
+``/v1/models``) and Anthropic's ``/v1/messages``. Everything here is built once per
+generation; each request gets a :class:`~fastgw.ai.handler.ModelHandler`.
+
+The chain, as one table (request order; the response side runs it in reverse)::
+
+    Observe (OBSERVE)  Auth (AUTHN)  Decode (DECODE)  Prompts (PROMPT)  RouteModel (ROUTE)
+    -> the model's filters: Transform, Guard (POLICY)  Cache (CACHE)  RateLimit (LIMIT)  Usage (METER)
+    -> ModelHandler (failover over the model's targets)
+
+The cache sits before the limits so a hit costs no quota; the guard before the cache so a
+masked prompt is what the cache key sees.
 """
 
 from __future__ import annotations
@@ -11,17 +20,25 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING, Any
 
-from fastgw.ai.auth import Authenticator
 from fastgw.ai.dialects import ANTHROPIC, OPENAI
-from fastgw.ai.exchange import AIExchange
+from fastgw.ai.handler import ModelHandler
 from fastgw.ai.health import Breaker, KeyPool, ProviderHealth
 from fastgw.ai.prompts import Prompts
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
-from fastgw.guard import Guard
-from fastgw.limits import Limiter
+from fastgw.ai.route import Decode, RouteModel
+from fastgw.filters import BuildEnv, Chain, Filter, Phase, build
+from fastgw.filters.auth import Auth
+from fastgw.filters.cache import CacheFilter
+from fastgw.filters.guard import GuardFilter
+from fastgw.filters.observe import Observe
+from fastgw.filters.prompts import PromptsFilter
+from fastgw.filters.ratelimit import RateLimit
+from fastgw.filters.transform import TransformFilter
+from fastgw.filters.usage import Usage
 from fastgw.mock_llm import MockLLM
 from fastgw.proxy.upstream import PoolSet
+from fastgw.server.stream import Stream
 from fastgw.transform import Transform
 
 if TYPE_CHECKING:
@@ -41,26 +58,37 @@ MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_afte
 class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
-    __slots__ = ("name", "chain", "max_attempts", "transform", "response_headers")
+    __slots__ = ("name", "spec", "target_chain", "max_attempts", "filters", "chain")
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
-        self.chain = spec["targets"]
+        self.spec = spec
+        self.target_chain = spec["targets"]
         self.max_attempts = spec["max_attempts"]
-        rules = spec.get("transform")
-        self.transform = Transform(rules) if rules else None
-        # Added to every answer of this model (the gateway writes these heads itself).
-        self.response_headers = b"".join(
-            b"%b: %b\r\n" % pair for pair in (self.transform.response_headers([]) if self.transform else [])
-        )
+        self.filters: list[Filter] = []
+        self.chain: Chain | None = None  # the AI chain plus this model's filters (AIFrontDoor)
+
+    def compile(self, base: list[Filter], env: BuildEnv) -> None:
+        """This model's chain: the front door's filters, then its own (which run once the
+        model is known, so none may sit before ROUTE)."""
+        own = build(self.spec.get("filters") or [], env)
+        rules = self.spec.get("transform")
+        if rules:
+            own.insert(0, TransformFilter(transform=Transform(rules)))
+        for f in own:
+            if f.phase <= Phase.ROUTE:
+                raise ValueError(f"model {self.name!r}: filter {f.name!r} runs before the model is known "
+                                 f"(phase {f.phase.name}); put it on the front door's chain")
+        self.filters = own
+        self.chain = Chain([*base, *own])
 
     def targets(self, requested: str) -> list[dict[str, str]]:
         """The chain for a requested name; a target's ``*`` takes what the public ``*`` matched."""
         if "*" not in self.name:
-            return self.chain
+            return self.target_chain
         prefix, _, suffix = self.name.partition("*")
         matched = requested[len(prefix) : len(requested) - len(suffix)]
-        return [{"provider": t["provider"], "model": t["model"].replace("*", matched)} for t in self.chain]
+        return [{"provider": t["provider"], "model": t["model"].replace("*", matched)} for t in self.target_chain]
 
 
 class ModelTable:
@@ -153,31 +181,36 @@ class ProviderRuntime:
 
 
 class AIFrontDoor:
-    def __init__(self, config: dict[str, Any], resources: Resources) -> None:
+    def __init__(self, config: dict[str, Any], resources: Resources, env: BuildEnv) -> None:
         self.models = ModelTable(config["models"])
         self.providers = {
             p["name"]: ProviderRuntime(p, resources.pools, resources.health) for p in config["providers"]
         }
-        self.auth = Authenticator(config)
+        authenticator = env.authenticator
+        base: list[Filter] = [Observe(), Auth(env=env, anonymous=True), Decode()]
         spec = config["prompts"]
-        self.prompts = Prompts(spec) if spec["templates"] or spec["decorators"] else None
-        rules = config["guard"]["rules"]
-        self.guard = Guard(config["guard"]) if rules or config["guard"]["moderation"] else None
-        self.guard_prompts = any("prompt" in r["apply_to"] for r in rules)
-        self.guard_answers = any("response" in r["apply_to"] for r in rules)
-        self.cache_spec = config["cache"]
-        self.cache_store, self.cache_index = (
-            resources.cache_for(self.cache_spec, config["redis"]) if self.cache_spec else (None, None)
-        )
-        self.limiter = (
-            Limiter(config["limits"], store=resources.limit_store, redis=resources.redis_link, stats=resources.limit_stats)
-            if config["limits"]
-            else None
-        )
+        if spec["templates"] or spec["decorators"]:
+            base.append(PromptsFilter(Prompts(spec)))
+        base.append(RouteModel(self.models, authenticator))
+        guard = env.guard
+        if guard is not None:
+            rules = config["guard"]["rules"]
+            base.append(GuardFilter(guard, prompts=any("prompt" in r["apply_to"] for r in rules),
+                                    answers=any("response" in r["apply_to"] for r in rules)))
+        if config["cache"]:
+            store, index = resources.cache_for(config["cache"], config["redis"])
+            base.append(CacheFilter(config["cache"], store, index))
+        if env.limiter is not None:
+            base.append(RateLimit(limiter=env.limiter))
+        base.append(Usage())
+        self.chain = Chain(base)
+        for entry in (*self.models.exact.values(), *self.models.patterns):
+            entry.compile(base, env)
 
     def handles(self, path: bytes) -> bool:
         return path in PATHS
 
-    def start(self, conn, head) -> AIExchange:
-        op, dialect = PATHS[head.path]
-        return AIExchange(self, conn, head, op, dialect)
+    def start(self, s: Stream) -> ModelHandler:
+        op, dialect = PATHS[s.head.path]
+        s.op = op
+        return ModelHandler(self, s, op, dialect)

@@ -12,10 +12,33 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+from fastgw import fastjson
 
 MAX_KEPT_FOR_ESTIMATE = 4 * 1024 * 1024
 """Relayed stream bytes kept in case the provider never reports usage (then counted)."""
+
+
+_NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
+
+
+def may_report_usage(raw: bytes) -> bool:
+    """False only when ``raw`` provably carries no ``usage`` object, so the event needs no parse.
+
+    Every occurrence of the letters ``usage`` must sit in ``"usage": null`` (any whitespace),
+    as OpenAI writes in each chunk of an include_usage stream, and no ``\\u`` escape may
+    appear (a key could spell usage with one). Whatever else contains them is parsed.
+    """
+    found = raw.count(b"usage")
+    if not found:
+        return b"\\u" in raw
+    if b"\\u" in raw:
+        return True
+    if raw.count(b'"usage":null') == found:
+        return False
+    return len(_NULL_USAGE.findall(raw)) != found
 
 
 def wants_usage(request: dict[str, Any]) -> bool:
@@ -58,33 +81,36 @@ class UsageMeter:
 
     # -- streams relayed as they are --------------------------------------------------------
 
-    def relay(self, events) -> bytes:
-        """OpenAI-format events relayed raw: record the usage chunk, drop it unless wanted."""
-        out = []
-        for event in events:
+    def relay(self, events: list) -> None:
+        """OpenAI-format events relayed raw, edited in place: record the usage the provider
+        reports, and drop a usage-only chunk the client did not ask for."""
+        drop = -1
+        for index, event in enumerate(events):
             raw = event.raw
-            if b'"usage":{' in raw and not event.is_done:
+            if not event.is_done and may_report_usage(raw):
                 try:
-                    chunk = json.loads(event.data)
+                    chunk = fastjson.loads(event.data)
                 except ValueError:
                     chunk = None
                 if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
                     self.usage = chunk["usage"]
                     if _is_usage_chunk(chunk) and not self.client_wants:
-                        continue
+                        drop = index
             if self.kept_size < MAX_KEPT_FOR_ESTIMATE:
                 self.kept.append(raw)
                 self.kept_size += len(raw)
-            out.append(raw)
-        return b"".join(out)
+        if drop >= 0:
+            del events[drop]
 
-    def relay_native(self, events) -> bytes:
+    def relay_native(self, events: list) -> None:
         """Anthropic events relayed to an Anthropic client: usage from message_start/message_delta."""
         for event in events:
             if event.event in ("message_start", "message_delta"):
                 try:
-                    payload = json.loads(event.data)
+                    payload = fastjson.loads(event.data)
                 except ValueError:
+                    continue
+                if not isinstance(payload, dict):
                     continue
                 usage = (payload.get("message") or {}).get("usage") if event.event == "message_start" else payload.get("usage")
                 if isinstance(usage, dict):
@@ -95,7 +121,6 @@ class UsageMeter:
                         "completion_tokens": self.native_output,
                         "total_tokens": self.native_input + self.native_output,
                     }
-        return b"".join(event.raw for event in events)
 
     # -- streams converted chunk by chunk ---------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastgw import fastjson
 from fastgw.ai.providers.base import (
     Adapter,
     ProviderError,
@@ -24,7 +25,7 @@ JSON_CONTENT = (b"content-type", b"application/json")
 
 def encode_json(obj: Any) -> bytes:
     """Compact UTF-8 JSON: what every adapter sends upstream."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return fastjson.dumps(obj)
 
 
 def decode_object(raw: bytes | str, what: str) -> dict[str, Any]:
@@ -137,6 +138,13 @@ class OpenAIAdapter(Adapter):
             raise UnsupportedOperation(f"provider type {self.type!r} does not serve {op}")
         body = self.body(op, {**request, "model": model})
         return UpstreamCall(b"POST", self.path(op, model).encode(), self.headers(api_key), encode_json(body))
+
+    def build_raw(self, op: str, body: bytes, model: str, api_key: str | None) -> UpstreamCall | None:
+        """The call with the client's body bytes as they are (the caller checked they name
+        ``model``); None when this provider type rewrites bodies and needs the dict."""
+        if op not in self.ops or type(self).body is not OpenAIAdapter.body:
+            return None
+        return UpstreamCall(b"POST", self.path(op, model).encode(), self.headers(api_key), body)
 
     def path(self, op: str, model: str) -> str:
         return self.base_path + OP_PATHS[op]

@@ -1,0 +1,158 @@
+"""The response cache as a filter (engine: fastgw.cache): exact and semantic lookups before
+the limits (a hit costs no quota), answers stored after the client got them, streamed
+answers included (assembled into one ``chat.completion``).
+
+What is stored is what the client was given: a plain answer after every response filter
+(a masked answer is stored masked); a stream only when no filter changed it
+(``s.answer_changed``), since its events were collected before the others saw them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastgw import fastjson
+from fastgw.ai.usage import wants_usage
+from fastgw.cache.keys import cache_key, cache_mode, cacheable, scope_value, semantic_scope, storable
+from fastgw.cache.replay import assemble, replay_stream, served
+from fastgw.cache.store import CachedAnswer, CacheUnavailable
+from fastgw.filters.api import Filter, Phase, Status
+from fastgw.obs.metrics import GATEWAY
+from fastgw.server.stream import Stream
+
+_BACKGROUND: set = set()  # cache writes in flight (the loop keeps only weak references to tasks)
+
+
+class CacheState:
+    """What a request knows about the response cache: its keys, and what its stream said."""
+
+    __slots__ = ("key", "question", "semantic_scope", "write", "vector", "chunks")
+
+    def __init__(self, key: str, question: str, semantic_scope: str, write: bool) -> None:
+        self.key = key
+        self.question = question
+        self.semantic_scope = semantic_scope
+        self.write = write
+        self.vector = None  # the question's embedding, once computed
+        self.chunks: list[dict] | None = None  # a streamed answer's chunks, to store it
+
+
+class CacheFilter(Filter):
+    name = "cache"
+    phase = Phase.CACHE
+
+    def __init__(self, spec: dict[str, Any], store: Any, index: Any) -> None:
+        super().__init__()
+        self.spec = spec
+        self.store = store
+        self.index = index
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def on_request(self, s: Stream, request: dict[str, Any]) -> Status:
+        if s.op != "chat" or not cacheable(request):
+            return Status.CONTINUE
+        read, write = cache_mode(s.head.get)
+        if not (read or write):
+            return Status.CONTINUE
+        consumer = s.consumer.name if s.consumer is not None else None
+        scope = scope_value(self.spec, consumer, s.model)  # AI "routes" are the public models
+        key, question = cache_key(request, s.model, scope, self.spec)
+        state = s.vars[self.slot] = CacheState(key, question, semantic_scope(request, s.model, scope, self.spec), write)
+        s.cache_status = "miss"
+        if not read:
+            return Status.CONTINUE
+        return s.spawn(self._lookup(state), lambda found: self._looked_up(s, found))
+
+    async def _lookup(self, state: CacheState) -> tuple[CachedAnswer | None, str]:
+        try:
+            answer = await self.store.get(state.key)
+            if answer is not None:
+                return answer, "hit"
+            index = self.index
+            if index is not None and state.question:
+                state.vector = await index.embed(state.question)
+                near = await index.nearest(state.semantic_scope, state.vector)
+                if near is not None:
+                    answer = await self.store.get(near)
+                    if answer is not None:
+                        return answer, "semantic-hit"
+        except CacheUnavailable:
+            return None, "unavailable"
+        return None, "miss"
+
+    def _looked_up(self, s: Stream, found: Any) -> Status:
+        answer, result = (None, "unavailable") if isinstance(found, BaseException) else found
+        GATEWAY.cache_requests.inc((s.model, result.replace("-", "_")))
+        if s.finished or answer is None:
+            return Status.CONTINUE  # a miss (or an unavailable cache) goes to the provider
+        s.cache_status = result
+        GATEWAY.cache_saved_tokens.inc((s.model,), int(answer.usage.get("total_tokens") or 0))
+        header = b"x-fastgw-cache: %b\r\n" % result.encode()
+        writer = s.conn.writer
+        s.status = 200
+        if s.is_stream:
+            events = b"".join(replay_stream(answer, s.model, include_usage=wants_usage(s.request)))
+            writer.stream_whole(events, extra=header)
+        else:
+            writer.complete(200, fastjson.dumps(served(answer, s.model)), extra=header)
+        s.handler.finish()
+        return Status.REPLY
+
+    # -- storing ------------------------------------------------------------------------------
+
+    def on_sse_events(self, s: Stream, events: list) -> Status:
+        state = s.vars[self.slot]
+        if state is None or not state.write:
+            return Status.CONTINUE
+        chunks = state.chunks
+        if chunks is None:
+            chunks = state.chunks = []
+        for item in events:
+            if type(item) is dict:
+                chunks.append(item)
+            elif type(item) is not bytes and not item.is_done:
+                try:
+                    chunk = fastjson.loads(item.data)
+                except ValueError:
+                    state.write = False
+                    continue
+                if isinstance(chunk, dict):
+                    chunks.append(chunk)
+        return Status.CONTINUE
+
+    def on_done(self, s: Stream) -> None:
+        state = s.vars[self.slot]
+        if state is None or not state.write or s.status != 200 or s.cache_status not in ("miss", None):
+            return
+        if s.is_stream:
+            if s.answer_changed or s.error or not state.chunks:
+                return
+            response = assemble(state.chunks)
+        else:
+            response = s.response
+        if response is None or not storable(s.request, response):
+            return
+        if not response.get("usage") and s.usage:
+            response = {**response, "usage": {k: s.usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
+        self._store(s.model, state, CachedAnswer(response, time.time(), state.question, response.get("usage") or {}))
+
+    def _store(self, model: str, state: CacheState, answer: CachedAnswer) -> None:
+        """Keep a successful answer (and its question's vector) for the next asker, off the request path."""
+        store, index = self.store, self.index
+
+        async def put() -> None:
+            try:
+                await store.put(state.key, answer)
+                if index is not None and state.question:
+                    vector = state.vector if state.vector is not None else await index.embed(state.question)
+                    await index.add(state.semantic_scope, vector, state.key)
+            except CacheUnavailable:
+                GATEWAY.cache_requests.inc((model, "unavailable"))
+
+        import asyncio
+
+        task = asyncio.ensure_future(put())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)

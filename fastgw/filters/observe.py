@@ -1,0 +1,67 @@
+"""Metrics, the access log and usage records: one line and one sample per request.
+
+Outermost in every chain (phase OBSERVE), so its ``on_done`` runs after every other
+filter's: usage and cost are known by then.
+"""
+
+from __future__ import annotations
+
+from fastgw.filters.api import Filter, Phase
+from fastgw.obs.metrics import GATEWAY
+from fastgw.server.stream import Stream
+
+
+class Observe(Filter):
+    name = "observe"
+    phase = Phase.OBSERVE
+
+    def on_done(self, s: Stream) -> None:
+        conn = s.conn
+        duration = conn.loop.time() - s.started
+        services = conn.services
+        if s.op is None:
+            self._plain(s, duration, services.access_log)
+            return
+        usage = s.usage
+        ttft = s.first_byte_at - s.started if s.first_byte_at is not None else None
+        cost = s.cost
+        consumer = s.consumer.name if s.consumer is not None else None
+        GATEWAY.ai_done(
+            consumer=consumer or "", model=s.model, provider=s.provider, status=s.status,
+            seconds=duration, ttft=ttft,
+            prompt_tokens=usage["prompt_tokens"] if usage else 0,
+            completion_tokens=usage["completion_tokens"] if usage else 0,
+            estimated=bool(usage and usage["estimated"]),
+            cost=cost or 0.0,
+        )
+        sink = services.usage_sink
+        if sink is not None and usage is not None:
+            sink.record(
+                consumer=consumer or "", model=s.model, provider=s.provider,
+                prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
+                estimated=usage["estimated"], cost=cost or 0.0, served_model=s.served_model,
+            )
+        log = services.access_log
+        if log.enabled:
+            head = s.head
+            log.write(
+                client_ip=s.peer.decode(), method=head.method, target=head.target,
+                status=s.status, duration=duration, bytes_out=conn.bytes_out,
+                consumer=consumer, model=s.model or None, served_model=s.served_model or None,
+                provider=s.provider or None, attempts=s.attempts or None, stream=s.is_stream,
+                prompt_tokens=usage["prompt_tokens"] if usage else None,
+                completion_tokens=usage["completion_tokens"] if usage else None,
+                total_tokens=usage["total_tokens"] if usage else None,
+                tokens_estimated=usage["estimated"] if usage else None,
+                cost=cost, ttft=ttft, error=s.error,
+            )
+
+    @staticmethod
+    def _plain(s: Stream, duration: float, log) -> None:
+        route = s.route_name or ""
+        GATEWAY.request_done(route, s.status, duration)
+        if log.enabled:
+            head = s.head
+            consumer = s.consumer.name if s.consumer is not None else None
+            log.write(client_ip=s.peer.decode(), method=head.method, target=head.target, status=s.status,
+                      duration=duration, bytes_out=s.conn.bytes_out, route=route or None, consumer=consumer)

@@ -1,0 +1,83 @@
+"""Token and request limits and quotas as a filter (engine: fastgw.limits).
+
+Before the call: the prompt is counted (``count_chat``) and, with the answer's
+``max_tokens``, reserved against every matching rule — a decision without a round trip
+when the rules allow it (local mode, Redis down), else one pipelined Redis call through
+``spawn``. After the answer (``on_done``): the reservation is settled with the real usage
+(a failed call costs nothing) and the request's cost priced.
+
+On a plain route (``filters: [ratelimit]``) the request is checked from its head with
+no tokens: request limits and quotas of rules that match it by consumer, IP, header or
+query (its model is the empty name, so rules for every model ``*`` apply).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastgw.filters.api import Filter, Phase, Status
+from fastgw.limits.quotas import output_reservation
+from fastgw.limits.rules import RequestContext
+from fastgw.obs.metrics import GATEWAY
+from fastgw.server.stream import Stream
+from fastgw.tokens import count_chat, count_text
+
+
+class RateLimit(Filter):
+    name = "ratelimit"
+    phase = Phase.LIMIT
+
+    def __init__(self, options: dict[str, Any] | None = None, env: Any = None, *, limiter: Any = None) -> None:
+        super().__init__(options, env)
+        self.limiter = limiter if limiter is not None else env.limiter
+
+    def on_request_headers(self, s: Stream) -> Status:
+        if s.op is not None or self.limiter is None:
+            return Status.CONTINUE  # AI requests are reserved once decoded (on_request)
+        return self._reserve(s, "", 0, 0)
+
+    def on_request(self, s: Stream, request: dict[str, Any]) -> Status:
+        model = s.model
+        if "messages" in request:
+            prompt, _ = count_chat(model, request["messages"], request.get("tools"))
+        else:
+            prompt, _ = count_text(model, json.dumps(request.get("prompt", request.get("input", ""))))
+        completion = output_reservation(request) if s.op != "embeddings" else 0
+        return self._reserve(s, model, prompt, completion)
+
+    def _reserve(self, s: Stream, model: str, prompt: int, completion: int) -> Status:
+        limiter = self.limiter
+        head = s.head
+        consumer = s.consumer.name if s.consumer is not None else None
+        ctx = RequestContext(consumer, model, s.peer.decode(), head.get, head.query)
+        if not limiter.needs_check(ctx):
+            return Status.CONTINUE
+        # Reserve before the call, from estimates; on_done charges the real usage.
+        decision = limiter.reserve_nowait(ctx, prompt, completion)
+        if decision is None:  # a Redis round trip: continue when it answers
+            return s.spawn(limiter.reserve(ctx, prompt, completion), lambda result: self._decided(s, result))
+        return self._decided(s, decision)
+
+    def _decided(self, s: Stream, decision: Any) -> Status:
+        if isinstance(decision, BaseException):  # a limiter bug must not leave the client hanging
+            return s.reply(500, f"rate limiter failed: {decision!r}", "limiter_error")
+        s.response_headers += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in decision.headers)
+        if s.finished:  # the client left while Redis answered
+            self.limiter.settle(decision.reservation, 0, 0)
+            return Status.CONTINUE
+        if not decision.allowed:
+            GATEWAY.ratelimit_rejections.inc((decision.rule, decision.kind or decision.code))
+            s.retry_after = decision.retry_after
+            return s.reply(decision.status, decision.message, decision.code)
+        s.vars[self.slot] = decision.reservation
+        return Status.CONTINUE
+
+    def on_done(self, s: Stream) -> None:
+        usage = s.usage
+        reservation = s.vars[self.slot]
+        if reservation is not None:  # charge what was really used; a failed call costs nothing
+            self.limiter.settle(reservation, usage["prompt_tokens"] if usage else 0,
+                                usage["completion_tokens"] if usage else 0)
+        if usage is not None:
+            s.cost = self.limiter.cost(s.model, usage["prompt_tokens"], usage["completion_tokens"])

@@ -1,0 +1,80 @@
+"""The one response writer: every byte of HTTP/1.1 framing the gateway writes itself.
+
+Handlers and filters hand it whole answers or stream data; it chooses Content-Length,
+chunked (keep-alive HTTP/1.1) or close-delimited framing (the connection closes after
+the answer) and writes each call as one buffer. The plain proxy's relay re-chunks an
+upstream body of unknown length with :func:`chunk`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastgw.proxy import replies
+
+SSE_HEADERS = b"Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk(data: bytes | memoryview) -> bytes:
+    """One chunk of a chunked body (empty data would end the body: callers skip it)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class ResponseWriter:
+    """Writes the answer of the connection's current exchange (one writer per connection)."""
+
+    __slots__ = ("conn", "chunked", "started")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.chunked = False
+        self.started = False
+
+    def reset(self) -> None:
+        self.chunked = False
+        self.started = False
+
+    def complete(self, status: int, body: bytes, *, extra: bytes = b"",
+                 content_type: bytes = b"application/json") -> None:
+        """A whole answer with its Content-Length."""
+        conn = self.conn
+        self.started = True
+        conn.write(replies.simple_response(status, body, content_type=content_type, keep_alive=conn.keep_alive,
+                                           extra=extra, head_only=conn.head_only))
+
+    def start_stream(self, status: int = 200, *, extra: bytes = b"", sse: bool = True, data: bytes = b"") -> None:
+        """The head of a streamed answer, and its first data if any, in one write."""
+        conn = self.conn
+        self.started = True
+        self.chunked = conn.keep_alive
+        head = [replies.status_line(status), b"\r\n", replies.SERVER_HEADER, replies.DATE.header()]
+        if sse:
+            head.append(SSE_HEADERS)
+        head.append(extra)
+        head.append(b"Transfer-Encoding: chunked\r\n\r\n" if self.chunked else b"Connection: close\r\n\r\n")
+        if data:
+            head.append(chunk(data) if self.chunked else data)
+        conn.write(b"".join(head))
+
+    def data(self, data: bytes) -> None:
+        if data:
+            self.conn.write(chunk(data) if self.chunked else data)
+
+    def end(self, data: bytes = b"") -> None:
+        """The last data of a stream and the end of its body."""
+        if self.chunked:
+            self.conn.write(chunk(data) + LAST_CHUNK if data else LAST_CHUNK)
+        elif data:
+            self.conn.write(data)
+
+    def stream_whole(self, events: bytes, *, extra: bytes = b"") -> None:
+        """A stream known in full (a cached answer replayed): head, body and end at once."""
+        conn = self.conn
+        self.started = True
+        head = [replies.status_line(200), b"\r\n", replies.SERVER_HEADER, replies.DATE.header(), SSE_HEADERS, extra]
+        if conn.keep_alive:
+            head.append(b"Transfer-Encoding: chunked\r\n\r\n%b%b" % (chunk(events), LAST_CHUNK))
+        else:
+            head.append(b"Connection: close\r\n\r\n" + events)
+        conn.write(b"".join(head))

@@ -1,0 +1,486 @@
+"""The plain proxy: the terminal handler of plain HTTP routes.
+
+It picks an endpoint, sends the rewritten head and the body as they arrive (or, when a
+filter needs the body whole, once it is complete), relays the answer (re-chunked when it
+has no length), resends on a stale pooled connection or the next endpoint when nothing
+reached the client, and tunnels after ``101 Switching Protocols``.
+
+One handler per client connection, reused by each of its plain exchanges: it is also the
+owner of the upstream connection (no extra object per request). Everything produced while
+handling one upstream read is written with a single ``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from fastgw._speedups import serialize_head
+from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Route
+from fastgw.http.errors import END, ParseError
+from fastgw.http.response import LAST_CHUNK, chunk
+from fastgw.proxy import replies
+from fastgw.server.stream import STAGE_BODY, Stream
+
+if TYPE_CHECKING:
+    from fastgw.proxy.upstream import UpstreamConnection
+    from fastgw.server.connection import HttpConnection
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"via",
+    }
+)
+# For an Upgrade request the Upgrade and Connection headers must reach the upstream.
+HOP_BY_HOP_UPGRADE = HOP_BY_HOP - {b"upgrade", b"connection"}
+RESPONSE_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"via"}
+)
+RESPONSE_HOP_BY_HOP_UPGRADE = RESPONSE_HOP_BY_HOP - {b"upgrade", b"connection"}
+
+VIA = b"1.1 fastgw"
+REPLAY_LIMIT = 64 * 1024  # request bodies up to this size can be resent on a stale pooled connection
+BODY_HIGH_WATER = 256 * 1024  # pause the client while this much body waits for the upstream
+
+# connection timer kinds this handler arms (fastgw.server.connection)
+T_NONE, T_FIRST_BYTE, T_UPSTREAM_IDLE, T_CLIENT_STALL = 0, 4, 5, 6
+
+
+class ProxyHandler:
+    __slots__ = (
+        "conn",
+        "stream",
+        "route",
+        "endpoint",
+        "endpoint_index",
+        "upstream",
+        "tried",
+        "pending",
+        "pending_size",
+        "replay",
+        "resp_started",
+        "rechunk",
+        "resp_keep_alive",
+        "skip_interim",
+        "held_body",
+        "started",
+        "tunnel",
+    )
+
+    def __init__(self, conn: HttpConnection) -> None:
+        self.conn = conn
+        self.stream: Stream | None = None
+        self.route: Route | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.endpoint_index = -1
+
+    def begin(self, stream: Stream, route: Route) -> None:
+        """A new exchange on this connection."""
+        self.stream = stream
+        self.route = route
+        self.endpoint = None
+        self.endpoint_index = -1
+        self.upstream = None
+        self.tried: frozenset[int] = frozenset()
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.replay: list[bytes] | None = []
+        self.resp_started = False
+        self.rechunk = False
+        self.resp_keep_alive = True
+        self.skip_interim = False
+        self.held_body: list[bytes] | None = [] if stream.chain.needs_body else None
+        self.started = False
+        self.tunnel = False
+
+    # -- Handler --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.started = True
+        self._pick_endpoint()
+        if self.held_body is not None:
+            return  # sent whole once it has arrived (bounded by max_body_size)
+        self.pending.insert(0, self._upstream_head())
+        self._connect()
+
+    def on_body(self, data: Any) -> None:
+        if self.held_body is not None:
+            self.held_body.append(bytes(data))
+            return
+        data = data if isinstance(data, bytes) else bytes(data)
+        conn = self.conn
+        if conn.head.chunked:
+            data = chunk(data)
+        replay = self.replay
+        if replay is not None:
+            replay.append(data)
+            if conn.body_seen > REPLAY_LIMIT:
+                self.replay = None
+        if self.upstream is not None and not self.pending:
+            self.upstream.write(data)
+        else:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > BODY_HIGH_WATER:
+                conn.pause_reading()
+
+    def on_request_end(self) -> None:
+        if self.held_body is not None:
+            stream = self.stream
+            stream.body = b"".join(self.held_body)
+            self.held_body = None
+            stream.run(STAGE_BODY, self._send_whole_body)
+            return
+        if self.conn.head.chunked:
+            if self.replay is not None:
+                self.replay.append(LAST_CHUNK)
+            if self.upstream is not None and not self.pending:
+                self.upstream.write(LAST_CHUNK)
+            else:
+                self.pending.append(LAST_CHUNK)
+        if self.upstream is not None and not self.resp_started:
+            self.conn.set_timeout(T_FIRST_BYTE, self.route.first_byte_timeout)
+
+    def pause(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+            self.conn.set_timeout(T_CLIENT_STALL, self.route.idle_timeout)
+
+    def resume(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+            if self.resp_started and not self.tunnel:
+                self.conn.set_timeout(T_UPSTREAM_IDLE, self.route.idle_timeout)
+
+    def cancel(self) -> None:
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+        if self.endpoint_index >= 0:
+            self.route.balancer.release(self.endpoint_index)
+            self.endpoint_index = -1
+
+    def reply_error(self, status: int, message: str, code: str | None) -> None:
+        self._release()
+        self.conn.local_reply(status, message, code=code, extra=self.stream.response_headers)
+
+    def _release(self) -> None:
+        """A filter answered: the endpoint picked for this exchange is not used."""
+        if self.upstream is None and self.endpoint_index >= 0:
+            self.route.balancer.release(self.endpoint_index)
+            self.endpoint_index = -1
+
+    # -- the upstream request -----------------------------------------------------------------
+
+    def _send_whole_body(self) -> None:
+        """A route whose filters needed the whole body: send it with its (new) length."""
+        body = self.stream.body or b""
+        self.replay = [body]
+        self.pending = [self._upstream_head(body_length=len(body)), body]
+        self._connect()
+
+    def _upstream_head(self, body_length: int | None = None) -> bytes:
+        head = self.conn.head
+        route = self.route
+        stream = self.stream
+        target = stream.upstream_target if stream.upstream_target is not None else head.target
+        if route.strip_prefix and head.path.startswith(route.strip_prefix):
+            rest = target[len(route.strip_prefix) :]
+            target = rest if rest.startswith(b"/") else b"/" + rest
+        first = b"%b %b HTTP/1.1" % (head.method, target)
+        if route.host_mode == HOST_PRESERVE:
+            host = head.host or self.endpoint.host_header
+        elif route.host_mode == HOST_LITERAL:
+            host = route.literal_host
+        else:
+            host = self.endpoint.host_header
+        peer = self.conn.peer
+        forwarded = head.get(b"x-forwarded-for")
+        xff = forwarded + b", " + peer if forwarded else peer
+        via = head.get(b"via")
+        extra = b"Host: %b\r\nX-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\nVia: %b\r\n" % (
+            host,
+            xff,
+            via + b", " + VIA if via else VIA,
+        )
+        if body_length is not None:  # a rewritten body: its own length, no chunked framing
+            extra += b"Content-Length: %d\r\n" % body_length
+        elif head.chunked:
+            extra += b"Transfer-Encoding: chunked\r\n"
+        if head.upgrade:
+            drop = HOP_BY_HOP_UPGRADE
+        else:
+            drop = HOP_BY_HOP
+            if head.connection_tokens:
+                drop = drop | frozenset(head.connection_tokens)
+        if body_length is not None:
+            drop = drop | {b"content-length"}
+        headers = stream.upstream_headers if stream.upstream_headers is not None else head.headers
+        return serialize_head(first, headers, drop, extra)
+
+    # -- upstream selection and connection ---------------------------------------------
+
+    def _pick_endpoint(self) -> None:
+        route = self.route
+        index = route.balancer.pick(self.tried)
+        self.endpoint_index = index
+        self.endpoint = route.endpoints[index]
+
+    def _connect(self) -> None:
+        conn = self.endpoint.pool.take_idle()
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self.conn.loop.create_task(self._connect_new(self.endpoint, self.stream))
+
+    async def _connect_new(self, endpoint: Any, stream: Stream) -> None:
+        route = self.route
+        try:
+            conn = await endpoint.pool.connect(route.connect_timeout)
+        except asyncio.TimeoutError:
+            if self.stream is stream and self.endpoint is endpoint and not stream.finished:
+                self._upstream_failed(504, f"connecting to upstream {endpoint.url} timed out", retry=True)
+            return
+        except OSError as exc:
+            if self.stream is stream and self.endpoint is endpoint and not stream.finished:
+                self._upstream_failed(502, f"cannot connect to upstream {endpoint.url}: {exc.strerror or exc}", retry=True)
+            return
+        if self.stream is not stream or self.endpoint is not endpoint or stream.finished:
+            endpoint.pool.release(conn)  # the client went away meanwhile
+            return
+        self._attach(conn)
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.upstream = conn
+        conn.owner = self
+        client = self.conn
+        conn.parser.start(client.head.method)
+        pending = self.pending
+        if len(pending) == 1:
+            conn.write(pending[0])
+        else:
+            conn.write(b"".join(pending))
+        self.pending = []
+        self.pending_size = 0
+        client.resume_reading()
+        if client.req_done:
+            client.set_timeout(T_FIRST_BYTE, self.route.first_byte_timeout)
+
+    def _upstream_failed(self, status: int, message: str, *, retry: bool) -> None:
+        """The upstream could not be reached or failed before answering."""
+        route = self.route
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+        if route is None or self.stream is None or self.stream.finished:
+            return
+        route.balancer.release(self.endpoint_index)
+        self.conn.services.count_upstream_error()
+        tried = self.tried | {self.endpoint_index}
+        self.endpoint_index = -1
+        can_replay = self.replay is not None and (self.conn.req_done or not self.replay)
+        if retry and can_replay and len(tried) < len(route.endpoints) and not self.resp_started:
+            self.tried = tried
+            self._pick_endpoint()
+            self._resend()
+            return
+        self.conn.local_reply(status, message)
+
+    def _resend(self) -> None:
+        """Start the request again on a fresh connection (nothing reached the client)."""
+        rewritten = self.stream.chain.needs_body  # replay holds the whole (maybe rewritten) body
+        body_length = sum(map(len, self.replay or ())) if rewritten else None
+        self.pending = [self._upstream_head(body_length), *(self.replay or ())]
+        self.pending_size = sum(map(len, self.pending))
+        conn = self.endpoint.pool.take_idle()
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self.conn.loop.create_task(self._connect_new(self.endpoint, self.stream))
+
+    def timed_out(self, first_byte: bool) -> None:
+        if first_byte:
+            self._upstream_failed(504, "upstream did not answer in time", retry=False)
+        elif self.resp_started:
+            self.conn.abort_exchange()
+        else:
+            self._upstream_failed(504, "upstream stalled", retry=False)
+
+    # -- upstream events (UpstreamOwner) --------------------------------------------------
+
+    def on_upstream_data(self, conn: UpstreamConnection) -> None:
+        parser = conn.parser
+        out: list[bytes] = []
+        try:
+            while True:
+                event = parser.next_event()
+                if event is None:
+                    break
+                if event is END:
+                    if self.skip_interim:
+                        self.skip_interim = False
+                        continue
+                    if self.tunnel:
+                        self._start_tunnel(conn, out)
+                        return
+                    if self.rechunk:
+                        out.append(LAST_CHUNK)
+                    self._write(out)
+                    self._response_complete(conn)
+                    return
+                if self.resp_started:
+                    if self.rechunk:
+                        out.append(b"%x\r\n" % len(event))
+                        out.append(event)
+                        out.append(b"\r\n")
+                    else:
+                        out.append(event)
+                else:
+                    self._on_response_head(event, out)
+        except ParseError as exc:
+            self._write(out)
+            if self.resp_started:
+                self.conn.abort_exchange()
+            else:
+                self._upstream_failed(502, f"upstream sent an invalid response: {exc.reason}", retry=False)
+            return
+        self._write(out)
+        if self.resp_started and self.conn.timeout_kind != T_CLIENT_STALL:
+            self.conn.extend_timeout(self.route.idle_timeout)
+
+    def _on_response_head(self, rhead: Any, out: list[bytes]) -> None:
+        status = rhead.status
+        client = self.conn
+        client.resp_status = status
+        if status < 200 and status != 101:
+            self.skip_interim = True  # we answered Expect: 100-continue ourselves
+            return
+        self.resp_started = True
+        head = client.head
+        if status == 101:
+            if not head.upgrade:
+                raise ParseError(502, "upstream switched protocols without an Upgrade request")
+            self.tunnel = True
+            client.start_tunnel()
+            out.append(self._response_head(rhead, RESPONSE_HOP_BY_HOP_UPGRADE, b""))
+            return
+        no_body = client.head_only or status in (204, 304)
+        extra = b""
+        if not no_body and rhead.content_length < 0:
+            if head.version == 11:
+                self.rechunk = True
+                extra = b"Transfer-Encoding: chunked\r\n"
+            else:
+                client.keep_alive = False  # HTTP/1.0: the body ends when we close
+        if not client.keep_alive:
+            extra += b"Connection: close\r\n"
+        self.resp_keep_alive = rhead.keep_alive
+        drop = RESPONSE_HOP_BY_HOP
+        if rhead.connection_tokens:
+            drop = drop | frozenset(rhead.connection_tokens)
+        out.append(self._response_head(rhead, drop, extra))
+        client.set_timeout(T_UPSTREAM_IDLE, self.route.idle_timeout)
+
+    def _response_head(self, rhead: Any, drop: frozenset, extra: bytes) -> bytes:
+        headers = rhead.headers
+        stream = self.stream
+        hooks = stream.chain.on_response_headers
+        if hooks:
+            headers = list(headers)
+            for hook in hooks:
+                hook(stream, rhead.status, headers)
+        if stream.response_headers:
+            extra += stream.response_headers
+        via = rhead.get(b"via")
+        extra += b"Via: %b\r\n" % (via + b", " + VIA if via else VIA)
+        first = replies.STATUS_LINES.get(rhead.status)
+        if first is None or rhead.reason:
+            first = b"HTTP/1.1 %d %b" % (rhead.status, rhead.reason)
+        return serialize_head(first, headers, drop, extra)
+
+    def on_upstream_eof(self, conn: UpstreamConnection) -> None:
+        try:
+            conn.parser.feed_eof()
+        except ParseError as exc:
+            if self.resp_started:
+                self.conn.abort_exchange()
+            else:
+                self._upstream_failed(
+                    502, f"upstream closed the connection early: {exc.reason}", retry=conn.reused and not self.resp_started
+                )
+            return
+        self.on_upstream_data(conn)
+
+    def on_upstream_lost(self, conn: UpstreamConnection, exc: BaseException | None) -> None:
+        if conn is not self.upstream:
+            return
+        self.upstream = None
+        if self.tunnel:
+            self.conn.abort_exchange()
+            return
+        if self.resp_started:
+            self.conn.abort_exchange()
+        else:
+            # A pooled connection the upstream had closed: safe to resend if we still hold the body.
+            self._upstream_failed(502, "upstream closed the connection before answering", retry=conn.reused)
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        if self.tunnel:
+            self.conn.write(data)
+
+    def on_upstream_pause(self) -> None:
+        self.conn.pause_reading()
+
+    def on_upstream_resume(self) -> None:
+        self.conn.resume_reading()
+
+    # -- the tunnel (after 101) ---------------------------------------------------------------
+
+    def _start_tunnel(self, conn: UpstreamConnection, out: list[bytes]) -> None:
+        """After 101: whatever either side sends goes to the other, unparsed."""
+        conn.tunnel = True
+        rest = conn.parser.take_rest()
+        if rest:
+            out.append(rest)
+        self._write(out)
+        early = self.conn.parser.take_rest()
+        if early:
+            conn.write(early)
+        self.conn.set_timeout(T_NONE, 0.0)
+
+    def tunnel_data(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.write(data)
+
+    def tunnel_eof(self) -> bool:
+        if self.upstream is not None:
+            self.upstream.transport.write_eof()  # type: ignore[union-attr]
+            return True
+        return False
+
+    # -- finishing -------------------------------------------------------------------------
+
+    def _write(self, out: list[bytes]) -> None:
+        if out:
+            self.conn.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _response_complete(self, conn: UpstreamConnection) -> None:
+        self.route.balancer.release(self.endpoint_index)
+        self.endpoint_index = -1
+        self.upstream = None
+        if self.conn.req_done and self.resp_keep_alive:
+            conn.pool.release(conn)
+        else:
+            conn.close()
+        self.conn.finish_exchange()

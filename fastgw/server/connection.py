@@ -1,0 +1,445 @@
+"""The client side: one ``asyncio.Protocol`` per client connection.
+
+A connection runs one exchange at a time. Pipelined requests stay unparsed in the
+parser's buffer until the current response is complete, so answers go out in order;
+reading pauses if a client piles up more than ``max_pipelined`` requests' worth of bytes.
+
+Per request it routes the head, creates a :class:`~fastgw.server.stream.Stream` with the
+chain of the route (or AI model), runs the chain's ``on_request_headers`` (so a 401 goes
+out before any body is read) and hands the exchange to a terminal handler: the plain
+proxy (one per connection, reused) or the AI model handler. It owns parsing, keep-alive,
+pipelining, timeouts, back-pressure and drain; policy lives in filters and handlers.
+
+Timeouts use one lazily re-armed timer per connection: moving a deadline later costs a
+float store (see fastgw.proxy.deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastgw._speedups import RequestParser
+from fastgw.generation import Generation
+from fastgw.http.errors import END, ParseError
+from fastgw.http.response import ResponseWriter
+from fastgw.proxy import replies
+from fastgw.proxy.deadline import Deadline
+from fastgw.proxy.handler import ProxyHandler
+from fastgw.server.stream import STAGE_HEADERS, Handler, Stream, WorkerServices
+
+# Connection states.
+S_IDLE = 0  # waiting for a request head
+S_BODY = 1  # reading the request body
+S_WAIT = 2  # request read; the response is being produced
+S_TUNNEL = 3  # after 101 Switching Protocols: raw bytes both ways
+S_CLOSED = 4
+
+# What the connection timer guards.
+T_NONE = 0
+T_KEEPALIVE = 1  # idle between requests: close quietly
+T_HEADER = 2  # a head is arriving too slowly: 408
+T_BODY = 3  # the request body stalls: 408
+T_FIRST_BYTE = 4  # upstream has not answered: 504
+T_UPSTREAM_IDLE = 5  # upstream stalls mid-response
+T_CLIENT_STALL = 6  # the client stopped reading our response
+T_LINGER = 7  # closing: drain what the client still sends, then close
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+LINGER_SECONDS = 2.0
+
+
+class HttpConnection(asyncio.Protocol):
+    __slots__ = (
+        "services",
+        "loop",
+        "transport",
+        "parser",
+        "peer",
+        "state",
+        "keep_alive",
+        "draining",
+        "reading_paused",
+        "writing_paused",
+        "_pumping",
+        "_timer",
+        "timeout_kind",
+        "writer",
+        "proxy",
+        # per exchange
+        "gen",
+        "head",
+        "stream",
+        "handler",
+        "req_done",
+        "head_only",
+        "body_seen",
+        "resp_status",
+        "bytes_out",
+    )
+
+    def __init__(self, services: WorkerServices) -> None:
+        self.services = services
+        self.loop = services.loop
+        self.transport: asyncio.Transport | None = None
+        gen = services.current_generation()
+        self.parser = RequestParser(gen.max_header_size, gen.max_headers)
+        self.peer = b""
+        self.state = S_IDLE
+        self.keep_alive = True
+        self.draining = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self._pumping = False
+        self._timer = Deadline(self.loop, self._on_timeout)
+        self.timeout_kind = T_NONE
+        self.writer = ResponseWriter(self)
+        self.proxy = ProxyHandler(self)
+        self._reset_exchange()
+
+    def _reset_exchange(self) -> None:
+        self.gen: Generation | None = None
+        self.head = None
+        self.stream: Stream | None = None
+        self.handler: Handler | None = None
+        self.req_done = False
+        self.head_only = False
+        self.body_seen = 0
+        self.resp_status = 0
+        self.bytes_out = 0
+
+    # -- asyncio callbacks --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0].encode() if peer else b""
+        self.services.connection_opened(self)
+        self._set_timeout(T_HEADER, self.services.current_generation().header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == S_TUNNEL:
+            self.proxy.tunnel_data(data)
+            return
+        if state == S_CLOSED:
+            return  # lingering close: discard
+        self.parser.feed(data)
+        self._pump()
+
+    def eof_received(self) -> bool:
+        if self.state == S_TUNNEL:
+            return self.proxy.tunnel_eof()
+        if self.state == S_WAIT:
+            self.keep_alive = False  # a client that half-closed after its request still gets the answer
+            return True
+        if self.state == S_BODY:
+            self._request_broken(400, "the client closed the connection inside the request body")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = S_CLOSED
+        self._cancel_timer()
+        if self.handler is not None:
+            self.abort_exchange()
+        self.services.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.handler is not None:
+            self.handler.pause()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.handler is not None:
+            self.handler.resume()
+
+    # -- request side -------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Pull parser events while the connection can act on them."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            parser = self.parser
+            while True:
+                state = self.state
+                if state == S_IDLE:
+                    try:
+                        event = parser.next_event()
+                    except ParseError as exc:
+                        self._reject(exc.status, exc.reason)
+                        return
+                    if event is None:
+                        if parser.buffered and self.timeout_kind == T_KEEPALIVE:
+                            self._set_timeout(T_HEADER, self.services.current_generation().header_timeout)
+                        return
+                    self._on_head(event)
+                elif state == S_BODY:
+                    try:
+                        event = parser.next_event()
+                    except ParseError as exc:
+                        self._request_broken(exc.status, exc.reason)
+                        return
+                    if event is None:
+                        return
+                    if event is END:
+                        self._on_request_end()
+                    else:
+                        self._on_request_body(event)
+                else:
+                    if state == S_WAIT and parser.buffered > self._pipeline_limit() and not self.reading_paused:
+                        self.reading_paused = True
+                        self.transport.pause_reading()
+                    return
+        finally:
+            self._pumping = False
+
+    def _pipeline_limit(self) -> int:
+        gen = self.gen or self.services.current_generation()
+        return gen.max_pipelined * gen.max_header_size
+
+    def _on_head(self, head: Any) -> None:
+        services = self.services
+        gen = services.current_generation()
+        self.gen = gen
+        self.head = head
+        started = self.loop.time()
+        services.request_started()
+        self.keep_alive = head.keep_alive and not self.draining
+        self.head_only = head.method == b"HEAD"
+        self.writer.reset()
+        has_body = head.chunked or head.content_length > 0
+        if has_body:
+            self.state = S_BODY
+        else:
+            self.parser.next_event()  # the END that follows a bodyless head at once
+            self.state = S_WAIT
+            self.req_done = True
+
+        ai = gen.ai
+        if ai is not None and ai.handles(head.path):
+            stream = Stream(self, gen, head, ai.chain, started)
+            handler = ai.start(stream)
+        else:
+            route = gen.router.match(head.method, head.host, head.path, head.get)
+            if route is None:
+                self.stream = Stream(self, gen, head, gen.unrouted_chain, started)
+                self.local_reply(404, f"no route for {head.method.decode()} {head.path.decode('latin-1')}")
+                return
+            stream = Stream(self, gen, head, route.chain, started)
+            stream.route_name = route.name
+            handler = self.proxy
+            handler.begin(stream, route)
+        stream.handler = handler
+        self.stream = stream
+        self.handler = handler
+        if head.content_length > gen.max_body_size:
+            self.local_reply(413, f"request body of {head.content_length} bytes exceeds the limit of {gen.max_body_size}")
+            return
+        if has_body:
+            self._set_timeout(T_BODY, gen.header_timeout)
+        else:
+            self._set_timeout(T_NONE, 0.0)
+        if stream.chain.on_request_headers:
+            stream.run(STAGE_HEADERS, self._start_handler)
+        else:
+            self._start_handler()
+
+    def _start_handler(self) -> None:
+        """The head passed the chain: only now may the client send its body (100-continue)."""
+        if self.state == S_BODY and self.head.expect_continue:
+            self.transport.write(CONTINUE_100)
+        self.handler.start()
+        if self.req_done and self.handler is not None:
+            self.handler.on_request_end()
+
+    def _on_request_body(self, chunk: Any) -> None:
+        if self.timeout_kind == T_BODY:
+            self._timer.extend(self.gen.header_timeout)  # progress: a later deadline
+        self.body_seen += len(chunk)
+        if self.body_seen > self.gen.max_body_size:  # chunked bodies announce no length
+            self._request_broken(413, f"request body exceeds the limit of {self.gen.max_body_size} bytes")
+            return
+        self.handler.on_body(chunk)
+
+    def _on_request_end(self) -> None:
+        self.state = S_WAIT
+        self.req_done = True
+        if self.timeout_kind == T_BODY:
+            self._set_timeout(T_NONE, 0.0)
+        if self.stream._then is None:  # the chain let the head through: the handler is running
+            self.handler.on_request_end()
+
+    # -- for handlers -------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and self.state != S_CLOSED:
+            self.bytes_out += len(data)
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Resume a client paused for request-body back-pressure."""
+        if self.reading_paused and self.transport is not None and self.state in (S_BODY, S_TUNNEL):
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def start_tunnel(self) -> None:
+        self.state = S_TUNNEL
+        self.keep_alive = False
+
+    # -- finishing -------------------------------------------------------------------------
+
+    def _stream_done(self, status: int) -> None:
+        stream = self.stream
+        if stream is not None:
+            if not stream.status:
+                stream.status = status
+            stream.done()
+
+    def finish_exchange(self) -> None:
+        """The response is fully written: next request, or close."""
+        self._stream_done(self.resp_status)
+        self.services.request_finished()
+        self._reset_exchange()
+        if self.state == S_BODY:
+            # Answered before the body was read (e.g. 401, or 404 on a POST): the rest of the
+            # body can't be skipped safely, so close, lingering so the client reads our answer.
+            self._linger_close()
+            return
+        if not self.keep_alive or self.state == S_CLOSED:
+            self._close()
+            return
+        self.state = S_IDLE
+        if self.draining:
+            self._close()
+            return
+        self._set_timeout(T_KEEPALIVE, self.services.current_generation().keepalive_timeout)
+        if self.reading_paused and not self.writing_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if self.parser.buffered:
+            self._pump()
+
+    def abort_exchange(self, *, flush: bool = True) -> None:
+        """Tear down a half-done exchange: the client can't get a well-formed answer.
+
+        With ``flush`` the client still receives what was relayed before the connection
+        closes (a truncated body is visible as such); without it (a client that stopped
+        reading) the connection is reset.
+        """
+        handler = self.handler
+        if handler is not None:
+            self.handler = None
+            handler.cancel()
+        if self.gen is not None:
+            self._stream_done(self.resp_status or 502)
+            self.services.request_finished()
+            self.gen = None
+        if self.transport is not None and self.state != S_CLOSED:
+            self.state = S_CLOSED
+            self._cancel_timer()
+            if flush:
+                self.transport.close()
+            else:
+                self.transport.abort()
+
+    # -- local replies ------------------------------------------------------------------------
+
+    def local_reply(self, status: int, message: str, *, code: str | None = None, extra: bytes = b"") -> None:
+        """Answer from the gateway itself (404, 502, 504...) and keep the connection if we can."""
+        if self.state == S_BODY:
+            self.keep_alive = False  # the unread body would be taken for the next request
+        self.resp_status = status
+        self.write(replies.error_response(status, message, code=code, keep_alive=self.keep_alive,
+                                          head_only=self.head_only, extra=extra))
+        self.finish_exchange()
+
+    def _reject(self, status: int, message: str) -> None:
+        """A request we refuse to parse further: answer, then close with a linger."""
+        if self.gen is not None:
+            self._stream_done(status)
+            self.services.request_finished()
+        self.keep_alive = False
+        self.services.count_rejected()
+        self._reset_exchange()
+        self.transport.write(replies.error_response(status, message, keep_alive=False))
+        self._linger_close()
+
+    def _request_broken(self, status: int, message: str) -> None:
+        """The request body turned out malformed or too large mid-stream."""
+        if self.bytes_out:
+            self.abort_exchange()
+            return
+        handler = self.handler
+        if handler is not None:
+            self.handler = None
+            handler.cancel()
+        self._reject(status, message)
+
+    def _close(self) -> None:
+        if self.state != S_CLOSED:
+            self.state = S_CLOSED
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _linger_close(self) -> None:
+        """Close after our answer, discarding input for a moment so the client reads it (no RST)."""
+        self.state = S_CLOSED
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._set_timeout(T_LINGER, LINGER_SECONDS)
+        else:
+            transport.close()
+
+    def start_drain(self) -> None:
+        """Worker shutdown: close when idle, else after the current exchange."""
+        self.draining = True
+        self.keep_alive = False
+        if self.state == S_IDLE and not self.parser.buffered:
+            self._close()
+
+    # -- timers --------------------------------------------------------------------------
+
+    def set_timeout(self, kind: int, seconds: float) -> None:
+        self.timeout_kind = kind
+        if kind == T_NONE:
+            self._timer.stop()
+        else:
+            self._timer.set(seconds)
+
+    _set_timeout = set_timeout
+
+    def extend_timeout(self, seconds: float) -> None:
+        self._timer.extend(seconds)
+
+    def _cancel_timer(self) -> None:
+        self.timeout_kind = T_NONE
+        self._timer.cancel()
+
+    def _on_timeout(self) -> None:
+        kind = self.timeout_kind
+        self.timeout_kind = T_NONE
+        if kind == T_KEEPALIVE:
+            self._close()
+        elif kind == T_BODY and self.reading_paused:
+            self._set_timeout(T_BODY, self.gen.header_timeout)  # we paused the client: not its fault
+        elif kind in (T_HEADER, T_BODY):
+            if self.bytes_out:
+                self.abort_exchange()
+            else:
+                self._request_broken(408, "timed out waiting for the request")
+        elif kind == T_CLIENT_STALL:
+            self.abort_exchange(flush=False)
+        elif kind in (T_FIRST_BYTE, T_UPSTREAM_IDLE):
+            self.proxy.timed_out(kind == T_FIRST_BYTE)
+        elif kind == T_LINGER:
+            self.transport.close()
