@@ -37,10 +37,11 @@ from fastgw.config.fields import (
     text,
     unique_names,
 )
+from fastgw.config.filters import filters
 from fastgw.config.net import endpoint, valid_host
 from fastgw.config.prompts import transform
 
-_ROUTE_KEYS = ("name", "match", "upstream", "transform")
+_ROUTE_KEYS = ("name", "match", "upstream", "transform", "filters")
 _MATCH_KEYS = ("host", "path", "methods", "headers")
 _PATH_TYPES = ("exact", "prefix", "regex")
 _UPSTREAM_KEYS = ("endpoints", "balance", "host_header", "strip_prefix", "timeouts", "pool")
@@ -71,7 +72,8 @@ def routes(value: Any, issues: Issues) -> list[dict]:
             issues.add(f"{path}.upstream", "required")
             upstream = None
         out.append({"name": name, "match": match, "upstream": upstream,
-                    "transform": transform(given["transform"], f"{path}.transform", issues) if "transform" in given else None})
+                    "transform": transform(given["transform"], f"{path}.transform", issues) if "transform" in given else None,
+                    "filters": filters(given.get("filters", []), f"{path}.filters", issues)})
         names.append((i, name))
     unique_names("routes", names, issues)
     return out

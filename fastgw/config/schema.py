@@ -80,6 +80,7 @@ from fastgw.config.fields import (
 )
 from fastgw.config.fields import required as _required
 from fastgw.config.fields import unknown_name as _unknown_name
+from fastgw.config.filters import filters
 from fastgw.config.guard import guard
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
@@ -262,7 +263,7 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
-        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform"))
+        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "filters"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -281,7 +282,8 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
         if rules is not None and (rules["request"]["headers"] != _NO_RULES or rules["request"]["query"] != _NO_RULES):
             # Provider calls are built by adapters: only body rules (and response headers) apply to models.
             issues.add(f"{path}.transform.request", "only body rules apply to models (providers' headers come from their adapters)")
-        out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules})
+        out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules,
+                    "filters": filters(given.get("filters", []), f"{path}.filters", issues)})
     unique_names("models", names, issues)
     return out
 
