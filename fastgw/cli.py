@@ -48,7 +48,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_mock_llm(args: argparse.Namespace) -> int:
-    from fastgw.mock_llm import main_from_args
+    from fastgw.mock.cli import main_from_args
 
     return main_from_args(args)
 
@@ -71,10 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_arguments(push_parser)
     push_parser.set_defaults(func=_cmd_push)
 
-    from fastgw import mock_llm
+    from fastgw.mock import cli as mock_cli
 
     mock = sub.add_parser("mock-llm", help="run the built-in mock LLM server")
-    mock_llm.add_arguments(mock)
+    mock_cli.add_arguments(mock)
     mock.set_defaults(func=_cmd_mock_llm)
     return parser
 

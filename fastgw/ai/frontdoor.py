@@ -20,7 +20,7 @@ from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
 from fastgw.guard import Guard
 from fastgw.limits import Limiter
-from fastgw.mock_llm import MockLLM
+from fastgw.mock.core import MockLLM
 from fastgw.proxy.upstream import PoolSet
 from fastgw.transform import Transform
 
