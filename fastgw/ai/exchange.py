@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from fastgw._speedups import SSEParser
 from fastgw.ai.anthropic_front import FrontDoorError, messages_to_openai
 from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
-from fastgw.ai.auth import AuthFailure
 from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.prompts import PromptError, Prompts
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
 from fastgw.ai.usage import UsageMeter, wants_usage, with_usage_requested
+from fastgw.auth import AuthFailure
 from fastgw.cache.keys import cache_key, cache_mode, cacheable, scope_value, semantic_scope, storable
 from fastgw.cache.replay import replay_stream, served
 from fastgw.cache.store import CachedAnswer, CacheUnavailable

@@ -11,13 +11,13 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING, Any
 
-from fastgw.ai.auth import Authenticator
 from fastgw.ai.dialects import ANTHROPIC, OPENAI
 from fastgw.ai.exchange import AIExchange
 from fastgw.ai.health import Breaker, KeyPool, ProviderHealth
 from fastgw.ai.prompts import Prompts
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
+from fastgw.auth import Authenticator
 from fastgw.guard import Guard
 from fastgw.limits import Limiter
 from fastgw.mock.core import MockLLM
