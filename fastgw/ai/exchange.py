@@ -39,7 +39,7 @@ from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
 from fastgw.proxy.deadline import Deadline
 from fastgw.sse import SSEError
-from fastgw.tokens import count_chat, count_text
+from fastgw.tokencount import count_chat, count_text
 from fastgw.transform import TransformError
 
 if TYPE_CHECKING:
