@@ -1,7 +1,9 @@
 """``fastgw``: the one command-line entry point (run, check, push, mock-llm).
 
-Sub-command modules are imported only when chosen, so ``fastgw check`` never loads the
-event loop and the supervisor stays free of worker code.
+A sub-command's code is imported only when it is chosen. Building the parser imports just the
+option definitions of ``push`` and ``mock-llm`` (``fastgw.push`` and ``fastgw.mock.cli``: the
+stdlib and the pure ``fastgw.mock.core``), so ``fastgw check`` never loads the event loop and
+the supervisor stays free of worker code.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fastgw: cannot read config: {exc}", file=sys.stderr)
         return 2
-    from workers.supervisor import run  # the composition root: the only fastgw -> workers import
+    from workers.supervisor import run  # the composition root; fastgw.push imports workers.cluster
 
     return run(config, args.config or "<embedded default>")
 

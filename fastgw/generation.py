@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.ai.health import ProviderHealth
-from fastgw.config.wire import decode_generation
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
@@ -165,8 +164,3 @@ class Generation:
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]
-
-    @classmethod
-    def from_blob(cls, blob: bytes, resources: Resources) -> Generation:
-        number, config = decode_generation(blob)
-        return cls(number, config, resources)
