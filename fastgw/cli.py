@@ -1,7 +1,9 @@
 """``fastgw``: the one command-line entry point (run, check, push, mock-llm).
 
-Sub-command modules are imported only when chosen, so ``fastgw check`` never loads the
-event loop and the supervisor stays free of worker code.
+A sub-command's code is imported only when it is chosen. Building the parser imports just the
+option definitions of ``push`` and ``mock-llm`` (``fastgw.push`` and ``fastgw.mock.cli``: the
+stdlib and the pure ``fastgw.mock.core``), so ``fastgw check`` never loads the event loop and
+the supervisor stays free of worker code.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fastgw: cannot read config: {exc}", file=sys.stderr)
         return 2
-    from workers.supervisor import run  # the composition root: the only fastgw -> workers import
+    from workers.supervisor import run  # the composition root; fastgw.push imports workers.cluster
 
     return run(config, args.config or "<embedded default>")
 
@@ -48,7 +50,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_mock_llm(args: argparse.Namespace) -> int:
-    from fastgw.mock_llm import main_from_args
+    from fastgw.mock.cli import main_from_args
 
     return main_from_args(args)
 
@@ -71,10 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_arguments(push_parser)
     push_parser.set_defaults(func=_cmd_push)
 
-    from fastgw import mock_llm
+    from fastgw.mock import cli as mock_cli
 
     mock = sub.add_parser("mock-llm", help="run the built-in mock LLM server")
-    mock_llm.add_arguments(mock)
+    mock_cli.add_arguments(mock)
     mock.set_defaults(func=_cmd_mock_llm)
     return parser
 

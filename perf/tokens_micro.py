@@ -15,6 +15,7 @@ import timeit
 from pathlib import Path
 
 from fastgw import tokens as py_tokens
+from fastgw.tokencount import estimate_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +85,7 @@ def main() -> None:
                    korean=CJK[CJK.index("게"):])
     for name, text in samples.items():
         exact = c_tokens.count_tokens("o200k_base", text)
-        estimate = py_tokens.estimate_tokens(text)
+        estimate = estimate_tokens(text)
         print(f"  {name:<9} exact {exact:>6}  estimate {estimate:>6}  {100 * (estimate - exact) / exact:+5.0f} %")
 
 

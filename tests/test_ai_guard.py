@@ -10,7 +10,7 @@ import openai
 import pytest
 from test_ai_prompts import CaptureProvider
 
-from fastgw.mock_llm import answer_text
+from fastgw.mock.core import answer_text
 from gateway import Gateway, send_json
 
 TEXT = answer_text(8)  # "This is a mock answer from fastgw mock-llm." one word per chunk

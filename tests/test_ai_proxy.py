@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from fastgw.mock_llm import answer_text
+from fastgw.mock.core import answer_text
 from gateway import Gateway, MockLLMProcess, free_port, http_json
 
 CHUNKS = 5

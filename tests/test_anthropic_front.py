@@ -21,7 +21,7 @@ from fastgw.ai.anthropic_front import (
     openai_to_messages_response,
 )
 from fastgw.ai.providers.anthropic import AnthropicAdapter
-from fastgw.mock_llm import MockLLM, answer_text
+from fastgw.mock.core import MockLLM, answer_text
 from fastgw.sse import SSEParser, serialize_event
 
 Events = list[tuple[str, dict[str, Any]]]

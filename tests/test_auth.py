@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw.ai import auth
-from fastgw.ai.auth import Authenticator, AuthFailure, Consumer
+import fastgw.auth.authenticator as auth
+from fastgw.auth import Authenticator, AuthFailure, Consumer
 from fastgw.config import load_text
 
 ISSUER = "https://issuer.example"

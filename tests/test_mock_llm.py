@@ -23,15 +23,15 @@ import h11
 import openai
 import pytest
 
-from fastgw.mock_llm import (
+from fastgw.mock.core import (
     JSON_BODY,
     JSON_REPLY,
     MockLLM,
     answer_text,
     embed_vector,
     pattern_bytes,
-    start_server,
 )
+from fastgw.mock.server import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 Headers = tuple[tuple[str, str], ...]
@@ -40,10 +40,10 @@ READY = re.compile(r"mock-llm listening on http://127\.0\.0\.1:(\d+) \(workers (
 
 
 def spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
-    """Start `python -m fastgw.mock_llm --port 0 ...` and wait for its ready line."""
+    """Start `python -m fastgw mock-llm --port 0 ...` and wait for its ready line."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastgw.mock_llm", "--port", "0", *args],
+        [sys.executable, "-m", "fastgw", "mock-llm", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

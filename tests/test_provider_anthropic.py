@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from fastgw.ai.providers.anthropic import AnthropicAdapter, AnthropicStream
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation, UpstreamCall
-from fastgw.mock_flavors.anthropic import AnthropicFlavor
-from fastgw.mock_llm import MockLLM, answer_text
+from fastgw.mock.core import MockLLM, answer_text
+from fastgw.mock.flavors.anthropic import AnthropicFlavor
 from fastgw.sse import SSEParser
 from gateway import MockLLMProcess
 

@@ -19,7 +19,7 @@ from test_provider_openai import (
 
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter, ProviderError, UnsupportedOperation
-from fastgw.mock_llm import answer_text
+from fastgw.mock.core import answer_text
 
 
 def make(base_url: str | None = "https://contoso.openai.azure.com", **options: object) -> Adapter:

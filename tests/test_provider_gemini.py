@@ -12,7 +12,7 @@ from test_provider_openai import CHUNKS, convert_stream, finish_reasons, send, s
 
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter, ProviderError, UnsupportedOperation
-from fastgw.mock_llm import answer_text, embed_vector
+from fastgw.mock.core import answer_text, embed_vector
 
 
 def make(base_url: str | None = None, **options: Any) -> Adapter:

@@ -24,7 +24,7 @@ import pytest
 
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter, ProviderError, UnsupportedOperation, UpstreamCall
-from fastgw.mock_llm import answer_text
+from fastgw.mock.core import answer_text
 
 ROOT = Path(__file__).resolve().parents[1]
 READY = re.compile(r"mock-llm listening on http://127\.0\.0\.1:(\d+) ")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fastgw.limits.resp import RespClient, RespError, _Incomplete, encode, parse
+from fastgw.resp import RespClient, RespError, _Incomplete, encode, parse
 
 REPLY = b"*4\r\n:42\r\n$5\r\nhello\r\n$-1\r\n*2\r\n+OK\r\n$0\r\n\r\n"
 VALUE = [42, b"hello", None, [b"OK", b""]]

@@ -1,4 +1,4 @@
-"""Tests for the token counter twins (fastgw.tokens and fastgw._c.tokens) and the model helpers.
+"""Tests for the token counter twins (fastgw.tokens and fastgw._c.tokens) and fastgw.tokencount.
 
 Every counter test runs against both twins. The compiled one is imported inside the fixture,
 so a missing build fails those tests instead of skipping them. Reference counts come from
@@ -27,15 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastgw import _speedups, tokens
-from fastgw.tokens import (
-    CL100K_PATTERN,
-    ENCODINGS,
-    O200K_PATTERN,
-    count_chat,
-    count_text,
-    encoding_for_model,
-    estimate_tokens,
-)
+from fastgw.tokencount import count_chat, count_text, encoding_for_model, estimate_tokens
+from fastgw.tokens import CL100K_PATTERN, ENCODINGS, O200K_PATTERN
 
 TWINS = ["py", "c"]
 PATTERNS = {"cl100k_base": regex.compile(CL100K_PATTERN), "o200k_base": regex.compile(O200K_PATTERN)}

@@ -5,7 +5,8 @@ event loop into the supervisor. Every response is JSON (or Prometheus text), inc
 errors for malformed requests, and no handler failure can reach the supervisor's loop.
 
 Endpoints: ``GET /status``, ``GET /healthz``, ``GET /metrics``, ``GET /config`` (secrets
-redacted) and ``POST /config`` (validate, then publish a new generation).
+redacted), ``POST /config`` (validate, then publish a new generation), and ``GET /quota`` /
+``POST /quota`` (read, set, top up or reset one consumer's quota under one rule).
 """
 
 from __future__ import annotations

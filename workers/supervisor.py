@@ -19,7 +19,6 @@ Model (gunicorn's arbiter, simplified):
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -35,6 +34,7 @@ from fastgw.config import load_text
 from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
+from fastgw.proc import die_with_parent
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
@@ -58,7 +58,6 @@ RESTART_KEYS = ("listen", "workers", "admin")
 """Config keys a pushed generation cannot change: they are bound or forked at startup."""
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_PR_SET_PDEATHSIG = 1
 
 
 def log(message: str) -> None:
@@ -314,8 +313,8 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             os.close(self._wake_r)
             os.close(self._wake_w)
-            _die_with_parent()
-            if os.getppid() != self._pid:  # the supervisor died before prctl took effect
+            # The kernel SIGKILLs this worker when the supervisor dies, even by SIGKILL.
+            if not die_with_parent(signal.SIGKILL, self._pid):  # it died before prctl took effect
                 os._exit(1)
             if self._admin:
                 self._admin.close_in_child()
@@ -478,15 +477,6 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:  # already dead, not yet reaped
         pass
-
-
-def _die_with_parent() -> None:
-    """Have the kernel SIGKILL this worker when the supervisor dies, even by SIGKILL."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def run(config: dict, config_source: str) -> int:

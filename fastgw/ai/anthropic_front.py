@@ -12,22 +12,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastgw.anthropic_errors import error_type
+
 STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
     "tool_calls": "tool_use",
     "function_call": "tool_use",
     "content_filter": "refusal",
-}
-
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
 }
 
 
@@ -42,8 +34,7 @@ class FrontDoorError(Exception):
 
 def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
     """Anthropic's error shape, so Claude SDKs raise their typed exceptions (RateLimitError...)."""
-    kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": message}}
+    return {"type": "error", "error": {"type": error_type(status), "message": message}}
 
 
 # ------------------------------------------------------------------------------------ request conversion

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from fastgw.ai.providers.base import UpstreamCall
 from fastgw.http.errors import END, ParseError
-from fastgw.mock_llm import MockLLM, MockReply
+from fastgw.mock.core import MockLLM, MockReply
 from fastgw.proxy.upstream import Pool, UpstreamConnection
 
 

@@ -36,7 +36,7 @@ from fastgw.filters.prompts import PromptsFilter
 from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.filters.usage import Usage
-from fastgw.mock_llm import MockLLM
+from fastgw.mock.core import MockLLM
 from fastgw.proxy.upstream import PoolSet
 from fastgw.server.stream import Stream
 from fastgw.transform import Transform

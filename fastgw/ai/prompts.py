@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastgw.config.prompts import PLACEHOLDER
-from fastgw.limits.rules import ANONYMOUS, wildcard
+from fastgw.names import ANONYMOUS, wildcard
 
 
 class PromptError(Exception):

@@ -15,8 +15,8 @@ from fastgw.filters.api import Filter, Phase, Status
 from fastgw.server.stream import Stream
 
 if TYPE_CHECKING:
-    from fastgw.ai.auth import Authenticator
     from fastgw.ai.frontdoor import ModelTable
+    from fastgw.auth import Authenticator
 
 
 def validate(op: str, request: dict[str, Any]) -> str | None:

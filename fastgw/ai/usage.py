@@ -161,7 +161,7 @@ class UsageMeter:
             completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
             return {"prompt_tokens": prompt, "completion_tokens": completion,
                     "total_tokens": prompt + completion, "estimated": False}
-        from fastgw.tokens import count_chat, count_text
+        from fastgw.tokencount import count_chat, count_text
 
         messages = request.get("messages")
         if isinstance(messages, list):

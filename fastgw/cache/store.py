@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from fastgw.limits.resp import RespClient, RespError
+from fastgw.resp import RespClient, RespError
 
 ANSWER_PREFIX = "fastgw:cache:a:"
 

@@ -3,7 +3,7 @@
 Keys are parsed and checked here, at load, so a bad PEM or an unreadable JWKS file is a
 config error with its field path, never a worker failing at the first request. The
 normalised form stays plain data (PEM strings, secrets as strings) that the runtime
-(:mod:`fastgw.ai.auth`) parses once per generation. No message ever shows an API key,
+(:mod:`fastgw.auth`) parses once per generation. No message ever shows an API key,
 an HMAC secret or key material.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from fastgw.ai import jwt
+from fastgw.auth import jwt
 from fastgw.config.fields import (
     Issues,
     boolean,

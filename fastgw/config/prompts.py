@@ -53,6 +53,7 @@ from fastgw.config.fields import (
     unique_names,
     unknown_name,
 )
+from fastgw.names import ANONYMOUS
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 """``{{name}}``, spaces inside the braces allowed; anything else between braces is literal text."""
@@ -60,9 +61,6 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 ROLES = ("system", "developer", "user", "assistant")
 """Roles a template or decorator message may take (tool messages need a call to answer)."""
 
-# fastgw.limits.rules.ANONYMOUS, which decorators match like limits do; importing it here
-# would be an import cycle (the limits package imports the config package).
-_ANONYMOUS = "anonymous"
 _TEMPLATE_KEYS = ("name", "messages", "defaults", "model")
 _DECORATOR_KEYS = ("name", "match", "prepend", "append")
 _ROLE = one_of(*ROLES)
@@ -167,7 +165,7 @@ def _match(
 ) -> dict:
     given = mapping(value, path, issues, ("models", "consumers")) or {}
     out: dict[str, list[str] | None] = {"models": None, "consumers": None}
-    known = {"models": ("model", list(models)), "consumers": ("consumer", [*consumers, _ANONYMOUS])}
+    known = {"models": ("model", list(models)), "consumers": ("consumer", [*consumers, ANONYMOUS])}
     for key, (what, names) in known.items():
         if key not in given:
             continue

@@ -66,7 +66,7 @@ class BuildEnv:
 
     @cached_property
     def authenticator(self) -> Any:
-        from fastgw.ai.auth import Authenticator
+        from fastgw.auth import Authenticator
 
         return Authenticator(self.config)
 

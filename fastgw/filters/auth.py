@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastgw.ai.auth import AuthFailure
+from fastgw.auth import AuthFailure
 from fastgw.filters.api import Filter, Phase, Status
 from fastgw.server.stream import Stream
 

@@ -21,7 +21,7 @@ from fastgw.limits.quotas import output_reservation
 from fastgw.limits.rules import RequestContext
 from fastgw.obs.metrics import GATEWAY
 from fastgw.server.stream import Stream
-from fastgw.tokens import count_chat, count_text
+from fastgw.tokencount import count_chat, count_text
 
 
 class RateLimit(Filter):

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from fastgw.limits.resp import RespClient, RespError
+from fastgw.resp import RespClient, RespError
 
 _SCRIPTS = Path(__file__).with_name("scripts")
 

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastgw.limits.local import LocalLimitStore, key_hash
-from fastgw.limits.rules import wildcard
+from fastgw.names import wildcard
 
 PER_TOKEN = 1e-6
 """Prices are written per million tokens."""
@@ -58,7 +58,7 @@ def output_reservation(request: dict[str, Any], default: int = 1024) -> int:
     """Output tokens to reserve for a call: the client's own cap (``max_completion_tokens``,
     ``max_tokens``), else ``default``; settling charges the real count either way.
 
-    The input side is the prompt's count (:func:`fastgw.tokens.count_chat`).
+    The input side is the prompt's count (:func:`fastgw.tokencount.count_chat`).
     """
     for name in ("max_completion_tokens", "max_tokens"):
         cap = request.get(name)

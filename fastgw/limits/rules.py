@@ -8,16 +8,13 @@ name CIDRs, one address parse.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from fastgw.config.limits import WINDOWS
-
-ANONYMOUS = "anonymous"
-"""The consumer name of an unauthenticated request, for matching and for keys."""
+from fastgw.names import ANONYMOUS, wildcard
 
 
 def _no_header(name: bytes) -> bytes | None:
@@ -45,18 +42,6 @@ class RequestContext:
             if key == name:
                 return value
         return ""
-
-
-def wildcard(patterns: list[str]) -> Callable[[str], bool]:
-    """A predicate for names matching any of ``patterns`` (``*`` matches any run of characters)."""
-    if "*" in patterns:
-        return lambda name: True
-    exact = frozenset(p for p in patterns if "*" not in p)
-    wild = [".*".join(map(re.escape, p.split("*"))) for p in patterns if "*" in p]
-    if not wild:
-        return exact.__contains__
-    regex = re.compile("|".join(wild), re.DOTALL)
-    return lambda name: name in exact or regex.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

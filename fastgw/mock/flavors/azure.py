@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastgw.mock_llm import MockReply, MockRequest, OpenAIFlavor, _json_reply, _message_text
+from fastgw.mock.core import MockReply, MockRequest, OpenAIFlavor, _json_reply, _message_text
 
 _PATH = re.compile(r"/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)")
 _SEP = (",", ":")

@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from fastgw.mock_llm import MockReply, MockRequest, OpenAIFlavor, _json_reply
+from fastgw.mock.core import MockReply, MockRequest, OpenAIFlavor, _json_reply
 
 _SEP = (",", ":")
 

@@ -1,11 +1,12 @@
-"""A minimal pipelined RESP2 client for the limiter's hot path.
+"""A minimal pipelined RESP2 client for the worker's hot paths: the limiter (``fastgw/limits/cluster.py``)
+and the response cache's Redis store (``fastgw/cache/store.py``).
 
 Each limited request costs two Redis commands (reserve, settle). redis-py's asyncio client
 spends ~100 µs of CPU per command here (connection pool, locks, retry wrappers, parser
 objects), which made the limits cost more than the whole stream conversion. This client
 keeps one connection per worker, pipelines every command on it, and parses replies in a
-single pass over the buffer. It is for the worker's scripts only; the supervisor's admin
-calls keep using redis-py.
+single pass over the buffer. It is for the workers only; the supervisor's admin calls
+keep using redis-py.
 
 A command that times out closes the connection: replies are matched to commands by order,
 so once one is abandoned, later replies could be taken for the wrong command.

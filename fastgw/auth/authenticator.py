@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastgw.ai.jwt import JwtError, Verifier
+from fastgw.auth.jwt import JwtError, Verifier
 
 TOKEN_CACHE_SIZE = 1024
 """Verified tokens remembered per worker (32-byte digests, not the tokens)."""

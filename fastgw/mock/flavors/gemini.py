@@ -15,7 +15,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastgw.mock_llm import (
+from fastgw.mock.core import (
     MockReply,
     MockRequest,
     _estimate_tokens,

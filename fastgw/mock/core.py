@@ -1,8 +1,8 @@
-"""Built-in mock LLM: an OpenAI-compatible upstream for tests, demos and the bench (`fastgw mock-llm`).
+"""The mock LLM itself, as pure data: request in, `MockReply` out (no sockets, no processes).
 
-Two layers. `MockLLM.respond()` is pure (request in, `MockReply` out), so a gateway worker can serve the
-`mock` provider in-process with no network. The server below frames those replies with a bare asyncio
-`Protocol` + `httptools` on uvloop, so it is never the bottleneck when the bench puts fastgw next to nginx.
+`MockLLM.respond()` answers one request, so a gateway worker serves the `mock` provider in-process with no
+network (`fastgw.ai.attempts.MockAttempt`), and `fastgw.mock.server` frames the same replies on the wire.
+The OpenAI flavor lives here; the other dialects are in `fastgw.mock.flavors` and load only when chosen.
 
 Per-request `x-mock-*` headers (status, stall, cut, close, garbage, chunks, chunk delay) override the
 server-wide defaults, so one running mock can drive failover, timeout and cut-stream tests.
@@ -10,46 +10,34 @@ server-wide defaults, so one running mock can drive failover, timeout and cut-st
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
-import ctypes
 import hashlib
 import importlib
 import itertools
 import json
 import math
 import os
-import signal
-import socket
 import struct
-import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import parse_qs
-
-import httptools
 
 __all__ = [
     "FLAVORS",
     "JSON_BODY",
     "JSON_REPLY",
+    "Flavor",
     "MockLLM",
     "MockReply",
     "MockRequest",
-    "add_arguments",
+    "OpenAIFlavor",
     "answer_text",
     "answer_words",
     "embed_vector",
-    "main_from_args",
     "pattern_bytes",
-    "serve",
-    "start_server",
 ]
 
 
@@ -260,9 +248,15 @@ class OpenAIFlavor:
         return self.error(400, f"Missing required parameter: '{param}'.", "missing_required_parameter", param)
 
     @staticmethod
-    def _usage_wanted(payload: dict[str, Any]) -> bool:
+    def _stream(
+        payload: dict[str, Any], fields: str, choices: list[dict[str, Any]], usage: dict[str, int]
+    ) -> MockReply:
+        """The streamed answer of chat and completions: one SSE chunk per choice, every chunk carrying
+        the same leading `fields` (id, object, created, model...); the usage chunk only when asked for."""
         options = payload.get("stream_options")
-        return isinstance(options, dict) and bool(options.get("include_usage"))
+        wanted = isinstance(options, dict) and bool(options.get("include_usage"))
+        events = _sse("{" + fields + '"choices":', choices, usage if wanted else None)
+        return MockReply(200, list(_SSE_HEADERS), events=events)
 
     def _chat(self, payload: dict[str, Any], model: str, chunks: int) -> MockReply:
         messages = payload.get("messages")
@@ -318,15 +312,8 @@ class OpenAIFlavor:
             return _json_reply(200, body)
         choices = [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None} for d in deltas]
         choices.append({"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish})
-        prefix = (
-            f'{{"id":"{cid}","object":"chat.completion.chunk","created":{created},'
-            f'"model":{json.dumps(model)},"system_fingerprint":"fp_mock","choices":'
-        )
-        return MockReply(
-            200,
-            list(_SSE_HEADERS),
-            events=_sse(prefix, choices, usage if self._usage_wanted(payload) else None),
-        )
+        head = f'"id":"{cid}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(model)},'
+        return self._stream(payload, head + '"system_fingerprint":"fp_mock",', choices, usage)
 
     def _completions(self, payload: dict[str, Any], model: str, chunks: int) -> MockReply:
         prompt = payload.get("prompt")
@@ -358,15 +345,8 @@ class OpenAIFlavor:
             return _json_reply(200, body)
         choices = [{"text": w, "index": 0, "logprobs": None, "finish_reason": None} for w in words]
         choices.append({"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"})
-        prefix = (
-            f'{{"id":"{cid}","object":"text_completion","created":{created},'
-            f'"model":{json.dumps(model)},"choices":'
-        )
-        return MockReply(
-            200,
-            list(_SSE_HEADERS),
-            events=_sse(prefix, choices, usage if self._usage_wanted(payload) else None),
-        )
+        head = f'"id":"{cid}","object":"text_completion","created":{created},"model":{json.dumps(model)},'
+        return self._stream(payload, head, choices, usage)
 
     def _embeddings(self, payload: dict[str, Any], model: str, chunks: int) -> MockReply:
         raw = payload.get("input")
@@ -390,7 +370,6 @@ class OpenAIFlavor:
         return _json_reply(200, {"object": "list", "data": data, "model": model, "usage": usage})
 
 
-# name -> factory(extra model ids); a new dialect is one small class with respond() and error().
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
@@ -406,7 +385,7 @@ def _refused_credential(headers: dict[str, str], query: str) -> int | None:
 
 
 def _lazy_flavor(module: str, cls: str) -> Callable[[tuple[str, ...]], Flavor]:
-    """Other dialects live in fastgw.mock_flavors.* and load only when chosen."""
+    """Other dialects live in fastgw.mock.flavors.* and load only when chosen."""
 
     def factory(models: tuple[str, ...]) -> Flavor:
         return getattr(importlib.import_module(module), cls)(models)
@@ -414,15 +393,16 @@ def _lazy_flavor(module: str, cls: str) -> Callable[[tuple[str, ...]], Flavor]:
     return factory
 
 
+# name -> factory(extra model ids); a new dialect is one small class with respond() and error().
 FLAVORS: dict[str, Callable[[tuple[str, ...]], Flavor]] = {
     "openai": OpenAIFlavor,
-    "openai-compatible": _lazy_flavor("fastgw.mock_flavors.openai_family", "OpenAICompatibleFlavor"),
-    "ollama": _lazy_flavor("fastgw.mock_flavors.openai_family", "OllamaFlavor"),
-    "qwen": _lazy_flavor("fastgw.mock_flavors.openai_family", "QwenFlavor"),
-    "deepseek": _lazy_flavor("fastgw.mock_flavors.openai_family", "DeepSeekFlavor"),
-    "azure": _lazy_flavor("fastgw.mock_flavors.azure", "AzureFlavor"),
-    "anthropic": _lazy_flavor("fastgw.mock_flavors.anthropic", "AnthropicFlavor"),
-    "gemini": _lazy_flavor("fastgw.mock_flavors.gemini", "GeminiFlavor"),
+    "openai-compatible": _lazy_flavor("fastgw.mock.flavors.openai_family", "OpenAICompatibleFlavor"),
+    "ollama": _lazy_flavor("fastgw.mock.flavors.openai_family", "OllamaFlavor"),
+    "qwen": _lazy_flavor("fastgw.mock.flavors.openai_family", "QwenFlavor"),
+    "deepseek": _lazy_flavor("fastgw.mock.flavors.openai_family", "DeepSeekFlavor"),
+    "azure": _lazy_flavor("fastgw.mock.flavors.azure", "AzureFlavor"),
+    "anthropic": _lazy_flavor("fastgw.mock.flavors.anthropic", "AnthropicFlavor"),
+    "gemini": _lazy_flavor("fastgw.mock.flavors.gemini", "GeminiFlavor"),
 }
 
 
@@ -608,425 +588,3 @@ class MockLLM:
             ms = _query_int(params, "ms", 100)
             return MockReply(200, [_CT_JSON], b'{"ok":true,"slept_ms":%d}' % ms, first_byte_delay=ms / 1000.0)
         return self._api.respond(MockRequest(method, path, query, headers, body, chunks))
-
-
-# ------------------------------------------------------------------------------------------------ server
-
-_STATUS_LINES: dict[int, bytes] = {}
-_CLOSE = b"connection: close\r\n"
-_KEEP_ALIVE = b"connection: keep-alive\r\n"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_MAX_QUEUED = 64  # pipelined requests held before we stop reading from that client
-
-
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Unknown"
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode()
-    return line
-
-
-def _head(reply: MockReply, framing: bytes, connection: bytes) -> bytes:
-    lines = [f"{k}: {v}\r\n".encode("latin-1") for k, v in reply.headers]
-    return b"".join([_status_line(reply.status), *lines, framing, connection, b"\r\n"])
-
-
-def _connection_header(keep_alive: bool, http10: bool) -> bytes:
-    if not keep_alive:
-        return _CLOSE
-    return _KEEP_ALIVE if http10 else b""
-
-
-def _frame_stream(
-    reply: MockReply, keep_alive: bool, http10: bool
-) -> tuple[bytes, list[bytes], bytes | None]:
-    """Head, framed events and trailer; trailer None means close instead (a cut, or HTTP/1.0 which has
-    no chunked encoding and so delimits the body by closing)."""
-    events = reply.events or []
-    if http10:
-        return _head(reply, b"", _CLOSE), list(events), None
-    head = _head(reply, b"transfer-encoding: chunked\r\n", _connection_header(keep_alive, False))
-    framed = [b"%x\r\n%s\r\n" % (len(e), e) for e in events if e]  # an empty chunk would end the body
-    return head, framed, None if reply.action == "cut" else b"0\r\n\r\n"
-
-
-_JSON_WIRE = _head(JSON_REPLY, b"content-length: %d\r\n" % len(JSON_BODY), b"") + JSON_BODY
-
-# (reply, keep_alive, head_only, http10)
-_Item = tuple[MockReply, bool, bool, bool]
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: httptools parses, MockLLM answers, replies go out strictly in request order
-    (pipelined requests queue; a connection never interleaves two answers)."""
-
-    def __init__(self, mock: MockLLM) -> None:
-        self._mock = mock
-        self._parser = httptools.HttpRequestParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._url = b""
-        self._raw: list[tuple[bytes, bytes]] = []
-        self._headers: dict[str, str] = {}
-        self._decoded: list[tuple[str, str]] = []
-        self._body: list[bytes] = []
-        self._queue: deque[_Item] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._writable: asyncio.Future[None] | None = None
-        self._continue_waiting = False
-        self._reading_paused = False
-        self._stopped = False
-
-    # -- transport callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    def pause_writing(self) -> None:
-        self._writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        waiter, self._writable = self._writable, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        if self._stopped or self._transport.is_closing():  # type: ignore[union-attr]
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            reply = MockReply(0, [], action="close")  # we speak no upgrades
-        except httptools.HttpParserCallbackError:
-            reply = self._mock.error_reply(500, "mock-llm failed to answer")
-        except httptools.HttpParserError as exc:
-            reply = self._mock.error_reply(400, f"malformed HTTP request: {exc}")
-        else:
-            return
-        self._stopped = True  # the parser cannot go on: answer what is owed, then this, then close
-        self._enqueue((reply, False, False, False))
-
-    # -- parser callbacks
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._raw = []
-        self._body = []
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        headers: dict[str, str] = {}
-        decoded = []
-        for raw_name, raw_value in self._raw:
-            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-            decoded.append((name, value))
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        self._headers, self._decoded = headers, decoded
-        if headers.get("expect", "").lower() == "100-continue":
-            if self._task is None and not self._queue:
-                self._transport.write(_CONTINUE)  # type: ignore[union-attr]
-            else:
-                self._continue_waiting = True  # after the answers still owed, never in the middle of one
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._continue_waiting = False
-        if self._transport.is_closing():  # type: ignore[union-attr]
-            return  # pipelined behind a request that closed the connection
-        parser = self._parser
-        method = parser.get_method().decode("latin-1")
-        url = httptools.parse_url(self._url)
-        path = url.path.decode("latin-1") if url.path else "/"
-        query = url.query.decode("latin-1") if url.query else ""
-        reply = self._mock.respond(method, path, query, self._headers, b"".join(self._body), self._decoded)
-        self._enqueue(
-            (reply, parser.should_keep_alive(), method == "HEAD", parser.get_http_version() == "1.0")
-        )
-
-    # -- answering
-    def _enqueue(self, item: _Item) -> None:
-        reply = item[0]
-        if (
-            self._task is None
-            and not self._queue
-            and self._writable is None
-            and not reply.first_byte_delay
-            and (reply.events is None or not reply.chunk_delay)
-        ):
-            self._send_now(item)  # the common case: no task, no await
-            return
-        self._queue.append(item)
-        if len(self._queue) >= _MAX_QUEUED and not self._reading_paused:
-            self._reading_paused = True
-            self._transport.pause_reading()  # type: ignore[union-attr]
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        """Answer queued requests one after another."""
-        while self._queue:
-            if self._writable is not None:
-                await self._writable  # back-pressure: the client is not reading what we sent
-            item = self._queue.popleft()
-            if self._reading_paused and len(self._queue) < _MAX_QUEUED // 2:
-                self._reading_paused = False
-                self._transport.resume_reading()  # type: ignore[union-attr]
-            if not await self._send_later(item):
-                self._queue.clear()
-                return
-        self._task = None
-        if self._continue_waiting:
-            self._continue_waiting = False
-            self._transport.write(_CONTINUE)  # type: ignore[union-attr]
-
-    def _send_now(self, item: _Item) -> bool:
-        """Write a whole reply at once; False when the connection is now closed."""
-        reply, keep_alive, head_only, http10 = item
-        transport = self._transport
-        assert transport is not None
-        if reply is JSON_REPLY and keep_alive and not http10 and not head_only:
-            transport.write(_JSON_WIRE)
-            return True
-        if reply.action == "close":
-            transport.close()
-            return False
-        if reply.action == "garbage":
-            transport.write(reply.body or b"")
-            transport.close()
-            return False
-        if reply.events is None or head_only:
-            body = reply.body or b""
-            head = _head(reply, b"content-length: %d\r\n" % len(body), _connection_header(keep_alive, http10))
-            transport.write(head if head_only else head + body)
-            return self._finish(b"", keep_alive)
-        head, framed, trailer = _frame_stream(reply, keep_alive, http10)
-        transport.write(b"".join([head, *framed]))
-        return self._finish(trailer, keep_alive)
-
-    async def _send_later(self, item: _Item) -> bool:
-        """Like _send_now, honouring first-byte and between-event delays (and back-pressure)."""
-        reply, keep_alive, head_only, http10 = item
-        if reply.first_byte_delay:
-            await asyncio.sleep(reply.first_byte_delay)
-        if reply.events is None or head_only or not reply.chunk_delay:
-            return self._send_now(item)
-        transport = self._transport
-        assert transport is not None
-        head, framed, trailer = _frame_stream(reply, keep_alive, http10)
-        if not framed:
-            transport.write(head)
-        for i, data in enumerate(framed):
-            if i:
-                await asyncio.sleep(reply.chunk_delay)
-            transport.write(head + data if i == 0 else data)  # each event leaves as soon as it is due
-            if self._writable is not None:
-                await self._writable
-        return self._finish(trailer, keep_alive)
-
-    def _finish(self, trailer: bytes | None, keep_alive: bool) -> bool:
-        transport = self._transport
-        assert transport is not None
-        if trailer is None:
-            transport.close()  # close, not abort: the events already written must reach the client
-            return False
-        if trailer:
-            transport.write(trailer)
-        if not keep_alive:
-            transport.close()
-            return False
-        return True
-
-
-async def start_server(
-    host: str, port: int, mock: MockLLM, reuse_port: bool = False
-) -> asyncio.AbstractServer:
-    """Serve `mock` on the running loop (tests embed it this way); port 0 picks a free port."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: _Connection(mock), host, port, reuse_port=reuse_port, backlog=1024
-    )
-
-
-# ---------------------------------------------------------------------------------------------- process
-
-
-def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
-def _run(coro: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
-
-
-def _run_worker(sock: socket.socket, mock: MockLLM, ready_line: str | None) -> None:
-    """Serve on an already listening socket until SIGTERM/SIGINT."""
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop: asyncio.Future[None] = loop.create_future()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-        server = await loop.create_server(lambda: _Connection(mock), sock=sock, backlog=1024)
-        if ready_line is not None:
-            print(ready_line, flush=True)  # after the signal handlers: a SIGTERM from now on exits 0
-        await stop
-        server.close()
-
-    _run(main())
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: get SIGTERM when the parent dies, so a killed parent leaves no orphan workers."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (AttributeError, OSError):
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(0)
-
-
-def _supervise(socks: list[socket.socket], mock: MockLLM, ready_line: str) -> None:
-    """Fork one worker per socket, forward SIGTERM/SIGINT to them, wait; a crashed worker stops all."""
-    children: list[int] = []
-    stopping = False
-
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in children:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    parent = os.getpid()
-    try:
-        for sock in socks:
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    for sig in previous:
-                        signal.signal(sig, signal.SIG_DFL)  # the forwarding handler is the parent's job
-                    _die_with_parent(parent)
-                    for other in socks:
-                        if other is not sock:
-                            other.close()
-                    _run_worker(sock, mock, None)
-                    code = 0
-                finally:
-                    os._exit(code)  # never return into the parent's stack (pytest, the CLI...)
-            children.append(pid)
-        for sock in socks:
-            sock.close()
-        if stopping:
-            forward(signal.SIGTERM, None)  # a signal that came while forking missed the later children
-        print(ready_line, flush=True)
-        failed: tuple[int, int] | None = None
-        while children:
-            pid, status = os.waitpid(-1, 0)
-            if pid not in children:
-                continue
-            children.remove(pid)
-            code = os.waitstatus_to_exitcode(status)
-            if not stopping and code != 0:
-                failed = (pid, code)
-                forward(signal.SIGTERM, None)
-        if failed is not None:
-            raise RuntimeError(f"mock-llm worker {failed[0]} exited with status {failed[1]}")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def serve(host: str = "127.0.0.1", port: int = 9000, workers: int = 1, **mock_options: Any) -> None:
-    """Run the mock server until SIGTERM/SIGINT. `workers > 1` forks that many processes, each with its
-    own SO_REUSEPORT listener (bound here first, so port 0 resolves to one port for all of them)."""
-    if workers < 1:
-        raise ValueError("workers must be at least 1")
-    mock = MockLLM(**mock_options)
-    first = _listen_socket(host, port, reuse_port=workers > 1)
-    address = first.getsockname()
-    socks = [first] + [_listen_socket(host, address[1], reuse_port=True) for _ in range(workers - 1)]
-    shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-    ready_line = f"mock-llm listening on http://{shown}:{address[1]} (workers {workers})"
-    if workers == 1:
-        _run_worker(first, mock, ready_line)
-    else:
-        _supervise(socks, mock, ready_line)
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the `fastgw mock-llm` options on a (sub-command) parser."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=9000, help="port to bind, 0 for any free port (default 9000)"
-    )
-    parser.add_argument("--workers", type=int, default=1, help="processes, each with a SO_REUSEPORT listener")
-    parser.add_argument("--flavor", default="openai", choices=sorted(FLAVORS), help="API dialect")
-    parser.add_argument("--chunks", type=int, default=8, help="content chunks (words) per answer")
-    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between stream events")
-    parser.add_argument("--fail-status", type=int, default=None, help="answer every request with this status")
-    parser.add_argument("--stall-ms", type=float, default=0.0, help="delay before every response head")
-    parser.add_argument("--cut-after", type=int, default=None, help="cut every stream after N events")
-    parser.add_argument("--models", default="", help="comma-separated extra model ids for /v1/models")
-
-
-def main_from_args(args: argparse.Namespace) -> int:
-    """What `fastgw mock-llm` runs: serve until SIGTERM/SIGINT; 0, or 2 on bad options, 1 if it cannot bind."""
-    try:
-        serve(
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            flavor=args.flavor,
-            chunks=args.chunks,
-            chunk_delay_ms=args.chunk_delay_ms,
-            fail_status=args.fail_status,
-            stall_ms=args.stall_ms,
-            cut_after=args.cut_after,
-            models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-        )
-    except ValueError as exc:
-        print(f"fastgw mock-llm: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # e.g. the port is taken
-        print(f"fastgw mock-llm: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":  # `python -m fastgw.mock_llm ...` until the CLI wires `fastgw mock-llm`
-    _parser = argparse.ArgumentParser(prog="fastgw mock-llm", description=__doc__.splitlines()[0])
-    add_arguments(_parser)
-    sys.exit(main_from_args(_parser.parse_args()))

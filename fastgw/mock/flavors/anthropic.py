@@ -11,7 +11,8 @@ import json
 import math
 from typing import Any
 
-from fastgw.mock_llm import (
+from fastgw.anthropic_errors import error_type
+from fastgw.mock.core import (
     _SSE_HEADERS,
     MockReply,
     MockRequest,
@@ -21,17 +22,6 @@ from fastgw.mock_llm import (
     _new_id,
     answer_words,
 )
-
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
 
 DEFAULT_MODEL = "mock-claude"
 
@@ -123,8 +113,7 @@ class AnthropicFlavor:
 
     def error(self, status: int, message: str, code: str | None = None) -> MockReply:
         """Anthropic's error body; ``code`` picks the error type when it is one (e.g. overloaded_error)."""
-        kind = code if code in ERROR_TYPES.values() else ERROR_TYPES.get(status)
-        kind = kind or ("api_error" if status >= 500 else "invalid_request_error")
+        kind = error_type(status, code)
         request_id = _new_id("req_")
         reply = _json_reply(
             status, {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}

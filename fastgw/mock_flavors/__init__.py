@@ -1,1 +1,0 @@
-"""Mock LLM dialects beyond OpenAI, one module per provider wire format (see fastgw.mock_llm.FLAVORS)."""
