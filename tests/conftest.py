@@ -1,6 +1,6 @@
 """Shared fixtures: real gateway and mock-LLM processes that never outlive their test.
 
-The process helpers live in ``tests/gateway.py``; these fixtures only add the cleanup,
+The process helpers live in ``tests/support/gateway.py``; these fixtures only add the cleanup,
 so a failing test (or one that never got its process ready) leaves nothing running.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import redis_server  # noqa: F401  (the fixture, for every test module)
 
-from gateway import Gateway, MockLLMProcess, Proc
+from tests.support.gateway import Gateway, MockLLMProcess, Proc
+from tests.support.redis_server import redis_server  # noqa: F401  (the fixture, for every test module)
 
 
 def _stop_all(procs: list[Proc]) -> None:

@@ -9,7 +9,7 @@ Search is brute force over a numpy matrix of unit rows per partition: one matrix
 product, exact (no recall loss), nothing to build or rebalance when entries come and go.
 Its cost is linear in rows x dimensions and runs on the event loop: 10k rows take ~0.3 ms
 at 384 dimensions and ~6 ms at 1536 (text-embedding-3-small), measured by
-``tests/test_cache.py``. That is fine for per-consumer partitions with a TTL; an ANN index
+``tests/unit/cache/test_response_cache.py``. That is fine for per-consumer partitions with a TTL; an ANN index
 (usearch, faiss) pays off beyond ~1e5 rows x 384 dims (or ~1e4 x 1536) in one partition.
 Rows expire with the store's TTL and a partition keeps at most ``max_entries`` (oldest first).
 
