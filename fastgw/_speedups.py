@@ -79,3 +79,20 @@ else:
     MatcherC = _c_matcher.Matcher
 
 Matcher = MatcherC if _c_matcher is not None and not PURE else MatcherPy
+
+from fastgw import jsonscan as _py_jsonscan  # noqa: E402
+
+scan_chunkPy = _py_jsonscan.scan_chunk
+usage_statePy = _py_jsonscan.usage_state
+
+scan_chunkC = usage_stateC = None
+try:
+    from fastgw._c import jsonscan as _c_jsonscan
+except ImportError:  # not built: the pure twin serves
+    _c_jsonscan = None
+else:
+    scan_chunkC = _c_jsonscan.scan_chunk
+    usage_stateC = _c_jsonscan.usage_state
+
+scan_chunk = scan_chunkC if _c_jsonscan is not None and not PURE else scan_chunkPy
+usage_state = usage_stateC if _c_jsonscan is not None and not PURE else usage_statePy
