@@ -12,33 +12,14 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from fastgw import fastjson
+from fastgw._speedups import usage_state
+from fastgw.jsonscan import USAGE_NONE
 
 MAX_KEPT_FOR_ESTIMATE = 4 * 1024 * 1024
 """Relayed stream bytes kept in case the provider never reports usage (then counted)."""
-
-
-_NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
-
-
-def may_report_usage(raw: bytes) -> bool:
-    """False only when ``raw`` provably carries no ``usage`` object, so the event needs no parse.
-
-    Every occurrence of the letters ``usage`` must sit in ``"usage": null`` (any whitespace),
-    as OpenAI writes in each chunk of an include_usage stream, and no ``\\u`` escape may
-    appear (a key could spell usage with one). Whatever else contains them is parsed.
-    """
-    found = raw.count(b"usage")
-    if not found:
-        return b"\\u" in raw
-    if b"\\u" in raw:
-        return True
-    if raw.count(b'"usage":null') == found:
-        return False
-    return len(_NULL_USAGE.findall(raw)) != found
 
 
 def wants_usage(request: dict[str, Any]) -> bool:
@@ -87,7 +68,9 @@ class UsageMeter:
         drop = -1
         for index, event in enumerate(events):
             raw = event.raw
-            if not event.is_done and may_report_usage(raw):
+            # The Cython scanner proves most events carry no usage object (OpenAI writes
+            # "usage":null in each); only the rest are decoded.
+            if not event.is_done and usage_state(event.data) != USAGE_NONE:
                 try:
                     chunk = fastjson.loads(event.data)
                 except ValueError:
