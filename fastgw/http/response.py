@@ -40,6 +40,8 @@ class ResponseWriter:
         """A whole answer with its Content-Length."""
         conn = self.conn
         self.started = True
+        if conn.reading_body:
+            conn.keep_alive = False  # answered before the body was read: it can't be skipped
         conn.write(replies.simple_response(status, body, content_type=content_type, keep_alive=conn.keep_alive,
                                            extra=extra, head_only=conn.head_only))
 
@@ -47,6 +49,8 @@ class ResponseWriter:
         """The head of a streamed answer, and its first data if any, in one write."""
         conn = self.conn
         self.started = True
+        if conn.reading_body:
+            conn.keep_alive = False
         self.chunked = conn.keep_alive
         head = [replies.status_line(status), b"\r\n", replies.SERVER_HEADER, replies.DATE.header()]
         if sse:

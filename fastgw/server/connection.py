@@ -235,9 +235,6 @@ class HttpConnection(asyncio.Protocol):
         stream.handler = handler
         self.stream = stream
         self.handler = handler
-        if head.content_length > gen.max_body_size:
-            self.local_reply(413, f"request body of {head.content_length} bytes exceeds the limit of {gen.max_body_size}")
-            return
         if has_body:
             self._set_timeout(T_BODY, gen.header_timeout)
         else:
@@ -248,11 +245,17 @@ class HttpConnection(asyncio.Protocol):
             self._start_handler()
 
     def _start_handler(self) -> None:
-        """The head passed the chain: only now may the client send its body (100-continue)."""
-        if self.state == S_BODY and self.head.expect_continue:
+        """The head passed the chain (so a 401 beats a 413): only now may the client send
+        its body (100-continue)."""
+        head = self.head
+        if head.content_length > self.gen.max_body_size:
+            self.local_reply(413, f"request body of {head.content_length} bytes exceeds the limit of {self.gen.max_body_size}")
+            return
+        if self.state == S_BODY and head.expect_continue:
             self.transport.write(CONTINUE_100)
+        stream = self.stream
         self.handler.start()
-        if self.req_done and self.handler is not None:
+        if self.req_done and self.stream is stream and not stream.finished:
             self.handler.on_request_end()
 
     def _on_request_body(self, chunk: Any) -> None:
@@ -273,6 +276,11 @@ class HttpConnection(asyncio.Protocol):
             self.handler.on_request_end()
 
     # -- for handlers -------------------------------------------------------------------------
+
+    @property
+    def reading_body(self) -> bool:
+        """The request body is still arriving (an answer now means closing after it)."""
+        return self.state == S_BODY
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and self.state != S_CLOSED:
