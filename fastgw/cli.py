@@ -25,7 +25,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fastgw: cannot read config: {exc}", file=sys.stderr)
         return 2
-    from workers.supervisor import run  # the composition root; fastgw.push imports workers.cluster
+    # The composition root: the one place the package reaches its process host (workers/).
+    from workers.supervisor import run
 
     return run(config, args.config or "<embedded default>")
 

@@ -77,7 +77,7 @@ def _push_to_cluster(url: str, text: str, source: str) -> int:
     """Store the config as the cluster's next version; every node's supervisor applies it."""
     from redis.exceptions import RedisError
 
-    from workers.cluster import publish
+    from fastgw.cluster import publish
 
     try:
         version = publish(url, text, source)

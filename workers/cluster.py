@@ -19,26 +19,7 @@ from collections.abc import Callable
 import redis
 from redis.exceptions import RedisError
 
-CONFIG_KEY = "fastgw:config"
-VERSION_KEY = "fastgw:config:version"
-CHANNEL = "fastgw:config"
-POLL_INTERVAL = 5.0
-
-_PUBLISH = """
-local version = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], 'version', version, 'text', ARGV[1], 'source', ARGV[2])
-redis.call('PUBLISH', ARGV[3], version)
-return version
-"""
-
-
-def publish(url: str, text: str, source: str) -> int:
-    """Store ``text`` as the cluster's next config version and announce it; returns the version."""
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        return int(client.eval(_PUBLISH, 2, VERSION_KEY, CONFIG_KEY, text, source, CHANNEL))
-    finally:
-        client.close()
+from fastgw.cluster import CHANNEL, CONFIG_KEY, POLL_INTERVAL
 
 
 class ConfigFollower:

@@ -7,10 +7,10 @@ as a status + body before anything was sent and as a final stream event after.
 
 from __future__ import annotations
 
-import json
 from json.encoder import encode_basestring
 from typing import Any
 
+from fastgw import fastjson
 from fastgw.ai.anthropic_front import (
     OpenAIToAnthropicStream,
     anthropic_error_body,
@@ -18,15 +18,13 @@ from fastgw.ai.anthropic_front import (
 )
 from fastgw.proxy.replies import error_body
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 
 def sse_data(payload: dict[str, Any]) -> bytes:
-    return b"data: " + _dumps(payload).encode() + b"\n\n"
+    return b"data: " + fastjson.dumps(payload) + b"\n\n"
 
 
 def sse_event(name: str, payload: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + _dumps(payload).encode() + b"\n\n"
+    return b"event: " + name.encode() + b"\ndata: " + fastjson.dumps(payload) + b"\n\n"
 
 
 _SENTINEL = "\x00fastgw-content\x00"
@@ -99,7 +97,7 @@ class OpenAIDialect:
         return error_body(status, message, code)
 
     def response(self, op: str, response: dict[str, Any], model: str) -> bytes:
-        return _dumps(response).encode()
+        return fastjson.dumps(response)
 
     def stream(self, model: str) -> OpenAIStream:
         return OpenAIStream()  # one per stream: it caches that stream's chunk template
@@ -109,10 +107,10 @@ class AnthropicDialect:
     name = "anthropic"
 
     def error(self, status: int, message: str, code: str | None = None) -> bytes:
-        return _dumps(anthropic_error_body(status, message)).encode()
+        return fastjson.dumps(anthropic_error_body(status, message))
 
     def response(self, op: str, response: dict[str, Any], model: str) -> bytes:
-        return _dumps(openai_to_messages_response(response, model)).encode()
+        return fastjson.dumps(openai_to_messages_response(response, model))
 
     def stream(self, model: str) -> AnthropicStream:
         return AnthropicStream(model)

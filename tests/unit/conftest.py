@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from fastgw import _speedups
@@ -24,3 +26,18 @@ def twins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     monkeypatch.setattr(fastgw.ai.handler, "SSEParser", sse)
     monkeypatch.setattr(fastgw.ai.usage, "usage_state", scan)
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _own_metrics() -> Iterator[None]:
+    """In-process gateways record into this process's metrics registry: each test starts
+    and ends with it empty, as a forked worker's is."""
+    from fastgw.obs.metrics import GATEWAY
+
+    def clear() -> None:
+        for family in GATEWAY.registry._families.values():
+            family.values.clear()
+
+    clear()
+    yield
+    clear()

@@ -12,6 +12,7 @@ import re
 import time
 from typing import Any
 
+from fastgw import fastjson
 from fastgw.ai.providers.base import (
     Adapter,
     ProviderError,
@@ -300,7 +301,7 @@ _TEXT_DELTA = re.compile(
 
 def _load_object(body: bytes | str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(body)
+        value = fastjson.loads(body)
     except ValueError:
         raise ProviderError(f"{what} is not JSON: {body[:100]!r}") from None
     if not isinstance(value, dict):

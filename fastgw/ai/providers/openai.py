@@ -31,7 +31,7 @@ def encode_json(obj: Any) -> bytes:
 def decode_object(raw: bytes | str, what: str) -> dict[str, Any]:
     """Parse a provider payload that must be a JSON object; ProviderError otherwise."""
     try:
-        obj = json.loads(raw)
+        obj = fastjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProviderError(f"{what} is not JSON: {exc}") from None
     if not isinstance(obj, dict):
