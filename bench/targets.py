@@ -237,16 +237,20 @@ def _pieces(quoted: str, size: int = 3000) -> list[str]:
 
 
 def upstream_locations(chunks: int) -> str:
-    """One exact `location` per pre-built answer: `return 200` of the body, set from constant
-    variables (a body over 4 KiB cannot be one config token; nginx concatenates the pieces)."""
+    """One exact `location` per pre-built answer: `return 200` of the body, a literal when it fits
+    one config token, else set from constant variables (nginx's tokens stop at 4 KiB) that
+    `return` concatenates."""
     blocks = []
     for path, (content_type, _) in bodies.UPSTREAM_PATHS.items():
         text = bodies.upstream_body(path, chunks).decode()
         pieces = _pieces(_nginx_quote(text)[1:-1])
-        sets = "".join(f"            set $b{i} '{piece}';\n" for i, piece in enumerate(pieces))
-        value = "".join(f"$b{i}" for i in range(len(pieces)))
+        if len(pieces) == 1:
+            sets, value = "", f"'{pieces[0]}'"
+        else:
+            sets = "".join(f"            set $b{i} '{piece}';\n" for i, piece in enumerate(pieces))
+            value = '"' + "".join(f"$b{i}" for i in range(len(pieces))) + '"'
         blocks.append(f"        location = {path} {{\n            default_type '{content_type}';\n"
-                      f"{sets}            return 200 \"{value}\";\n        }}\n")
+                      f"{sets}            return 200 {value};\n        }}\n")
     return "".join(blocks)
 
 
