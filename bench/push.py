@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
+import bodies
 import targets
 import wrk
 
@@ -47,9 +48,9 @@ def _is_live(status: dict | None, workers: int, target: int) -> bool:
     return all(isinstance(g, int) and g >= target for g in gens)
 
 
-def run(gateway: targets.Process, upstream_port: int, routes: int, settle: float, threads: int,
+def run(gateway: targets.Process, upstream_port: int, routes: int, settle: float, threads: int, pin: list[str],
         timeout: float = 60.0) -> dict[str, object]:
-    """json50 load on the gateway; after `settle` s push; after live + `settle` s stop the load."""
+    """`json` load (50 connections) on the gateway; after `settle` s push; after live + `settle` s stop the load."""
     workers = int(gateway.info["workers"])  # type: ignore[call-overload]
     admin_port = int(gateway.info["admin_port"])  # type: ignore[call-overload]
     port = int(gateway.info["port"])  # type: ignore[call-overload]
@@ -59,10 +60,10 @@ def run(gateway: targets.Process, upstream_port: int, routes: int, settle: float
     known = [g for g in worker_generations(before) if isinstance(g, int)]  # type: ignore[arg-type]
     if len(known) != workers:
         raise PushUnavailable(f"/status workers carry no integer `generation`: {before}")
-    body = targets.fastgw_config(port, admin_port, workers, upstream_port, extra_routes=routes).encode()
+    body = targets.fastgw_plain_config(port, admin_port, workers, upstream_port, extra_routes=routes).encode()
 
-    load = wrk.Background(f"http://{targets.HOST}:{port}/", "json.lua", 50, threads,
-                          max_seconds=2 * settle + 2 * timeout + 30)
+    load = wrk.Background(f"http://{targets.HOST}:{port}", bodies.PLAIN_REQUESTS["json"], 50, threads,
+                          max_seconds=2 * settle + 2 * timeout + 30, pin=pin)
     try:
         time.sleep(settle)
         start = time.perf_counter()

@@ -1,7 +1,9 @@
-"""fastgw vs nginx, side by side, in one command: `python bench/run.py [--workers N] [--duration S]`.
+"""fastgw vs nginx, side by side, in one command: `python bench/run.py [--duration S] [--scenarios LIST]`.
 
-The machine is small and shared, so absolute numbers drift from run to run; every target is
-measured in the same run, one after the other, and the table's last column is fastgw / nginx.
+The proxy under test runs alone on one core (taskset); wrk, the pre-built-response upstream (an
+nginx answering from memory) and Redis share the other. `direct` (wrk straight at the upstream)
+is the ceiling: where it is not at least 1.5x nginx's rate, the upstream side limits the run and
+the ratio is flagged as not meaningful. Every proxy's CPU time per request comes from /proc.
 """
 
 from __future__ import annotations
@@ -10,27 +12,78 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 
+import bodies
+import check
 import push
 import targets
 import ttfb
 import wrk
 
-SCENARIOS = ("json50", "json256", "sse", "ai", "ai-limits", "guard", "ttfb", "push")
-TARGETS = ("direct", "nginx", "fastgw")
-SSE_CHUNKS = 50  # fixed: scripts/sse.lua asks the mock for the same number
+HEADROOM = 1.5
+"""direct must reach this multiple of a proxy's rate for that proxy's figure to be the proxy's own."""
+DISTURBED = 10.0
+"""Other processes taking more than this (% of a core) during a measurement make it be taken again."""
+LOAD_FULL = 85.0
+PROXY_BOUND = 90.0
+"""A proxy using less than PROXY_BOUND % of its core while the load core was busier than LOAD_FULL %
+was held back by wrk or the upstream: its req/s is not its own (its CPU us/req still is)."""
 ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
+AI_PATH = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the table: a request through one fastgw config, compared with nginx relaying
+    the same shape of answer (`shape`) from the same upstream."""
+
+    name: str
+    gateway: str  # the fastgw process serving it: "plain", "ai" or "ai-full"
+    shape: str  # "json" or "sse": the nginx plain relay it is compared with
+    upstream_path: str  # the pre-built answer behind it; direct is measured on this path
+    request: bodies.Request
+    check: str  # "exact" (the upstream's bytes, unchanged), "openai-json", "openai-sse"[-guarded]
+    what: str
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("json", "plain", "json", "/json/v1/chat/completions", bodies.PLAIN_REQUESTS["json"], "exact",
+             "plain route, chat.completion JSON answer"),
+    Scenario("sse", "plain", "sse", "/sse/v1/chat/completions", bodies.PLAIN_REQUESTS["sse"], "exact",
+             "plain route, 50-chunk OpenAI stream"),
+    Scenario("ai-json", "ai", "json", "/json/v1/chat/completions", bodies.chat(AI_PATH, "bench-json", False),
+             "openai-json", "AI front door, openai provider, JSON"),
+    Scenario("ai-sse", "ai", "sse", "/sse/v1/chat/completions", bodies.chat(AI_PATH, "bench-sse", True),
+             "openai-sse", "AI front door, openai provider, stream + usage chunk"),
+    Scenario("ai-full-json", "ai-full", "json", "/json/v1/chat/completions",
+             bodies.chat(AI_PATH, "bench-json", False), "openai-json",
+             "ai-json + consumer key + Redis TPM/RPM limits + 1,000-term guard + access log"),
+    Scenario("ai-full-sse", "ai-full", "sse", "/sse/v1/chat/completions", bodies.chat(AI_PATH, "bench-sse", True),
+             "openai-sse-guarded", "ai-sse + consumer key + Redis TPM/RPM limits + 1,000-term guard + access log"),
+    Scenario("ai-convert", "ai", "sse", "/anthropic/v1/messages", bodies.chat(AI_PATH, "bench-claude", True),
+             "openai-sse", "Anthropic provider stream converted for an OpenAI client"),
+    Scenario("ai-convert-json", "ai", "json", "/anthropic-json/v1/messages",
+             bodies.chat(AI_PATH, "bench-claude-json", False), "openai-json",
+             "Anthropic provider answer converted for an OpenAI client"),
+)}
+EXTRAS = ("ttfb", "push")
+ALL = (*SCENARIOS, *EXTRAS)
+ALIASES = {"ai-full": ("ai-full-json", "ai-full-sse"), "all": ALL}
+CHECKS: dict[str, Callable[[check.Response], dict[str, object]]] = {
+    "openai-json": check.openai_json, "openai-sse": check.openai_sse, "openai-sse-guarded": check.openai_sse_guarded}
 
 
 class Abort(BaseException):
@@ -41,31 +94,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=1, help="worker processes for nginx and fastgw (default 1)")
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk measurement (default 10)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--scenarios", default="all",
+                        help=f"comma-separated subset of {','.join(ALL)} (ai-full = both ai-full-*; default: all)")
     parser.add_argument("--out", type=Path, default=targets.BENCH_DIR / "results", help="results directory")
-    parser.add_argument("--mock-workers", type=int, default=2,
-                        help="mock upstream workers, enough that it is not the bottleneck (default 2)")
-    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--wrk-threads", type=int, default=1,
+                        help="wrk threads (default 1: wrk shares one core with the upstream)")
     parser.add_argument("--warmup", type=float, default=1, help="unrecorded wrk seconds before each run (default 1)")
-    parser.add_argument("--sse-connections", type=int, default=32, help="connections for the sse scenario")
+    parser.add_argument("--json-connections", type=int, default=50, help="connections for JSON scenarios (50)")
+    parser.add_argument("--sse-connections", type=int, default=32, help="connections for stream scenarios (32)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help=f"measure again while other processes take over {DISTURBED:.0f}%% of a core (default 2)")
     parser.add_argument("--ttfb-requests", type=int, default=300, help="sequential streams per target for ttfb")
     parser.add_argument("--push-routes", type=int, default=10_000, help="plain routes in the pushed config")
     args = parser.parse_args(argv)
-    chosen = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    unknown = sorted(chosen - set(SCENARIOS))
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    # Canonical order whatever was typed: push must come last, since it leaves 10,000 routes in fastgw.
-    args.scenarios = [s for s in SCENARIOS if s in chosen]
+    chosen: set[str] = set()
+    for name in (s.strip() for s in args.scenarios.split(",") if s.strip()):
+        if name not in ALL and name not in ALIASES:
+            parser.error(f"unknown scenario {name!r}; choose from {', '.join(ALL)} (or ai-full, all)")
+        chosen.update(ALIASES.get(name, (name,)))
+    args.scenarios = [s for s in ALL if s in chosen]  # canonical order whatever was typed
     if args.workers < 1 or args.duration < 1:
         parser.error("--workers and --duration must be at least 1")
     return args
 
 
 def ensure_tools() -> None:
-    """Install nginx/wrk from apt when missing; fastgw itself must already be set up per the README."""
-    missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
+    """Install nginx/wrk/redis from apt when missing; fastgw itself must already be set up per the README."""
+    missing = [pkg for tool, pkg in (("nginx", "nginx"), ("wrk", "wrk"), ("redis-server", "redis-server"))
+               if shutil.which(tool) is None]
     if missing:
         sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
         print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
@@ -73,35 +129,39 @@ def ensure_tools() -> None:
         if subprocess.run(install, timeout=600).returncode != 0:
             subprocess.run([*sudo, "apt-get", "update"], check=True, timeout=600)
             subprocess.run(install, check=True, timeout=600)
-    check = subprocess.run([sys.executable, "-c", "import fastgw"], cwd=targets.REPO_ROOT,
+    probe = subprocess.run([sys.executable, "-c", "import fastgw"], cwd=targets.REPO_ROOT,
                            env=targets.python_env(), capture_output=True, text=True, timeout=60)
-    if check.returncode != 0:
-        sys.exit(f"fastgw is not importable ({check.stderr.strip().splitlines()[-1:]}); "
+    if probe.returncode != 0:
+        sys.exit(f"fastgw is not importable ({probe.stderr.strip().splitlines()[-1:]}); "
                  "run the setup in README.md first (e.g. `pip install -e '.[test]'`).")
 
 
 def _first_line(argv: list[str]) -> str | None:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=targets.python_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     return lines[0] if lines else None
 
 
-def machine_info() -> dict[str, object]:
-    """What a reader needs to compare two result files: cores, kernel, tool versions, load."""
+def machine_info(pins: targets.Pinning) -> dict[str, object]:
+    """What a reader needs to compare two result files: cores, pinning, kernel, tool versions, load."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), None) if Path("/proc/cpuinfo").exists() else None
     compiled = _first_line([sys.executable, "-c", "from fastgw import _speedups; print(_speedups.COMPILED)"])
     return {
         "nproc": os.cpu_count(),
+        "usable_cpus": sorted(os.sched_getaffinity(0)),
+        "pinning": {"proxy_cpu": pins.proxy, "load_cpu": pins.load, "unpinned_reason": pins.reason or None},
         "cpu": cpu,
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "nginx": _first_line(["nginx", "-v"]),
         "wrk": _first_line(["wrk", "-v"]),
+        "redis": _first_line(["redis-server", "--version"]),
         "fastgw_compiled": {"True": True, "False": False}.get(compiled or ""),
+        "fastgw_path": _first_line([sys.executable, "-c", "import fastgw; print(fastgw.__file__)"]),
         "loadavg": os.getloadavg(),
     }
 
@@ -115,204 +175,508 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 
 def time_budget(args: argparse.Namespace) -> int:
     """A generous upper bound on the whole run; past it the run aborts and cleans up."""
-    wrk_runs = sum(s in args.scenarios for s in ("json50", "json256", "sse")) * len(TARGETS)
-    seconds = 180 + wrk_runs * (args.duration + args.warmup + 40)
-    seconds += ("ttfb" in args.scenarios) * len(TARGETS) * 120
+    chosen = [SCENARIOS[s] for s in args.scenarios if s in SCENARIOS]
+    wrk_runs = len(chosen) + len({s.upstream_path for s in chosen}) + len({s.shape for s in chosen})
+    seconds = 120 + wrk_runs * (1 + args.retries) * (args.duration + args.warmup + 30) + 4 * 90  # 4 starts at most
+    seconds += ("ttfb" in args.scenarios) * 4 * 60
     seconds += ("push" in args.scenarios) * (2 * args.duration + 200)
     return int(seconds)
 
 
-def measure_wrk(url: str, script: str, connections: int, args: argparse.Namespace,
-                proc: targets.Process) -> dict[str, object]:
-    """An unrecorded warm-up first, so connection setup and first-request costs stay out of the figures.
+# ------------------------------------------------------------------------------------------- measuring
 
-    Also records the CPU the target's own processes spent per request during the measured run.
-    """
-    if args.warmup > 0:
-        wrk.run(url, script, connections, args.wrk_threads, args.warmup)
-    cpu_before = proc.cpu_seconds()
-    result = wrk.run(url, script, connections, args.wrk_threads, args.duration).as_dict()
-    cpu = proc.cpu_seconds() - cpu_before
-    result["cpu_s"] = cpu
-    result["cpu_us_per_req"] = cpu * 1e6 / result["requests"] if result["requests"] else None
-    return result
+CORE_FIELDS = ("task", "irq", "steal", "idle", "total")
 
 
-def measure_sse(url: str, port: int, args: argparse.Namespace, proc: targets.Process) -> dict[str, object]:
-    """Streams/s from wrk; chunks/s only once a real client saw SSE_CHUNKS content chunks per stream."""
-    check = ttfb.count_sse_chunks(targets.HOST, port, SSE_CHUNKS)
-    if check["status"] != 200 or check["content_chunks"] != SSE_CHUNKS or not check["done_marker"]:
-        raise RuntimeError(f"expected {SSE_CHUNKS} content chunks and [DONE] with status 200, got {check}")
-    result = measure_wrk(url, "sse.lua", args.sse_connections, args, proc)
-    result["verified"] = check
-    result["streams_per_s"] = result["rps"]
-    result["chunks_per_s"] = float(result["rps"]) * SSE_CHUNKS
-    return result
+def core_times() -> dict[int, dict[str, int]]:
+    """Jiffies per CPU from /proc/stat: `task` (user + nice + system: what processes run, their
+    utime/stime), `irq` (irq + softirq: the kernel's network work, in no process's figures),
+    `steal` (taken by the hypervisor), `idle` (idle + iowait) and `total`."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            t = [int(v) for v in values[:8]]
+            out[int(name[3:])] = {"task": t[0] + t[1] + t[2], "irq": t[5] + t[6], "steal": t[7],
+                                  "idle": t[3] + t[4], "total": sum(t)}
+    return out
 
 
-def measure_ai(port: int, args: argparse.Namespace, proc: targets.Process) -> dict[str, object]:
-    """The AI front door (auth + model routing + Anthropic->OpenAI stream conversion), checked first
-    with a real client: 50 content chunks and [DONE], like the plain relay it is compared with."""
-    check = ttfb.count_sse_chunks(targets.HOST, port, SSE_CHUNKS, model=targets.AI_MODEL, api_key=targets.AI_KEY)
-    if check["status"] != 200 or check["content_chunks"] != SSE_CHUNKS or not check["done_marker"]:
-        raise RuntimeError(f"expected {SSE_CHUNKS} content chunks and [DONE] with status 200, got {check}")
-    result = measure_wrk(f"http://{targets.HOST}:{port}/", "ai.lua", args.sse_connections, args, proc)
-    result["verified"] = check
-    result["streams_per_s"] = result["rps"]
-    return result
+def core_use(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]], cpu: int | None
+             ) -> dict[str, float] | None:
+    """Percent of one CPU's time in the window per CORE_FIELDS category, plus `busy` (all but idle)
+    and `seconds` (its busy time)."""
+    if cpu is None or cpu not in before or cpu not in after:
+        return None
+    delta = {k: after[cpu][k] - before[cpu][k] for k in CORE_FIELDS}
+    if not delta["total"]:
+        return None
+    out = {k: 100.0 * delta[k] / delta["total"] for k in CORE_FIELDS if k != "total"}
+    out["busy"] = 100.0 - out["idle"]
+    out["seconds"] = (delta["total"] - delta["idle"]) / targets.CLK_TCK
+    return out
 
 
-def measure(scenario: str, port: int, args: argparse.Namespace, proc: targets.Process) -> dict[str, object]:
-    """One non-push scenario against one target."""
-    url = f"http://{targets.HOST}:{port}/"
-    if scenario == "json50":
-        return measure_wrk(url, "json.lua", 50, args, proc)
-    if scenario == "json256":
-        return measure_wrk(url, "json.lua", 256, args, proc)
-    if scenario == "sse":
-        return measure_sse(url, port, args, proc)
-    return ttfb.measure(targets.HOST, port, args.ttfb_requests, 30, SSE_CHUNKS)
+def children_cpu() -> float:
+    """CPU seconds of the runner's reaped children: around a wrk run, that wrk's own CPU."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def run_scenarios(args: argparse.Namespace, ports: dict[str, int], procs: dict[str, targets.Process],
-                  gateway: targets.Process | None, mock_port: int) -> dict[str, dict[str, object]]:
-    """Each scenario, each target in turn; one failure is recorded and the rest still run."""
-    results: dict[str, dict[str, object]] = {}
-    for scenario in args.scenarios:
-        results[scenario] = {}
-        if scenario == "push":
-            if gateway is None:
-                results[scenario]["fastgw"] = {"error": "fastgw not running"}
-                print("[push] skipped: fastgw not running", flush=True)
-                continue
-            print(f"[push] {args.push_routes} routes under json50 load ...", flush=True)
-            try:
-                results[scenario]["fastgw"] = push.run(gateway, mock_port, args.push_routes,
-                                                       settle=max(1.0, args.duration / 2), threads=args.wrk_threads)
-            except Exception as exc:  # recorded and printed, other scenarios go on
-                results[scenario]["fastgw"] = {"error": str(exc)}
-                print(f"  push: {exc}", flush=True)
+class Bench:
+    """The run's shared state: options, pinning, the upstream, and the results so far."""
+
+    def __init__(self, args: argparse.Namespace, pins: targets.Pinning, workdir: Path, stack: ExitStack) -> None:
+        self.args, self.pins, self.workdir, self.stack = args, pins, workdir, stack
+        self.upstream: targets.Process | None = None
+        self.side: dict[str, targets.Process] = {}  # load-core processes whose CPU each run records
+        self.results: dict[str, dict[str, object]] = {}
+        self.status: dict[str, object] = {}
+
+    def connections(self, shape: str) -> int:
+        return self.args.json_connections if shape == "json" else self.args.sse_connections
+
+    def measure(self, proc: targets.Process, request: bodies.Request, shape: str) -> dict[str, object]:
+        """`measure_once`, again (up to --retries times) while other processes took more than
+        DISTURBED % of either core; the least disturbed attempt is kept, the others summarised."""
+        attempts: list[dict[str, object]] = []
+        for _ in range(1 + max(0, self.args.retries)):
+            result = self.measure_once(proc, request, shape)
+            result["disturbance_pct"] = disturbance(result, proc is self.upstream)
+            attempts.append(result)
+            if result["disturbance_pct"] <= DISTURBED:  # type: ignore[operator]
+                break
+            print(f"(disturbed: others took {result['disturbance_pct']:.0f}% of a core, again)", end=" ", flush=True)
+        best = min(attempts, key=lambda r: r["disturbance_pct"])  # type: ignore[arg-type, return-value]
+        best["attempts"] = [{k: a[k] for k in ("rps", "cpu_us_per_req", "disturbance_pct")} for a in attempts]
+        return best
+
+    def measure_once(self, proc: targets.Process, request: bodies.Request, shape: str) -> dict[str, object]:
+        """One recorded wrk run after an unrecorded warm-up. Records the CPU of `proc`'s processes
+        per request (the figure of the table), the proxy core's whole busy time per request (with
+        the kernel's softirq network work, which no process is charged for), what each core did,
+        and the load side's CPU per request (wrk, the upstream, Redis when running)."""
+        base = f"http://{targets.HOST}:{proc.info['port']}"
+        pin, conns, threads = self.pins.prefix("load"), self.connections(shape), self.args.wrk_threads
+        if self.args.warmup > 0:
+            wrk.run(base, request, conns, threads, self.args.warmup, pin)
+        side = {name: p for name, p in self.side.items() if p is not proc and p.alive()}
+        cores0, cpu0, wrk0 = core_times(), proc.cpu_by_pid(), children_cpu()
+        side0 = {name: p.cpu_seconds() for name, p in side.items()}
+        t0 = time.monotonic()
+        result = wrk.run(base, request, conns, threads, self.args.duration, pin).as_dict()
+        wall = time.monotonic() - t0
+        cores1, cpu1, wrk1 = core_times(), proc.cpu_by_pid(), children_cpu()
+        side1 = {name: p.cpu_seconds() for name, p in side.items()}
+        cpu = sum(cpu1.values()) - sum(cpu0.values())
+        leader = cpu1.get(proc.pid, 0.0) - cpu0.get(proc.pid, 0.0)
+        requests = int(result["requests"])  # type: ignore[call-overload]
+
+        def per_req(seconds: float) -> float | None:
+            return seconds * 1e6 / requests if requests else None
+
+        proxy_core, load_core = core_use(cores0, cores1, self.pins.proxy), core_use(cores0, cores1, self.pins.load)
+        result.update({
+            "connections": conns,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "cpu_us_per_req": per_req(cpu),
+            "cpu_util_pct": 100.0 * cpu / wall,
+            # nginx: master / workers; fastgw: supervisor / workers (only workers touch requests)
+            "cpu_s_leader": leader,
+            "cpu_s_children": cpu - leader,
+            "processes": len(cpu1),
+            "proxy_core": proxy_core,
+            "load_core": load_core,
+            "proxy_core_us_per_req": per_req(proxy_core["seconds"]) if proxy_core else None,
+            "proxy_core_busy_pct": proxy_core["busy"] if proxy_core else None,
+            "load_core_busy_pct": load_core["busy"] if load_core else None,
+            "load_side_us_per_req": {"wrk": per_req(wrk1 - wrk0),
+                                     **{name: per_req(side1[name] - side0[name]) for name in side}},
+        })
+        if not proc.alive():
+            raise proc.fail("died during the measurement")
+        return result
+
+    def verify(self, proc: targets.Process, request: bodies.Request, kind: str, upstream_path: str
+               ) -> tuple[check.Response, dict[str, object]]:
+        resp = check.fetch(targets.HOST, int(proc.info["port"]), request)  # type: ignore[call-overload]
+        return resp, (check.exact(resp, upstream_path) if kind == "exact" else CHECKS[kind](resp))
+
+    def record(self, scenario: str, target: str, run: Callable[[], dict[str, object]]) -> None:
+        """Run one measurement; a failure is recorded and printed, and the rest of the run goes on."""
+        print(f"[{scenario}] {target} ...", end=" ", flush=True)
+        try:
+            result = run()
+        except Exception as exc:  # TargetError, CheckFailed, wrk failures: recorded, the run goes on
+            result = {"error": str(exc)}
+            print(f"FAILED: {exc}", flush=True)
+        else:
+            if "rps" in result:
+                print(f"{result['rps']:,.0f} req/s, {result['cpu_us_per_req'] or 0:.1f} us CPU/req, "
+                      f"errors {result['errors']}", flush=True)
+            else:
+                print("done", flush=True)
+        self.results.setdefault(scenario, {})[target] = result
+
+    def start(self, name: str, start: Callable[[], targets.Process]) -> targets.Process | None:
+        """Start one target; a failure is reported and recorded, and the scenarios needing it are skipped."""
+        try:
+            proc = start()
+        except targets.TargetError as exc:
+            print(f"!! {name} not started: {exc}", flush=True)
+            self.status[name] = {"error": str(exc)}
+            return None
+        info = {k: v for k, v in proc.info.items() if k != "status"}
+        if "status" in proc.info:
+            info["worker_pids"] = [w.get("pid") for w in proc.info["status"]["workers"]]  # type: ignore[index]
+        print(f"{name}: http://{targets.HOST}:{proc.info['port']} (pid {proc.pid}, cpu {proc.info.get('cpu')})"
+              + (f", worker pids {info['worker_pids']}" if "worker_pids" in info else ""), flush=True)
+        self.status[name] = {**info, "argv": proc.argv}
+        return proc
+
+    @contextmanager
+    def running(self, name: str, start: Callable[[], targets.Process]) -> Iterator[targets.Process | None]:
+        """A proxy for one phase: started, yielded, and stopped before the next proxy starts, so the
+        proxy core only ever runs the proxy being measured."""
+        proc = self.start(name, start)
+        try:
+            yield proc
+        finally:
+            if proc is not None:
+                proc.stop()
+
+
+def _skip(bench: Bench, scenarios: list[str], target: str, why: str) -> None:
+    for name in scenarios:
+        bench.results.setdefault(name, {})[target] = {"error": why}
+
+
+def run_direct(bench: Bench, chosen: list[Scenario]) -> None:
+    """wrk straight at the upstream, once per pre-built answer in use: the ceiling of each row."""
+    assert bench.upstream is not None
+    done: set[str] = set()
+    for sc in chosen:
+        if sc.upstream_path in done:
             continue
-        if scenario == "guard":
-            # The same streamed chat through the AI front door, with and without the filter.
-            for name in ("fastgw-guard-off", "fastgw-guard-on"):
-                if name not in ports:
-                    results[scenario][name] = {"error": f"{name} not running"}
-                    continue
-                print(f"[guard] {name} ...", flush=True)
-                try:
-                    results[scenario][name] = measure_sse(f"http://{targets.HOST}:{ports[name]}/", ports[name],
-                                                          args, procs[name])
-                except Exception as exc:  # recorded and printed, other scenarios go on
-                    results[scenario][name] = {"error": str(exc)}
-                    print(f"  {name}: {exc}", flush=True)
+        done.add(sc.upstream_path)
+        request = bodies.Request(sc.upstream_path, sc.request.body)
+
+        def one(request: bodies.Request = request, sc: Scenario = sc) -> dict[str, object]:
+            _, verified = bench.verify(bench.upstream, request, "exact", sc.upstream_path)  # type: ignore[arg-type]
+            return {**bench.measure(bench.upstream, request, sc.shape), "verified": verified}  # type: ignore[arg-type]
+
+        bench.record(f"direct {sc.upstream_path}", "direct", one)
+
+
+def run_plain_relay(bench: Bench, name: str, proc: targets.Process | None, shapes: list[str]) -> None:
+    """nginx or fastgw's plain route, relaying the json and/or sse answer; must pass the bytes unchanged."""
+    for shape in shapes:
+        sc = SCENARIOS[shape]
+        if proc is None:
+            _skip(bench, [f"relay {shape}"], name, f"{name} not running")
             continue
-        if scenario in ("ai", "ai-limits"):
-            # Compared with nginx relaying the same request shape (the sse scenario) in this run.
-            if "nginx" in ports and "nginx" not in results.get("sse", {}):
-                print(f"[{scenario}] nginx (plain relay of the same stream) ...", flush=True)
-                results.setdefault("sse", {})["nginx"] = measure("sse", ports["nginx"], args, procs["nginx"])
-            target = f"fastgw-{scenario}"
-            if target not in ports:
-                results[scenario]["fastgw"] = {"error": f"{target} not running"}
-                continue
-            print(f"[{scenario}] fastgw ...", flush=True)
-            try:
-                results[scenario]["fastgw"] = measure_ai(ports[target], args, procs[target])
-            except Exception as exc:  # recorded and printed, other scenarios go on
-                results[scenario]["fastgw"] = {"error": str(exc)}
-                print(f"  {target}: {exc}", flush=True)
+
+        def one(sc: Scenario = sc, proc: targets.Process = proc) -> dict[str, object]:
+            _, verified = bench.verify(proc, sc.request, "exact", sc.upstream_path)
+            return {**bench.measure(proc, sc.request, sc.shape), "verified": verified}
+
+        bench.record(f"relay {shape}", name, one)
+
+
+def run_ttfb(bench: Bench, target: str, proc: targets.Process | None, request: bodies.Request) -> None:
+    if proc is None:
+        _skip(bench, ["ttfb"], target, f"{target} not running")
+        return
+    port = int(proc.info["port"])  # type: ignore[call-overload]
+    bench.record("ttfb", target, lambda: ttfb.measure(targets.HOST, port, request, bench.args.ttfb_requests, 30))
+
+
+def run_ai(bench: Bench, proc: targets.Process | None, chosen: list[Scenario], extra: Callable[
+        [targets.Process, check.Response], dict[str, object]] | None = None) -> None:
+    """AI scenarios on one gateway: check one answer (and `extra` facts), then measure."""
+    for sc in chosen:
+        if proc is None:
+            _skip(bench, [sc.name], "fastgw", f"fastgw ({sc.gateway}) not running")
             continue
-        for name, port in ports.items():
-            if name.startswith(("fastgw-ai", "fastgw-guard")):
-                continue
-            print(f"[{scenario}] {name} ...", flush=True)
-            try:
-                results[scenario][name] = measure(scenario, port, args, procs[name])
-            except Exception as exc:  # recorded and printed, other targets go on
-                results[scenario][name] = {"error": str(exc)}
-                print(f"  {name}: {exc}", flush=True)
-    return results
+
+        def one(sc: Scenario = sc, proc: targets.Process = proc) -> dict[str, object]:
+            resp, verified = bench.verify(proc, sc.request, sc.check, sc.upstream_path)
+            if extra is not None:
+                verified = {**verified, **extra(proc, resp)}
+            return {**bench.measure(proc, sc.request, sc.shape), "verified": verified}
+
+        bench.record(sc.name, "fastgw", one)
 
 
-def _cell(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+def full_features_check(proc: targets.Process, resp: check.Response) -> dict[str, object]:
+    """ai-full really runs with its features: rate-limit headers on the answer (limits checked), and
+    the live config (admin GET /config) holds the consumer, both limits, 1,000 terms and the log."""
+    limits = {k: v for k, v in resp.headers.items() if k.startswith("x-ratelimit-limit-")}
+    if not {"x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"} <= set(limits):
+        raise check.CheckFailed(f"no x-ratelimit-limit-requests/-tokens headers: limits not applied ({resp.headers})")
+    code, raw = targets.http_get(f"http://{targets.HOST}:{proc.info['admin_port']}/config", timeout=5)
+    config = json.loads(raw) if code == 200 else {}
+    terms = sum(len(r.get("terms") or []) for r in (config.get("guard") or {}).get("rules") or [])
+    live = {"consumers": len(config.get("consumers") or []), "limits": len(config.get("limits") or []),
+            "guard_terms": terms, "access_log": (config.get("log") or {}).get("access")}
+    if live["consumers"] != 1 or live["limits"] != 2 or terms != targets.GUARD_TERMS or not live["access_log"]:
+        raise check.CheckFailed(f"live config lacks ai-full's features: {live}")
+    return {"ratelimit_headers": limits, "live_config": live}
 
 
-def table_rows(results: dict[str, dict[str, dict]]) -> list[dict[str, object]]:
-    """Rows of (metric, direct, nginx, fastgw, fastgw/nginx); `better` says which way the ratio should go."""
+def run_scenarios(bench: Bench) -> None:
+    args = bench.args
+    chosen = [SCENARIOS[s] for s in args.scenarios if s in SCENARIOS]
+    want_ttfb, want_push = "ttfb" in args.scenarios, "push" in args.scenarios
+    shapes = [shape for shape in ("json", "sse") if shape in {sc.shape for sc in chosen}]  # nginx relays these
+    workdir, pins, stack, workers = bench.workdir, bench.pins, bench.stack, args.workers
+    bench.upstream = bench.start("upstream", lambda: targets.start_upstream(workdir, pins, bodies.CHUNKS, stack))
+    if bench.upstream is None:
+        raise SystemExit("the upstream did not start; nothing can be measured")
+    bench.side["upstream"] = bench.upstream
+    up_port = int(bench.upstream.info["port"])  # type: ignore[call-overload]
+    sse = SCENARIOS["sse"].request
+
+    run_direct(bench, chosen)
+    if want_ttfb:
+        run_ttfb(bench, "direct", bench.upstream, sse)
+
+    if shapes or want_ttfb:
+        with bench.running("nginx", lambda: targets.start_nginx(workdir, workers, up_port, pins, stack)) as nginx:
+            run_plain_relay(bench, "nginx", nginx, shapes)
+            if want_ttfb:
+                run_ttfb(bench, "nginx", nginx, sse)
+
+    plain = [s for s in ("json", "sse") if s in args.scenarios]
+    if plain or want_ttfb or want_push:
+        render = lambda port, admin: targets.fastgw_plain_config(port, admin, workers, up_port)  # noqa: E731
+        with bench.running("fastgw-plain",
+                           lambda: targets.start_gateway(workdir, "fastgw-plain", render, workers, pins, stack)) as gw:
+            run_plain_relay(bench, "fastgw", gw, plain)
+            if want_ttfb:
+                run_ttfb(bench, "fastgw", gw, sse)
+            if want_push:  # last on this gateway: it leaves the pushed routes in place
+                if gw is None:
+                    _skip(bench, ["push"], "fastgw", "fastgw-plain not running")
+                else:
+                    bench.record("push", "fastgw", lambda: push.run(
+                        gw, up_port, args.push_routes, settle=max(1.0, args.duration / 2),  # type: ignore[arg-type]
+                        threads=args.wrk_threads, pin=pins.prefix("load")))
+
+    ai = [sc for sc in chosen if sc.gateway == "ai"]
+    if ai or want_ttfb:
+        render = lambda port, admin: targets.fastgw_ai_config(port, admin, workers, up_port)  # noqa: E731
+        with bench.running("fastgw-ai",
+                           lambda: targets.start_gateway(workdir, "fastgw-ai", render, workers, pins, stack)) as gw:
+            run_ai(bench, gw, ai)
+            if want_ttfb:
+                run_ttfb(bench, "fastgw ai-sse", gw, SCENARIOS["ai-sse"].request)
+
+    full = [sc for sc in chosen if sc.gateway == "ai-full"]
+    if full:
+        run_full(bench, full, up_port)
+
+
+def run_full(bench: Bench, full: list[Scenario], up_port: int) -> None:
+    """ai-full: Redis on the load core, then the gateway with every feature on."""
+    workdir, pins, stack, workers = bench.workdir, bench.pins, bench.stack, bench.args.workers
+    redis_url: list[str] = []
+
+    def start_redis() -> targets.Process:
+        proc, url = targets.start_redis(workdir, pins, stack)
+        redis_url.append(url)
+        return proc
+
+    with bench.running("redis", start_redis) as redis:
+        if redis is None:
+            _skip(bench, [sc.name for sc in full], "fastgw", "redis not running")
+            return
+        bench.side["redis"] = redis  # its CPU is the load core's, recorded beside wrk's and the upstream's
+        terms = workdir / "guard-terms.txt"
+        terms.write_text("\n".join(bodies.guard_terms(targets.GUARD_TERMS)) + "\n")
+        features = targets.FullFeatures(redis_url[0], terms, workdir / "access.log")
+        render = lambda port, admin: targets.fastgw_ai_config(port, admin, workers, up_port, features)  # noqa: E731
+        with bench.running("fastgw-ai-full",
+                           lambda: targets.start_gateway(workdir, "fastgw-ai-full", render, workers, pins, stack)) as gw:
+            run_ai(bench, gw, full, extra=full_features_check)
+        del bench.side["redis"]
+        if features.access_log.exists():  # one JSON line per request: the log kept up with the load
+            lines = sum(1 for _ in features.access_log.open("rb"))
+            measured = sum(int(bench.results.get(sc.name, {}).get("fastgw", {}).get("requests", 0)) for sc in full)
+            bench.status["fastgw-ai-full"]["access_log_lines"] = lines  # type: ignore[index]
+            bench.status["fastgw-ai-full"]["measured_requests"] = measured  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+def _get(results: dict[str, dict[str, object]], scenario: str, target: str, key: str) -> float | None:
+    value = results.get(scenario, {}).get(target, {})
+    return value.get(key) if isinstance(value, dict) and "error" not in value else None  # type: ignore[return-value]
+
+
+def table_rows(results: dict[str, dict[str, object]], scenarios: list[str], pinned: bool = True
+               ) -> list[dict[str, object]]:
+    """One row per scenario: req/s and CPU us/request of direct, nginx (the plain relay of the same
+    shape) and fastgw, both ratios, and the flags that say when a ratio means nothing."""
     rows: list[dict[str, object]] = []
-
-    def add(label: str, better: str, values: dict[str, float | None], ratio: bool = True) -> None:
-        nginx, fastgw = values.get("nginx"), values.get("fastgw")
-        rows.append({"metric": label, "better": better, **{t: values.get(t) for t in TARGETS},
-                     "ratio": fastgw / nginx if ratio and nginx and nginx > 0 and fastgw is not None and fastgw >= 0
-                     else None})  # a ratio with a negative (noise) difference in it means nothing
-
-    def pick(scenario: str, key: str) -> dict[str, float | None]:
-        return {t: r.get(key) for t, r in results.get(scenario, {}).items() if "error" not in r}
-
-    for scenario in ("json50", "json256"):
-        if scenario in results:
-            add(f"{scenario} req/s", "higher", pick(scenario, "rps"))
-            add(f"{scenario} p50 ms", "lower", pick(scenario, "p50_ms"))
-            add(f"{scenario} p99 ms", "lower", pick(scenario, "p99_ms"))
-            add(f"{scenario} CPU us/req", "lower", pick(scenario, "cpu_us_per_req"))
-            add(f"{scenario} errors", "zero", pick(scenario, "errors"), ratio=False)
-    if "sse" in results:
-        add("sse streams/s", "higher", pick("sse", "streams_per_s"))
-        add("sse chunks/s", "higher", pick("sse", "chunks_per_s"))
-        add("sse p99 ms (whole stream)", "lower", pick("sse", "p99_ms"))
-        add("sse CPU us/stream", "lower", pick("sse", "cpu_us_per_req"))
-    if "ai" in results:
-        label = "ai streams/s (fastgw: auth+routing+conversion; nginx: plain relay)"
-        add(label, "higher", {"nginx": pick("sse", "streams_per_s").get("nginx"), **pick("ai", "streams_per_s")})
-        add("ai CPU us/stream", "lower", {"nginx": pick("sse", "cpu_us_per_req").get("nginx"),
-                                          **pick("ai", "cpu_us_per_req")})
-        add("ai errors", "zero", pick("ai", "errors"), ratio=False)
-    if "guard" in results:
-        off = results["guard"].get("fastgw-guard-off", {})
-        on = results["guard"].get("fastgw-guard-on", {})
-        if "streams_per_s" in off and "streams_per_s" in on:
-            # Not an nginx comparison: the "nginx" column holds fastgw with the guard off.
-            label = f"guard streams/s ({targets.GUARD_TERMS} terms): 'nginx' col = guard off, ratio = on/off"
-            rows.append({"metric": label, "better": "higher",
-                         "direct": None, "nginx": off["streams_per_s"], "fastgw": on["streams_per_s"],
-                         "ratio": on["streams_per_s"] / off["streams_per_s"]})
-    if "ai-limits" in results:
-        label = "ai-limits streams/s (ai + Redis token/request limits + metrics; nginx: plain relay)"
-        add(label, "higher", {"nginx": pick("sse", "streams_per_s").get("nginx"), **pick("ai-limits", "streams_per_s")})
-        add("ai-limits CPU us/stream", "lower", {"nginx": pick("sse", "cpu_us_per_req").get("nginx"),
-                                                 **pick("ai-limits", "cpu_us_per_req")})
-        add("ai-limits errors", "zero", pick("ai-limits", "errors"), ratio=False)
-        add("sse errors", "zero", pick("sse", "errors"), ratio=False)
-    if "ttfb" in results:
-        p50, p99 = pick("ttfb", "p50_ms"), pick("ttfb", "p99_ms")
-        add("ttfb p50 ms", "lower", p50)
-        add("ttfb p99 ms", "lower", p99)
-        for label, values in (("added ttfb p50 ms", p50), ("added ttfb p99 ms", p99)):
-            base = values.get("direct")
-            add(label, "lower", {t: v - base for t, v in values.items()
-                                 if t != "direct" and v is not None and base is not None})
-    gw_push = results.get("push", {}).get("fastgw", {})
-    if "live_ms" in gw_push:
-        add(f"push {gw_push['routes']} routes: POST answered ms", "lower", {"fastgw": gw_push["post_ms"]})
-        add(f"push {gw_push['routes']} routes: live in all workers ms", "lower", {"fastgw": gw_push["live_ms"]})
-        add("push: errors during load", "zero", {"fastgw": gw_push["load"]["errors"]}, ratio=False)
-        add("push: req/s during load", "higher", {"fastgw": gw_push["load"]["rps"]}, ratio=False)
+    for name in (s for s in scenarios if s in SCENARIOS):
+        sc = SCENARIOS[name]
+        direct_key, nginx_key = f"direct {sc.upstream_path}", f"relay {sc.shape}"
+        fastgw_key = f"relay {name}" if sc.gateway == "plain" else name
+        row: dict[str, object] = {"scenario": name, "what": sc.what, "compared_with": f"nginx {sc.shape}"}
+        for target, key in (("direct", direct_key), ("nginx", nginx_key), ("fastgw", fastgw_key)):
+            row[f"{target}_rps"] = _get(results, key, target, "rps")
+            row[f"{target}_cpu_us"] = _get(results, key, target, "cpu_us_per_req")
+            row[f"{target}_errors"] = _get(results, key, target, "errors")
+            row[f"{target}_error"] = (results.get(key, {}).get(target) or {}).get("error")  # type: ignore[union-attr]
+            for extra in ("p50_ms", "p99_ms", "cpu_util_pct", "proxy_core_busy_pct", "load_core_busy_pct",
+                          "proxy_core_us_per_req"):
+                row[f"{target}_{extra}"] = _get(results, key, target, extra)
+        d, n, f = row["direct_rps"], row["nginx_rps"], row["fastgw_rps"]
+        nc, fc = row["nginx_cpu_us"], row["fastgw_cpu_us"]
+        row["ratio"] = f / n if n and f is not None else None  # type: ignore[operator]
+        row["cpu_ratio"] = fc / nc if nc and fc is not None else None  # type: ignore[operator]
+        flags = []
+        if d is not None and n is not None and d < HEADROOM * n:  # type: ignore[operator]
+            flags.append("upstream-bound: ratio not meaningful")
+        elif d is not None and f is not None and d < HEADROOM * f:  # type: ignore[operator]
+            flags.append("upstream-bound (fastgw): ratio not meaningful")
+        if d is None or n is None or f is None:
+            flags.append("incomplete")
+        for target in ("nginx", "fastgw"):  # a proxy with CPU to spare while the load core was full
+            load, util = row[f"{target}_load_core_busy_pct"], row[f"{target}_cpu_util_pct"]
+            if load is not None and util is not None and load >= LOAD_FULL and util < PROXY_BOUND:  # type: ignore[operator]
+                flags.append(f"{target} load-bound (load core {load:.0f}%, proxy {util:.0f}%)")
+        flags += [f"{target} errors" for target in ("direct", "nginx", "fastgw") if row[f"{target}_errors"]]
+        if not pinned:
+            flags.append("UNPINNED")
+        row["flags"] = flags
+        row["measurements"] = {"direct": direct_key, "nginx": nginx_key, "fastgw": fastgw_key}
+        rows.append(row)
     return rows
 
 
-def print_table(rows: list[dict[str, object]]) -> None:
-    header = ["scenario", *TARGETS, "fastgw/nginx", "better"]
-    body = [[str(r["metric"]), *(_cell(r[t], ",.0f" if r["better"] == "zero" else ",.2f")  # type: ignore[arg-type]
-                                 for t in TARGETS),
-             _cell(r["ratio"], ".2f"), str(r["better"])] for r in rows]  # type: ignore[arg-type]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    print("\n" + "  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header)))
+def disturbance(result: dict[str, object], direct: bool) -> float:
+    """How much of the proxy core or of the load core (the larger, in %) processes other than the
+    run's own took during a measurement: the core's busy time minus what ours were charged (a
+    process is charged the softirq network work done in its context, so busy, not task, time)."""
+    util, core, load = result["cpu_util_pct"], result["proxy_core"], result["load_core"]
+    side: dict[str, float | None] = result["load_side_us_per_req"]  # type: ignore[assignment]
+    ours = sum(us or 0 for us in side.values()) * float(result["rps"]) / 1e4  # type: ignore[arg-type]
+    out = 0.0
+    if direct:
+        ours += util  # type: ignore[operator]
+    elif isinstance(core, dict):
+        out = core["busy"] - util  # type: ignore[operator]
+    if isinstance(load, dict):
+        out = max(out, load["busy"] - ours)
+    return max(0.0, out)
+
+
+def measurement_notes(results: dict[str, dict[str, object]]) -> list[str]:
+    """What makes a figure less than it seems, once per measurement: it failed, other processes
+    (or the hypervisor) took part of a core, the proxy did not use all of its core, and what the
+    load side spent besides wrk and the upstream (Redis)."""
+    notes = []
+    for key, by_target in results.items():
+        for target, result in by_target.items():
+            label = f"{target} {key}" if target != key else key
+            if not isinstance(result, dict) or "rps" not in result and "error" not in result:
+                continue
+            if "error" in result:
+                notes.append(f"{label}: FAILED: {str(result['error'])[:400]}")
+                continue
+            util, core = result["cpu_util_pct"], result["proxy_core"]
+            others = float(result.get("disturbance_pct") or 0.0)  # type: ignore[arg-type]
+            if others > DISTURBED:
+                notes.append(f"{label}: other processes took ~{others:.0f}% of a core even after "
+                             f"{len(result.get('attempts') or [1])} attempt(s): req/s understated, "  # type: ignore[arg-type]
+                             "CPU us/req still valid")
+            if target != "direct" and isinstance(core, dict):
+                if core["steal"] > 5:
+                    notes.append(f"{label}: the hypervisor stole {core['steal']:.0f}% of the proxy core")
+                if util < PROXY_BOUND and others <= DISTURBED:  # type: ignore[operator]
+                    notes.append(f"{label}: the proxy used {util:.0f}% of its core (idle {core['idle']:.0f}%): "
+                                 "not CPU-bound")
+            for name, us in (result.get("load_side_us_per_req") or {}).items():  # type: ignore[union-attr]
+                if name not in ("wrk", "upstream") and us is not None:
+                    notes.append(f"{label}: {name} spent {us:.1f} us per request on the load core "
+                                 "(not in the proxy's figure)")
+    return notes
+
+
+def _fmt(value: object, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print(header: list[str], body: list[list[str]], left: int = 1) -> None:
+    """Columns before `left` and a last `flag` column are left-aligned, numbers right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lefts = set(range(left)) | ({len(header) - 1} if header[-1] == "flag" else set())
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in lefts else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    print(line(header))
     print("  ".join("-" * w for w in widths))
     for row in body:
-        print("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+        print(line(row))
+
+
+def print_tables(rows: list[dict[str, object]], results: dict[str, dict[str, object]]) -> None:
+    if rows:
+        print_main(rows)
+    notes = measurement_notes(results)
+    if notes:
+        print("\nnotes:\n" + "\n".join(f"  {n}" for n in notes))
+    print_extras(results)
+
+
+def print_main(rows: list[dict[str, object]]) -> None:
+    print("\nthroughput (req/s; a stream is one request) and proxy CPU per request (us, from /proc)")
+    _print(["scenario", "direct", "nginx", "fastgw", "fastgw/nginx",
+            "direct us", "nginx us", "fastgw us", "us fastgw/nginx", "flag"],
+           [[str(r["scenario"]), _fmt(r["direct_rps"], ",.0f"), _fmt(r["nginx_rps"], ",.0f"),
+             _fmt(r["fastgw_rps"], ",.0f"), _fmt(r["ratio"], ".2f"), _fmt(r["direct_cpu_us"], ".1f"),
+             _fmt(r["nginx_cpu_us"], ".1f"), _fmt(r["fastgw_cpu_us"], ".1f"), _fmt(r["cpu_ratio"], ".2f"),
+             "; ".join(r["flags"]) or "ok"] for r in rows])  # type: ignore[arg-type]
+    print("\nlatency (ms, wrk); proxy core busy us per request (the proxy's CPU plus the kernel's softirq network"
+          "\nwork on its core); % of the run: the proxy's own CPU / proxy core busy / load core busy")
+    _print(["scenario", "nginx p50", "nginx p99", "fastgw p50", "fastgw p99", "nginx core us", "fastgw core us",
+            "nginx cpu/core/load", "fastgw cpu/core/load"],
+           [[str(r["scenario"]), _fmt(r["nginx_p50_ms"], ".2f"), _fmt(r["nginx_p99_ms"], ".2f"),
+             _fmt(r["fastgw_p50_ms"], ".2f"), _fmt(r["fastgw_p99_ms"], ".2f"),
+             _fmt(r["nginx_proxy_core_us_per_req"], ".1f"), _fmt(r["fastgw_proxy_core_us_per_req"], ".1f"),
+             *("/".join(_fmt(r[f"{t}_{k}"], ".0f") for k in ("cpu_util_pct", "proxy_core_busy_pct",
+                                                              "load_core_busy_pct")) for t in ("nginx", "fastgw"))]
+            for r in rows])
+    legend = [f"  {r['scenario']}: {r['what']}; nginx column: its plain relay of the {r['compared_with'][6:]} answer"
+              for r in rows if r["scenario"] not in ("json", "sse")]
+    if legend:
+        print("\n" + "\n".join(legend))
+
+
+def print_extras(results: dict[str, dict[str, object]]) -> None:
+    if "ttfb" in results:
+        print("\nttfb: one connection, sequential streams, time to the first SSE event (ms)")
+        base = _get(results, "ttfb", "direct", "p50_ms"), _get(results, "ttfb", "direct", "p99_ms")
+        body = []
+        for target in results["ttfb"]:
+            p50, p99 = _get(results, "ttfb", target, "p50_ms"), _get(results, "ttfb", target, "p99_ms")
+            added = [v - b if v is not None and b is not None and target != "direct" else None
+                     for v, b in zip((p50, p99), base, strict=True)]
+            body.append([target, _fmt(p50, ".3f"), _fmt(p99, ".3f"), _fmt(added[0], ".3f"), _fmt(added[1], ".3f")])
+        _print(["target", "p50", "p99", "added p50", "added p99"], body)
+    gw_push = results.get("push", {}).get("fastgw", {})
+    if isinstance(gw_push, dict) and "live_ms" in gw_push:
+        load = gw_push["load"]
+        print(f"\npush: {gw_push['routes']} routes, POST answered in {gw_push['post_ms']:.0f} ms, live in every "
+              f"worker after {gw_push['live_ms']:.0f} ms; json load meanwhile {load['rps']:,.0f} req/s, "  # type: ignore[index]
+              f"errors {load['errors']}")  # type: ignore[index]
+    elif isinstance(gw_push, dict) and "error" in gw_push:
+        print(f"\npush: {gw_push['error']}")
 
 
 def write_results(out: Path, report: dict[str, object]) -> Path:
@@ -325,90 +689,43 @@ def write_results(out: Path, report: dict[str, object]) -> Path:
     return path
 
 
-def start_targets(args: argparse.Namespace, workdir: Path, stack: ExitStack
-                  ) -> tuple[dict[str, targets.Process], dict[str, int], targets.Process | None, dict[str, object]]:
-    """Mock (required), then nginx and fastgw (each optional: a failure is reported, others still run)."""
-    mock = targets.start_mock(workdir, args.mock_workers, SSE_CHUNKS, stack)
-    ports = {"direct": int(mock.info["port"])}  # type: ignore[call-overload]
-    procs = {"direct": mock}
-    print(f"mock upstream: http://{targets.HOST}:{ports['direct']} (pid {mock.pid}, {args.mock_workers} workers)")
-    status: dict[str, object] = {"direct": {"port": ports["direct"], "workers": args.mock_workers}}
-
-    def register(name: str, start: Callable[[], targets.Process]) -> targets.Process | None:
-        """Start one optional target: a failure is reported and recorded, the others still run."""
-        try:
-            proc = start()
-        except targets.TargetError as exc:
-            print(f"!! {name} skipped: {exc}", flush=True)
-            status[name] = {"error": str(exc)}
-            return None
-        ports[name] = int(proc.info["port"])  # type: ignore[call-overload]
-        procs[name] = proc
-        print(f"{name}: http://{targets.HOST}:{ports[name]} (pid {proc.pid}, {args.workers} workers)", end="")
-        if "status" in proc.info:
-            pids = [w.get("pid") for w in proc.info["status"]["workers"]]  # type: ignore[index]
-            print(f", admin http://{targets.HOST}:{proc.info['admin_port']}, worker pids {pids}", end="")
-        print(flush=True)
-        status[name] = {k: v for k, v in proc.info.items() if k != "status"}
-        return proc
-
-    upstream = ports["direct"]
-    register("nginx", lambda: targets.start_nginx(workdir, args.workers, upstream, stack))
-    gateway = register("fastgw", lambda: targets.start_fastgw(workdir, args.workers, upstream, stack))
-    if "guard" in args.scenarios:
-        for guard in (False, True):
-            name = "fastgw-guard-on" if guard else "fastgw-guard-off"
-            register(name, lambda name=name, guard=guard: targets.start_gateway(
-                workdir, name, lambda port, admin: targets.fastgw_stream_config(port, admin, args.workers, upstream, guard),
-                args.workers, stack))
-    claude_port: int | None = None
-    for scenario in (s for s in ("ai", "ai-limits") if s in args.scenarios):
-
-        def start_ai(scenario: str = scenario) -> targets.Process:
-            nonlocal claude_port
-            if claude_port is None:  # one Anthropic-format mock for both AI scenarios
-                claude = targets.start_mock(workdir, args.mock_workers, SSE_CHUNKS, stack, flavor="anthropic")
-                claude_port = int(claude.info["port"])  # type: ignore[call-overload]
-            redis_url = targets.start_redis(workdir, stack)[1] if scenario == "ai-limits" else None
-            return targets.start_gateway(
-                workdir, f"fastgw-{scenario}",
-                lambda port, admin: targets.fastgw_ai_config(port, admin, args.workers, claude_port, redis_url),
-                args.workers, stack)
-
-        register(f"fastgw-{scenario}", start_ai)
-    return procs, ports, gateway, status
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for sig in ABORT_SIGNALS:  # SIGINT too, even if the runner was started with it ignored
         signal.signal(sig, _on_signal)
     ensure_tools()
+    pins = targets.Pinning.detect()
+    if pins.pinned:
+        os.sched_setaffinity(0, {pins.load})  # the runner's own work stays off the proxy core
+        print(f"pinning: proxy under test on cpu {pins.proxy}; wrk ({args.wrk_threads} thread(s)), upstream, "
+              f"Redis and this runner on cpu {pins.load}", flush=True)
+    else:
+        print("!" * 100 + f"\n!! NOT PINNED: {pins.reason}. Proxy, wrk and upstream share the CPU, so the ratios "
+              "and the upstream-bound flags are much less trustworthy.\n" + "!" * 100, flush=True)
     signal.alarm(time_budget(args))
     started = datetime.now(timezone.utc)
-    machine = machine_info()
-    print(f"fastgw bench: nginx and fastgw with {args.workers} worker(s), mock upstream with {args.mock_workers}, "
-          f"wrk with {args.wrk_threads} thread(s): all share the same {machine['nproc']} cores, so read the "
-          "fastgw/nginx ratios, not the absolute numbers.", flush=True)
+    machine = machine_info(pins)
     with tempfile.TemporaryDirectory(prefix="fastgw-bench-") as tmp, ExitStack() as stack:
-        procs, ports, gateway, target_status = start_targets(args, Path(tmp), stack)
+        bench = Bench(args, pins, Path(tmp), stack)
         t0 = time.monotonic()
-        results = run_scenarios(args, ports, procs, gateway, int(ports["direct"]))
-        elapsed = time.monotonic() - t0
+        try:
+            run_scenarios(bench)
+        finally:
+            elapsed = time.monotonic() - t0
     signal.alarm(0)
-    rows = table_rows(results)  # type: ignore[arg-type]
-    print_table(rows)
+    rows = table_rows(bench.results, args.scenarios, pins.pinned)
+    print_tables(rows, bench.results)
     report = {
         "started_at": started.isoformat(),
         "elapsed_s": round(elapsed, 1),
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {**machine, "loadavg_end": os.getloadavg()},
-        "targets": target_status,
+        "targets": bench.status,
         "table": rows,
-        "results": results,
+        "results": bench.results,
     }
     path = write_results(args.out, report)
-    print(f"\nresults: {path} (and {args.out / 'latest.json'})")
+    print(f"\nresults: {path} (and {args.out / 'latest.json'}); {elapsed:.0f} s")
     return 0
 
 

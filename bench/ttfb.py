@@ -7,51 +7,11 @@ so the number is the proxy's added latency and not queueing under load.
 
 from __future__ import annotations
 
-import http.client
-import json
 import math
 import socket
 import time
 
-SSE_BODY = json.dumps(
-    {"model": "mock-gpt", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-    separators=(",", ":"),
-).encode()
-SSE_PATH = "/v1/chat/completions"
-
-
-def sse_headers(chunks: int) -> dict[str, str]:
-    """Request headers for a streamed completion with `chunks` events (the mock honours x-mock-chunks)."""
-    return {"Content-Type": "application/json", "Accept": "text/event-stream", "x-mock-chunks": str(chunks)}
-
-
-def count_sse_chunks(host: str, port: int, chunks: int, timeout: float = 10.0, model: str = "mock-gpt",
-                     api_key: str | None = None) -> dict[str, object]:
-    """Read one stream with http.client (an independent parser) and count its events and content chunks.
-
-    wrk only counts responses, so chunks/s = streams/s x content chunks per stream is trusted only after
-    this. The stream also carries a role event and a finish event, hence `events` = chunks + 2.
-    """
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        headers = sse_headers(chunks) | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
-        body = SSE_BODY if model == "mock-gpt" else SSE_BODY.replace(b'"mock-gpt"', json.dumps(model).encode())
-        conn.request("POST", SSE_PATH, body=body, headers=headers)
-        resp = conn.getresponse()
-        body = resp.read()
-    finally:
-        conn.close()
-    data = [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
-    events = [json.loads(d) for d in data if d != b"[DONE]"]
-    return {
-        "status": resp.status,
-        "content_type": resp.getheader("Content-Type"),
-        "transfer_encoding": resp.getheader("Transfer-Encoding"),
-        "events": len(events),
-        "content_chunks": sum(1 for e in events if any(c.get("delta", {}).get("content") for c in e.get("choices", []))),
-        "done_marker": b"[DONE]" in data,
-        "bytes": len(body),
-    }
+from bodies import Request
 
 
 class _StreamClient:
@@ -112,9 +72,16 @@ class _StreamClient:
                     first_event = time.perf_counter() - start
             while self._read_line():  # trailers end with an empty line
                 pass
-        elif "content-length" in headers:
-            body += self._read_exact(int(headers["content-length"]))
-            first_event = time.perf_counter() - start
+        elif "content-length" in headers:  # the pre-built upstream's streams: time the first event in the body
+            remaining = int(headers["content-length"])
+            while remaining:
+                if not self.buf:
+                    self._fill()
+                piece = self._read_exact(min(remaining, len(self.buf)))
+                body += piece
+                remaining -= len(piece)
+                if first_event is None and b"data:" in body:
+                    first_event = time.perf_counter() - start
         else:  # delimited by close: time the first body bytes, then drain
             while True:
                 try:
@@ -138,11 +105,12 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def measure(host: str, port: int, requests: int, warmup: int, chunks: int, timeout: float = 10.0) -> dict[str, object]:
+def measure(host: str, port: int, request: Request, requests: int, warmup: int,
+            timeout: float = 10.0) -> dict[str, object]:
     """Sequential streams on one connection; times in milliseconds."""
-    head = "".join(f"{k}: {v}\r\n" for k, v in sse_headers(chunks).items())
-    raw = (f"POST {SSE_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}"
-           f"Content-Length: {len(SSE_BODY)}\r\n\r\n").encode() + SSE_BODY
+    head = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
+    raw = (f"POST {request.path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}"
+           f"Content-Length: {len(request.body)}\r\n\r\n").encode() + request.body
     client = _StreamClient(host, port, timeout)
     heads: list[float] = []
     events: list[float] = []

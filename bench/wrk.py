@@ -1,18 +1,21 @@
 """Run wrk against one URL and turn its text report into numbers.
 
-We parse wrk's own report rather than a Lua `done()` hook so the scenario scripts stay one-liners
+We parse wrk's own report rather than a Lua `done()` hook so the one request script stays short
 and the raw text kept in the results is exactly what a human would read.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
+from bodies import Request
+
+SCRIPT = Path(__file__).resolve().parent / "scripts" / "chat.lua"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _DURATION = re.compile(r"^\s*([\d.]+)(us|ms|s|m|h)\s*$")
 
@@ -67,18 +70,19 @@ def parse(raw: str) -> WrkResult:
     )
 
 
-def command(url: str, script: str, connections: int, threads: int, seconds: float) -> list[str]:
-    """The wrk argv; threads never exceed connections (wrk refuses that)."""
+def command(url: str, connections: int, threads: int, seconds: float, pin: list[str]) -> list[str]:
+    """The wrk argv (under `pin`, a taskset prefix); threads never exceed connections (wrk refuses that)."""
     return [
-        "wrk", "--latency", "-t", str(min(threads, connections)), "-c", str(connections),
-        "-d", f"{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(SCRIPTS / script), url,
+        *pin, "wrk", "--latency", "-t", str(min(threads, connections)), "-c", str(connections),
+        "-d", f"{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(SCRIPT), url,
     ]
 
 
-def run(url: str, script: str, connections: int, threads: int, seconds: float) -> WrkResult:
+def run(base_url: str, request: Request, connections: int, threads: int, seconds: float,
+        pin: list[str]) -> WrkResult:
     """Run wrk to completion; the timeout bounds a wrk that hangs on a wedged target."""
-    proc = subprocess.run(command(url, script, connections, threads, seconds),
-                          capture_output=True, text=True, timeout=seconds + 30)
+    proc = subprocess.run(command(base_url + request.path, connections, threads, seconds, pin),
+                          env=os.environ | request.env(), capture_output=True, text=True, timeout=seconds + 30)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
     return parse(proc.stdout)
@@ -90,11 +94,12 @@ class Background:
     wrk treats SIGINT as "stop now and print the report", so the errors of the whole load are kept.
     """
 
-    def __init__(self, url: str, script: str, connections: int, threads: int, max_seconds: float) -> None:
+    def __init__(self, base_url: str, request: Request, connections: int, threads: int, max_seconds: float,
+                 pin: list[str]) -> None:
         self.max_seconds = max_seconds
-        self.popen = subprocess.Popen(command(url, script, connections, threads, max_seconds),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(command(base_url + request.path, connections, threads, max_seconds, pin),
+                                      env=os.environ | request.env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def stop(self) -> WrkResult:
         """Ask wrk for its report now; kill it if it does not give one."""
