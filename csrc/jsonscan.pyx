@@ -47,6 +47,7 @@ cdef enum:
     K_OTHER
     K_USAGE
     K_CHOICES
+    K_MODEL
 
 cdef unsigned char _cls[256]
 
@@ -163,6 +164,8 @@ cdef inline Py_ssize_t _key(const unsigned char* p, Py_ssize_t n, Py_ssize_t i, 
             key[0] = K_USAGE
         elif j - i == 8 and memcmp(p + i + 1, b"choices", 7) == 0:
             key[0] = K_CHOICES
+        elif j - i == 6 and memcmp(p + i + 1, b"model", 5) == 0:
+            key[0] = K_MODEL
         else:
             key[0] = K_OTHER
         i = j + 1
@@ -176,12 +179,14 @@ cdef inline Py_ssize_t _key(const unsigned char* p, Py_ssize_t n, Py_ssize_t i, 
     return i + 1
 
 
-cdef int _scan(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+cdef int _scan(const unsigned char* p, Py_ssize_t n, Py_ssize_t* model) noexcept nogil:
     """The flags for the ``n`` bytes at ``p``: see fastgw/jsonscan.py.
 
     The pure twin's states are places in the code here: the outer loop starts at a value
     (_VALUE; a key and its colon are read wherever one is due), the inner one runs after a
-    value (_NEXT), so each kind of step has its own branches to predict.
+    value (_NEXT), so each kind of step has its own branches to predict. ``model[0:2]`` gets
+    the span of the last top-level "model" value when it is a string (quotes included;
+    ``model[0]`` is -2 when that value is not a string, and stays -1 without the key).
     """
     cdef unsigned char in_array[DEPTH_MAX + 1]  # per open container, by depth: is it an array?
     cdef Py_ssize_t i, j
@@ -209,6 +214,8 @@ cdef int _scan(const unsigned char* p, Py_ssize_t n) noexcept nogil:
             elif key == K_CHOICES:
                 j = _skip_ws(p, n, i + 1)
                 flags = flags | F_CHOICES if c == 91 and j < n and p[j] == 93 else flags & ~F_CHOICES
+            elif key == K_MODEL:
+                model[0] = i if c == 34 else -2
         if c == 123 or c == 91:  # { [
             if depth == DEPTH_MAX:
                 return F_UNKNOWN
@@ -227,6 +234,8 @@ cdef int _scan(const unsigned char* p, Py_ssize_t n) noexcept nogil:
             i += 1
         elif c == 34:
             i = _skip_string(p, n, i + 1)
+            if depth == 1 and key == K_MODEL:
+                model[1] = i
         elif c == 45 or _cls[c] & C_DIGIT:
             i = _skip_number(p, n, i)
         elif c == 116:
@@ -265,17 +274,18 @@ cdef int _flags(object data) except -1:
     cdef const char* s
     cdef Py_ssize_t n
     cdef int flags
+    cdef Py_ssize_t model[2]
     if type(data) is bytes:
-        return _scan(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        return _scan(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), model)
     if isinstance(data, str):
         try:
             s = PyUnicode_AsUTF8AndSize(data, &n)  # cached on the str: no copy for ASCII
         except UnicodeEncodeError:  # lone surrogates
             data = (<str>data).encode("utf-8", "surrogatepass")
-            return _scan(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
-        return _scan(<const unsigned char*>s, n)
+            return _scan(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), model)
+        return _scan(<const unsigned char*>s, n, model)
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    flags = _scan(<const unsigned char*>view.buf, view.len)
+    flags = _scan(<const unsigned char*>view.buf, view.len, model)
     PyBuffer_Release(&view)
     return flags
 
@@ -292,3 +302,34 @@ def scan_chunk(data):
 def usage_state(data):
     """``USAGE_NONE``, ``USAGE_OBJECT`` or ``USAGE_UNKNOWN`` for ``data``: the usage half of scan_chunk."""
     return _flags(data) & (F_USAGE | F_UNKNOWN)
+
+
+def usage_events(list events):
+    """Indexes of the SSE events (``.data``) whose data may carry a top-level usage object
+    (``scan_chunk`` says USAGE_OBJECT or UNKNOWN); ``[DONE]`` is skipped. One C loop per
+    upstream read: the caller decodes only these (fastgw/jsonscan.py has the twin)."""
+    cdef list found = []
+    cdef Py_ssize_t i
+    cdef object data
+    for i in range(len(events)):
+        data = events[i].data
+        if data == "[DONE]":
+            continue
+        if _flags(data) & (F_USAGE | F_UNKNOWN):
+            found.append(i)
+    return found
+
+
+def model_span(bytes data):
+    """``(start, end)`` of the top-level "model" string literal in the JSON object ``data``
+    (quotes included; the last one when the key is given twice), or None unless ``data`` is
+    proven valid JSON whose top-level "model" is a string: the AI front door rewrites the
+    model name in the client's bytes instead of re-encoding the whole body."""
+    cdef Py_ssize_t model[2]
+    model[0] = -1
+    model[1] = -1
+    if _scan(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), model) & F_UNKNOWN:
+        return None
+    if model[0] < 0:
+        return None
+    return model[0], model[1]

@@ -365,3 +365,29 @@ def serialize_event(data, event=None):
     out[0] = 10
     out[1] = 10
     return result
+
+
+def relay_bytes(list items):
+    """The bytes a relayed read sends: each event's ``raw``, ``bytes`` items as they are; None
+    when an item is a chunk dict (the caller renders those). One C loop instead of one
+    Python iteration per event (fastgw/sse.py has the twin)."""
+    cdef list parts = []
+    cdef object item
+    for item in items:
+        if type(item) is SSEEvent:
+            parts.append((<SSEEvent>item).raw)
+        elif type(item) is bytes:
+            parts.append(item)
+        else:
+            return None
+    return b"".join(parts)
+
+
+def ends_stream(list events):
+    """Whether a read's events hold the provider's end marker: OpenAI's ``[DONE]`` or
+    Anthropic's ``message_stop``."""
+    cdef SSEEvent event
+    for event in events:
+        if event.data == "[DONE]" or event.event == "message_stop":
+            return True
+    return False

@@ -36,8 +36,10 @@ from fastgw import sse as _py_sse  # noqa: E402
 
 SSEParserPy = _py_sse.SSEParser
 serialize_eventPy = _py_sse.serialize_event
+relay_bytesPy = _py_sse.relay_bytes
+ends_streamPy = _py_sse.ends_stream
 
-SSEParserC = serialize_eventC = None
+SSEParserC = serialize_eventC = relay_bytesC = ends_streamC = None
 try:
     from fastgw._c import sse as _c_sse
 except ImportError:  # not built: the pure twin serves
@@ -45,9 +47,13 @@ except ImportError:  # not built: the pure twin serves
 else:
     SSEParserC = _c_sse.SSEParser
     serialize_eventC = _c_sse.serialize_event
+    relay_bytesC = _c_sse.relay_bytes
+    ends_streamC = _c_sse.ends_stream
 
 SSEParser = SSEParserC if _c_sse is not None and not PURE else SSEParserPy
 serialize_event = serialize_eventC if _c_sse is not None and not PURE else serialize_eventPy
+relay_bytes = relay_bytesC if _c_sse is not None and not PURE else relay_bytesPy
+ends_stream = ends_streamC if _c_sse is not None and not PURE else ends_streamPy
 
 from fastgw import tokens as _py_tokens  # noqa: E402
 
@@ -84,8 +90,10 @@ from fastgw import jsonscan as _py_jsonscan  # noqa: E402
 
 scan_chunkPy = _py_jsonscan.scan_chunk
 usage_statePy = _py_jsonscan.usage_state
+usage_eventsPy = _py_jsonscan.usage_events
+model_spanPy = _py_jsonscan.model_span
 
-scan_chunkC = usage_stateC = None
+scan_chunkC = usage_stateC = usage_eventsC = model_spanC = None
 try:
     from fastgw._c import jsonscan as _c_jsonscan
 except ImportError:  # not built: the pure twin serves
@@ -93,6 +101,10 @@ except ImportError:  # not built: the pure twin serves
 else:
     scan_chunkC = _c_jsonscan.scan_chunk
     usage_stateC = _c_jsonscan.usage_state
+    usage_eventsC = _c_jsonscan.usage_events
+    model_spanC = _c_jsonscan.model_span
 
 scan_chunk = scan_chunkC if _c_jsonscan is not None and not PURE else scan_chunkPy
 usage_state = usage_stateC if _c_jsonscan is not None and not PURE else usage_statePy
+usage_events = usage_eventsC if _c_jsonscan is not None and not PURE else usage_eventsPy
+model_span = model_spanC if _c_jsonscan is not None and not PURE else model_spanPy

@@ -78,6 +78,8 @@ __all__ = [
     "USAGE_OBJECT",
     "USAGE_UNKNOWN",
     "scan_chunk",
+    "model_span",
+    "usage_events",
     "usage_state",
 ]
 
@@ -157,8 +159,11 @@ def scan_chunk(data: bytes | bytearray | memoryview | str) -> int:
     return _walk(text)
 
 
-def _walk(text: str) -> int:
-    """scan_chunk by the grammar, token by token: the reference the shortcut must equal."""
+def _walk(text: str, model: list | None = None) -> int:
+    """scan_chunk by the grammar, token by token: the reference the shortcut must equal.
+
+    With ``model``, the span of each top-level "model" value is appended to it (None for a
+    value that is not a string)."""
     arrays: list[bool] = []  # per open container, innermost last: is it an array?
     state = _TOP
     key = None  # the last top-level key read
@@ -208,6 +213,8 @@ def _walk(text: str) -> int:
                 elif key == "choices":
                     empty = punct == "[" and _EMPTY_REST.match(text, m.end()) is not None
                     flags = flags | CHOICES_EMPTY if empty else flags & ~CHOICES_EMPTY
+                elif key == "model" and model is not None:
+                    model.append((m.start(1) - 1, m.end(1) + 1) if m.group(1) is not None else None)
             if punct == "{" or punct == "[":
                 if len(arrays) == MAX_DEPTH:
                     return SCAN_UNKNOWN
@@ -224,3 +231,20 @@ def _walk(text: str) -> int:
 def usage_state(data: bytes | bytearray | memoryview | str) -> int:
     """``USAGE_NONE``, ``USAGE_OBJECT`` or ``USAGE_UNKNOWN`` for ``data``: the usage half of scan_chunk."""
     return scan_chunk(data) & (USAGE_OBJECT | SCAN_UNKNOWN)
+
+
+def model_span(data: bytes) -> tuple[int, int] | None:
+    """``(start, end)`` of the top-level "model" string literal in the JSON object ``data``
+    (quotes included; the last one when the key is given twice), or None unless ``data`` is
+    proven valid JSON whose top-level "model" is a string."""
+    spans: list = []
+    if _walk(data.decode("latin-1"), spans) == SCAN_UNKNOWN or not spans:
+        return None
+    return spans[-1]
+
+
+def usage_events(events: list) -> list[int]:
+    """Indexes of the SSE events (``.data``) whose data may carry a top-level usage object
+    (``scan_chunk`` says USAGE_OBJECT or UNKNOWN); ``[DONE]`` is skipped."""
+    return [i for i, event in enumerate(events)
+            if event.data != "[DONE]" and usage_state(event.data) != USAGE_NONE]

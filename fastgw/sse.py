@@ -29,7 +29,7 @@ whether LF follows, so events and ``raw`` never depend on how the stream was spl
 
 from __future__ import annotations
 
-__all__ = ["SSEError", "SSEEvent", "SSEParser", "serialize_event"]
+__all__ = ["SSEError", "SSEEvent", "SSEParser", "ends_stream", "relay_bytes", "serialize_event"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -245,3 +245,23 @@ def serialize_event(data: str | bytes, event: str | None = None) -> bytes:
     if b"\n" in name or b"\r" in name:
         raise ValueError("SSE event name must not contain a line break")
     return b"event: " + name + b"\ndata: " + body + b"\n\n"
+
+
+def relay_bytes(items: list) -> bytes | None:
+    """The bytes a relayed read sends: each event's ``raw``, ``bytes`` items as they are; None
+    when an item is a chunk dict (the caller renders those)."""
+    parts = []
+    for item in items:
+        if type(item) is bytes:
+            parts.append(item)
+        elif type(item) is dict:
+            return None
+        else:
+            parts.append(item.raw)
+    return b"".join(parts)
+
+
+def ends_stream(events: list) -> bool:
+    """Whether a read's events hold the provider's end marker: OpenAI's ``[DONE]`` or
+    Anthropic's ``message_stop``."""
+    return any(event.data == "[DONE]" or event.event == "message_stop" for event in events)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastgw import fastjson
-from fastgw._speedups import SSEParser
+from fastgw._speedups import SSEParser, ends_stream, model_span, relay_bytes
 from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
 from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
@@ -56,12 +56,16 @@ _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
 
 
 def spliced_body(raw: bytes, request: dict[str, Any], model: str, ask_usage: bool) -> bytes | None:
-    """The client's own body bytes for an OpenAI-format provider, when they say what the
-    provider must see: the same model, and (for metered streams) ``include_usage`` asked
-    for — inserted first in the object when the client sent no ``stream_options``. None
-    when only a re-encode says it right."""
+    """The client's own body bytes, edited where the provider must see something else: the
+    target's model name written over the top-level "model" literal (found by the Cython
+    scanner, so a "model" key deeper down or inside a string is never touched), and for
+    metered streams ``"stream_options":{"include_usage":true}`` inserted first in the object
+    when the client sent no ``stream_options``. None when only a re-encode says it right."""
     if request.get("model") != model:
-        return None
+        span = model_span(raw)
+        if span is None:
+            return None
+        raw = b"%b%b%b" % (raw[: span[0]], fastjson.dumps(model), raw[span[1] :])
     if not ask_usage:
         return raw
     options = request.get("stream_options")
@@ -317,9 +321,8 @@ class ModelHandler:
     def _relay(self, events: list) -> bytes:
         """One read's events through the filters, rendered for the client."""
         if self.passthrough:
-            for event in events:
-                if event.is_done or event.event == "message_stop":
-                    self.ended = True
+            if ends_stream(events):
+                self.ended = True
             items = events
         else:
             converter = self.converter
@@ -332,6 +335,9 @@ class ModelHandler:
         return self._render(self.s.sse_filters(items))
 
     def _render(self, items: list) -> bytes:
+        relayed = relay_bytes(items)  # raw events and bytes only: one C loop
+        if relayed is not None:
+            return relayed
         writer = self.writer
         parts = []
         for item in items:

@@ -15,8 +15,7 @@ import json
 from typing import Any
 
 from fastgw import fastjson
-from fastgw._speedups import usage_state
-from fastgw.jsonscan import USAGE_NONE
+from fastgw._speedups import relay_bytes, usage_events
 
 MAX_KEPT_FOR_ESTIMATE = 4 * 1024 * 1024
 """Relayed stream bytes kept in case the provider never reports usage (then counted)."""
@@ -64,24 +63,24 @@ class UsageMeter:
 
     def relay(self, events: list) -> None:
         """OpenAI-format events relayed raw, edited in place: record the usage the provider
-        reports, and drop a usage-only chunk the client did not ask for."""
+        reports, and drop a usage-only chunk the client did not ask for.
+
+        The Cython scanner proves, in one pass over the read, which events carry no usage
+        object (OpenAI writes ``"usage":null`` in each); only the others are decoded."""
         drop = -1
-        for index, event in enumerate(events):
-            raw = event.raw
-            # The Cython scanner proves most events carry no usage object (OpenAI writes
-            # "usage":null in each); only the rest are decoded.
-            if not event.is_done and usage_state(event.data) != USAGE_NONE:
-                try:
-                    chunk = fastjson.loads(event.data)
-                except ValueError:
-                    chunk = None
-                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                    self.usage = chunk["usage"]
-                    if _is_usage_chunk(chunk) and not self.client_wants:
-                        drop = index
-            if self.kept_size < MAX_KEPT_FOR_ESTIMATE:
-                self.kept.append(raw)
-                self.kept_size += len(raw)
+        for index in usage_events(events):
+            try:
+                chunk = fastjson.loads(events[index].data)
+            except ValueError:
+                continue
+            if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                self.usage = chunk["usage"]
+                if _is_usage_chunk(chunk) and not self.client_wants:
+                    drop = index
+        if self.kept_size < MAX_KEPT_FOR_ESTIMATE:
+            raw = relay_bytes(events)
+            self.kept.append(raw)
+            self.kept_size += len(raw)
         if drop >= 0:
             del events[drop]
 
@@ -159,17 +158,18 @@ class UsageMeter:
 def _streamed_text(raw_events: list[bytes]) -> str:
     """The content deltas of relayed OpenAI events (only used when no usage was reported)."""
     parts = []
-    for raw in raw_events:
-        for line in raw.split(b"\n"):
-            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
-                continue
-            try:
-                chunk = json.loads(line[5:])
-            except ValueError:
-                continue
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                text = delta.get("content") or choice.get("text")
-                if isinstance(text, str):
-                    parts.append(text)
+    for line in b"".join(raw_events).split(b"\n"):
+        if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+            continue
+        try:
+            chunk = json.loads(line[5:])
+        except ValueError:
+            continue
+        if not isinstance(chunk, dict):
+            continue
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or choice.get("text")
+            if isinstance(text, str):
+                parts.append(text)
     return "".join(parts)

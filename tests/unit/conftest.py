@@ -17,14 +17,18 @@ def twins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     import fastgw.server.connection
 
     if request.param == "compiled":
-        if _speedups.RequestParserC is None or _speedups.SSEParserC is None or _speedups.usage_stateC is None:
+        if _speedups.RequestParserC is None or _speedups.SSEParserC is None or _speedups.usage_eventsC is None:
             pytest.fail("the Cython extensions are not built: run `python setup.py build_ext --inplace`")
-        parser, sse, scan = _speedups.RequestParserC, _speedups.SSEParserC, _speedups.usage_stateC
+        twin = "C"
     else:
-        parser, sse, scan = _speedups.RequestParserPy, _speedups.SSEParserPy, _speedups.usage_statePy
-    monkeypatch.setattr(fastgw.server.connection, "RequestParser", parser)
-    monkeypatch.setattr(fastgw.ai.handler, "SSEParser", sse)
-    monkeypatch.setattr(fastgw.ai.usage, "usage_state", scan)
+        twin = "Py"
+    pick = {name: getattr(_speedups, name + twin) for name in
+            ("RequestParser", "SSEParser", "relay_bytes", "ends_stream", "usage_events", "model_span")}
+    monkeypatch.setattr(fastgw.server.connection, "RequestParser", pick["RequestParser"])
+    for name in ("SSEParser", "relay_bytes", "ends_stream", "model_span"):
+        monkeypatch.setattr(fastgw.ai.handler, name, pick[name])
+    for name in ("relay_bytes", "usage_events"):
+        monkeypatch.setattr(fastgw.ai.usage, name, pick[name])
     return request.param
 
 
