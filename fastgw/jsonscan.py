@@ -243,8 +243,23 @@ def model_span(data: bytes) -> tuple[int, int] | None:
     return spans[-1]
 
 
+_NULL_USAGE = re.compile(r'usage"[ \t\n\r]*:[ \t\n\r]*null')
+
+
+def _no_usage_object(text: str) -> bool:
+    """The compiled twin's two-search proof: without a backslash, a key "usage" is the bytes
+    ``"usage"``; if each ``usage`` is followed by ``": null`` (any JSON whitespace), none holds
+    an object. False: not proven."""
+    if "\\" in text:
+        return False
+    found = text.count("usage")
+    return not found or len(_NULL_USAGE.findall(text)) == found
+
+
 def usage_events(events: list) -> list[int]:
     """Indexes of the SSE events (``.data``) whose data may carry a top-level usage object
-    (``scan_chunk`` says USAGE_OBJECT or UNKNOWN); ``[DONE]`` is skipped."""
+    (``scan_chunk`` says USAGE_OBJECT or UNKNOWN, unless the quick proof above already says
+    no); ``[DONE]`` is skipped."""
     return [i for i, event in enumerate(events)
-            if event.data != "[DONE]" and usage_state(event.data) != USAGE_NONE]
+            if event.data != "[DONE]" and not (type(event.data) is str and _no_usage_object(event.data))
+            and usage_state(event.data) != USAGE_NONE]

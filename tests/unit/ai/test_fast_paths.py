@@ -142,7 +142,9 @@ def test_raw_relay_meters_what_a_full_parse_finds(twin, contents, usage_null, pl
 
 @settings(max_examples=100, deadline=None)
 @given(stream=st.lists(st.tuples(st.sampled_from([None, "message_stop", "ping"]),
-                                 st.sampled_from(["[DONE]", "{}", "x", ""])), max_size=6))
+                                 st.sampled_from(["[DONE]", "{}", "x", "", '{"usage":null}', '{"usage" :\tnull,"a":"usage"}',
+                                                  '{"usage":{"a":1}}', '{"a":"\\u0075sage"}', '{"x":{"usage":{}}}',
+                                                  '{"usage": nul}', '{"my_usage":null}', 'usage":null'])), max_size=6))
 def test_relay_helpers_twins_agree(stream):
     raw = b"".join((f"event: {name}\n" if name else "").encode() + f"data: {data}\n\n".encode() for name, data in stream)
     results = []
@@ -154,3 +156,11 @@ def test_relay_helpers_twins_agree(stream):
                         getattr(_speedups, "relay_bytes" + twin)([*events, {"a": 1}])))
     assert results[0] == results[1]
     assert results[0][0] == raw + b"extra" and results[0][3] is None
+    events = _speedups.SSEParserPy().feed(raw)
+    for index in range(len(events)):  # every event that holds a usage object is among those found
+        try:
+            value = json.loads(events[index].data)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("usage"), dict):
+            assert index in results[0][2]
