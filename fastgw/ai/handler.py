@@ -80,66 +80,37 @@ def spliced_body(raw: bytes, request: dict[str, Any], model: str, ask_usage: boo
 
 
 class ModelHandler:
-    __slots__ = (
-        "door",
-        "s",
-        "conn",
-        "loop",
-        "op",
-        "dialect",
-        "body",
-        "cancelled",
-        "targets",
-        "max_attempts",
-        "target_index",
-        "provider",
-        "key_index",
-        "tried_keys",
-        "attempt",
-        "status",
-        "error_chunks",
-        "resp_chunks",
-        "sse",
-        "converter",
-        "writer",
-        "passthrough",
-        "sent_head",
-        "timer",
-        "waiting",
-        "last_error",
-        "native",
-        "ended",
-    )
+    """One AI request's provider side. Fields most requests never change are class-level
+    defaults, so creating a handler sets only what differs."""
+
+    targets: list[dict] = []
+    max_attempts = 0
+    target_index = 0
+    provider: ProviderRuntime | None = None
+    key_index = 0
+    attempt: Any = None
+    status = 0
+    sse: Any = None
+    converter: StreamConverter | None = None
+    writer: Any = None
+    passthrough = False
+    sent_head = False
+    waiting = W_NONE
+    last_error: tuple[int, str, str] = (503, "no provider target is available", "no_target")
+    native = False  # an Anthropic client reaching an Anthropic provider: no conversion at all
+    ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
+    cancelled = False
 
     def __init__(self, door: AIFrontDoor, s: Stream, op: str, dialect: Any) -> None:
         self.door = door
         self.s = s
-        self.conn = s.conn
-        self.loop = s.conn.loop
+        conn = self.conn = s.conn
+        self.loop = conn.loop
         self.op = op
         self.dialect = dialect
         self.body: list[bytes] = []
-        self.cancelled = False
-        self.targets: list[dict] = []
-        self.max_attempts = 0
-        self.target_index = 0
-        self.provider: ProviderRuntime | None = None
-        self.key_index = 0
         self.tried_keys: dict[str, set[int]] = {}
-        self.attempt = None
-        self.status = 0
-        self.error_chunks: list[bytes] = []
-        self.resp_chunks: list[bytes] = []
-        self.sse = None
-        self.converter: StreamConverter | None = None
-        self.writer = None
-        self.passthrough = False
-        self.sent_head = False
         self.timer = Deadline(self.loop, self._on_timeout)
-        self.waiting = W_NONE
-        self.last_error: tuple[int, str, str] = (503, "no provider target is available", "no_target")
-        self.native = False  # an Anthropic client reaching an Anthropic provider: no conversion at all
-        self.ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
 
     # -- the request (Handler) -----------------------------------------------------------
 

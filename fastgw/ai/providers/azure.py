@@ -18,7 +18,6 @@ from fastgw.ai.providers.openai import (
     OpenAIAdapter,
     OpenAIStream,
     error_text,
-    static_headers,
 )
 
 DEFAULT_API_VERSION = "2024-10-21"  # the latest GA data-plane version when this was written
@@ -64,7 +63,7 @@ class AzureAdapter(OpenAIAdapter):
         headers = [JSON_CONTENT]
         if api_key:
             headers.append((b"api-key", api_key.encode("latin-1")))
-        return headers + static_headers(self.options)
+        return headers + self.option_headers
 
     def error(self, status: int, body: bytes) -> tuple[str, str | None]:
         """Content-filter refusals keep code ``content_filter`` and name the categories that fired."""

@@ -8,6 +8,7 @@ to check their shape and to read usage; nothing is renamed or dropped.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from typing import Any
 
 from fastgw import fastjson
@@ -156,11 +157,16 @@ class OpenAIAdapter(Adapter):
         """The outgoing body: the client's, untouched unless a provider type needs an extra field."""
         return request
 
+    @cached_property
+    def option_headers(self) -> list[tuple[bytes, bytes]]:
+        """The ``headers`` option, encoded once per generation rather than per call."""
+        return static_headers(self.options)
+
     def headers(self, api_key: str | None) -> list[tuple[bytes, bytes]]:
         headers = [JSON_CONTENT]
         if api_key and self.send_key:
             headers.append((b"authorization", b"Bearer " + api_key.encode("latin-1")))
-        return headers + static_headers(self.options)
+        return headers + self.option_headers
 
     def convert_response(self, op: str, status: int, body: bytes, model: str) -> dict[str, Any]:
         return check_response(op, decode_object(body, f"{self.type} {op} response"))
