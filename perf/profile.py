@@ -29,6 +29,8 @@ SCENARIOS = {
     "ai-json": ("ai", bodies.chat("/v1/chat/completions", "bench-json", stream=False)),
     "ai-sse": ("ai", bodies.chat("/v1/chat/completions", "bench-sse", stream=True)),
     "ai-convert": ("ai", bodies.chat("/v1/chat/completions", "bench-claude", stream=True)),
+    "ai-full-json": ("full", bodies.chat("/v1/chat/completions", "bench-json", stream=False)),
+    "ai-full-sse": ("full", bodies.chat("/v1/chat/completions", "bench-sse", stream=True)),
 }
 
 
@@ -54,9 +56,17 @@ def main() -> None:
         if kind == "plain":
             def render(port: int, admin: int) -> str:
                 return targets.fastgw_plain_config(port, admin, 1, up)
-        else:
+        elif kind == "ai":
             def render(port: int, admin: int) -> str:
                 return targets.fastgw_ai_config(port, admin, 1, up)
+        else:  # ai-full: Redis limits, a 1,000-term guard and the access log, as the bench runs it
+            _, redis_url = targets.start_redis(work, pins, stack)
+            terms = work / "terms.txt"
+            terms.write_text("\n".join(bodies.guard_terms(targets.GUARD_TERMS)) + "\n")
+            features = targets.FullFeatures(redis_url, terms, work / "access.log")
+
+            def render(port: int, admin: int) -> str:
+                return targets.fastgw_ai_config(port, admin, 1, up, features)
         gw = targets.start_gateway(work, "fastgw", render, 1, pins, stack)
         worker = gw.info["status"]["workers"][0]["pid"]
         base = f"http://{targets.HOST}:{gw.info['port']}"

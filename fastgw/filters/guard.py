@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from json.encoder import encode_basestring
 from typing import Any
 
 from fastgw import fastjson
@@ -36,6 +37,14 @@ def delta_content(raw: bytes) -> tuple[str, int, int] | None:
     # Without escapes a JSON string's bytes are its text: decode only when needed.
     text = json.loads(literal) if b"\\" in literal else literal[1:-1].decode()
     return text, match.start(1), match.end(1)
+
+
+def _literal(text: str) -> bytes:
+    """``text`` as a JSON string literal, as json.dumps(ensure_ascii=False) writes it."""
+    try:
+        return encode_basestring(text).encode()
+    except UnicodeEncodeError:  # a lone surrogate (from a "\ud800" escape): keep it escaped
+        return json.dumps(text).encode()
 
 
 def message_texts(request: dict[str, Any]) -> list[str]:
@@ -164,7 +173,7 @@ class GuardFilter(Filter):
                 out.append(_blocked(fastjson.loads(event.data)))
                 return
             if safe != text:
-                raw = raw[:start] + json.dumps(safe, ensure_ascii=False).encode() + raw[end:]
+                raw = b"%b%b%b" % (raw[:start], _literal(safe), raw[end:])
                 out.append(raw)
             else:
                 out.append(event)
