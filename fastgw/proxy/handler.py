@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fastgw._speedups import serialize_head
 from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Route
 from fastgw.http.errors import END, ParseError
-from fastgw.http.response import LAST_CHUNK, chunk
+from fastgw.http.response import LAST_CHUNK, chunk, chunk_into
 from fastgw.proxy import replies
 from fastgw.server.stream import STAGE_BODY, Stream
 
@@ -341,9 +341,7 @@ class ProxyHandler:
                     return
                 if self.resp_started:
                     if self.rechunk:
-                        out.append(b"%x\r\n" % len(event))
-                        out.append(event)
-                        out.append(b"\r\n")
+                        chunk_into(out, event)
                     else:
                         out.append(event)
                 else:
