@@ -42,6 +42,7 @@ def validate(op: str, request: dict[str, Any]) -> str | None:
 
 
 class Decode(Filter):
+    stateless = True
     name = "decode"
     phase = Phase.DECODE
 
@@ -61,6 +62,7 @@ class Decode(Filter):
 
 
 class RouteModel(Filter):
+    stateless = True
     name = "route"
     phase = Phase.ROUTE
 

@@ -65,6 +65,8 @@ class Filter:
     priority: ClassVar[int] = 0
     needs_body: ClassVar[bool] = False
     """Plain routes: hold the request body whole and call ``on_request_body`` once."""
+    stateless: ClassVar[bool] = False
+    """True for a filter that keeps nothing per request: it gets no ``s.vars`` slot."""
     needs_openai_events: ClassVar[bool] = False
     """AI streams: the filter reads OpenAI-shaped events, so an Anthropic client's stream
     from an Anthropic provider is converted instead of relayed natively."""

@@ -17,6 +17,7 @@ from fastgw.server.stream import Stream
 
 
 class Auth(Filter):
+    stateless = True
     name = "auth"
     phase = Phase.AUTHN
 

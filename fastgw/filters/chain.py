@@ -34,11 +34,12 @@ class Chain:
         self.filters: tuple[Filter, ...] = tuple(f for _, f in ordered)
         # A filter keeps the slot it got first: one filter object may sit in several chains
         # of a generation (the AI chain and each model's chain built on it).
-        taken = [f.slot for f in self.filters if f.slot >= 0]
+        stateful = [f for f in self.filters if not f.stateless]
+        taken = [f.slot for f in stateful if f.slot >= 0]
         if len(set(taken)) != len(taken):
             raise ValueError(f"filters {self.names()} share a state slot: build one filter object per chain")
         next_slot = max(taken, default=-1) + 1
-        for f in self.filters:
+        for f in stateful:
             if f.slot < 0:
                 f.slot = next_slot
                 next_slot += 1

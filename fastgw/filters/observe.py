@@ -12,6 +12,7 @@ from fastgw.server.stream import Stream
 
 
 class Observe(Filter):
+    stateless = True
     name = "observe"
     phase = Phase.OBSERVE
 
@@ -19,8 +20,14 @@ class Observe(Filter):
         conn = s.conn
         duration = conn.loop.time() - s.started
         services = conn.services
-        if s.op is None:
-            self._plain(s, duration, services.access_log)
+        if s.op is None:  # a plain route
+            route = s.route_name or ""
+            GATEWAY.request_done(route, s.status, duration)
+            log = services.access_log
+            if log.enabled:
+                consumer = s.consumer.name if s.consumer is not None else None
+                log.write(client_ip=s.peer.decode(), method=s.head.method, target=s.head.target, status=s.status,
+                          duration=duration, bytes_out=conn.bytes_out, route=route or None, consumer=consumer)
             return
         usage = s.usage
         ttft = s.first_byte_at - s.started if s.first_byte_at is not None else None
@@ -55,13 +62,3 @@ class Observe(Filter):
                 tokens_estimated=usage["estimated"] if usage else None,
                 cost=cost, ttft=ttft, error=s.error,
             )
-
-    @staticmethod
-    def _plain(s: Stream, duration: float, log) -> None:
-        route = s.route_name or ""
-        GATEWAY.request_done(route, s.status, duration)
-        if log.enabled:
-            head = s.head
-            consumer = s.consumer.name if s.consumer is not None else None
-            log.write(client_ip=s.peer.decode(), method=head.method, target=head.target, status=s.status,
-                      duration=duration, bytes_out=s.conn.bytes_out, route=route or None, consumer=consumer)

@@ -11,6 +11,7 @@ from fastgw.server.stream import Stream
 
 
 class PromptsFilter(Filter):
+    stateless = True
     name = "prompts"
     phase = Phase.PROMPT
 

@@ -15,6 +15,7 @@ from fastgw.transform import Transform, TransformError
 
 
 class TransformFilter(Filter):
+    stateless = True
     name = "transform"
     phase = Phase.POLICY
 

@@ -31,22 +31,16 @@ def chunk_into(out: list, data: bytes | memoryview) -> None:
 class ResponseWriter:
     """Writes the answer of the connection's current exchange (one writer per connection)."""
 
-    __slots__ = ("conn", "chunked", "started")
+    __slots__ = ("conn", "chunked")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.chunked = False
-        self.started = False
-
-    def reset(self) -> None:
-        self.chunked = False
-        self.started = False
+        self.chunked = False  # set by start_stream for the stream it starts
 
     def complete(self, status: int, body: bytes, *, extra: bytes = b"",
                  content_type: bytes = b"application/json") -> None:
         """A whole answer with its Content-Length."""
         conn = self.conn
-        self.started = True
         if conn.reading_body:
             conn.keep_alive = False  # answered before the body was read: it can't be skipped
         conn.write(replies.simple_response(status, body, content_type=content_type, keep_alive=conn.keep_alive,
@@ -55,7 +49,6 @@ class ResponseWriter:
     def start_stream(self, status: int = 200, *, extra: bytes = b"", sse: bool = True, data: bytes = b"") -> None:
         """The head of a streamed answer, and its first data if any, in one write."""
         conn = self.conn
-        self.started = True
         if conn.reading_body:
             conn.keep_alive = False
         self.chunked = conn.keep_alive
@@ -82,7 +75,6 @@ class ResponseWriter:
     def stream_whole(self, events: bytes, *, extra: bytes = b"") -> None:
         """A stream known in full (a cached answer replayed): head, body and end at once."""
         conn = self.conn
-        self.started = True
         head = [replies.status_line(200), b"\r\n", replies.SERVER_HEADER, replies.DATE.header(), SSE_HEADERS, extra]
         if conn.keep_alive:
             head.append(b"Transfer-Encoding: chunked\r\n\r\n%b%b" % (chunk(events), LAST_CHUNK))

@@ -273,7 +273,8 @@ class ProxyHandler:
             conn.write(b"".join(pending))
         self.pending = []
         self.pending_size = 0
-        client.resume_reading()
+        if client.reading_paused:
+            client.resume_reading()
         if client.req_done:
             client.set_timeout(T_FIRST_BYTE, self.route.first_byte_timeout)
 
@@ -336,7 +337,8 @@ class ProxyHandler:
                         return
                     if self.rechunk:
                         out.append(LAST_CHUNK)
-                    self._write(out)
+                    if out:
+                        self.conn.write(out[0] if len(out) == 1 else b"".join(out))
                     self._response_complete(conn)
                     return
                 if self.resp_started:

@@ -209,7 +209,6 @@ class HttpConnection(asyncio.Protocol):
         services.request_started()
         self.keep_alive = head.keep_alive and not self.draining
         self.head_only = head.method == b"HEAD"
-        self.writer.reset()
         has_body = head.chunked or head.content_length > 0
         if has_body:
             self.state = S_BODY
@@ -239,10 +238,12 @@ class HttpConnection(asyncio.Protocol):
             self._set_timeout(T_BODY, gen.header_timeout)
         else:
             self._set_timeout(T_NONE, 0.0)
-        if stream.chain.on_request_headers:
+        if stream.chain.on_request_headers or head.content_length > gen.max_body_size or head.expect_continue:
             stream.run(STAGE_HEADERS, self._start_handler)
-        else:
-            self._start_handler()
+            return
+        handler.start()  # the common case, inline: nothing to check before the handler runs
+        if self.req_done and self.stream is stream and not stream.finished:
+            handler.on_request_end()
 
     def _start_handler(self) -> None:
         """The head passed the chain (so a 401 beats a 413): only now may the client send
@@ -313,7 +314,12 @@ class HttpConnection(asyncio.Protocol):
 
     def finish_exchange(self) -> None:
         """The response is fully written: next request, or close."""
-        self._stream_done(self.resp_status)
+        gen = self.gen
+        stream = self.stream
+        if stream is not None:
+            if not stream.status:
+                stream.status = self.resp_status
+            stream.done()
         self.services.request_finished()
         self._reset_exchange()
         if self.state == S_BODY:
@@ -328,7 +334,7 @@ class HttpConnection(asyncio.Protocol):
         if self.draining:
             self._close()
             return
-        self._set_timeout(T_KEEPALIVE, self.services.current_generation().keepalive_timeout)
+        self._set_timeout(T_KEEPALIVE, gen.keepalive_timeout)
         if self.reading_paused and not self.writing_paused:
             self.reading_paused = False
             self.transport.resume_reading()
