@@ -32,7 +32,6 @@ from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
 from fastgw.ai.usage import with_usage_requested
 from fastgw.obs.metrics import GATEWAY
-from fastgw.proxy.deadline import Deadline
 from fastgw.server.stream import STAGE_REQUEST, Stream
 from fastgw.sse import SSEError
 
@@ -44,8 +43,9 @@ ERROR_KINDS = {"upstream_error": "connect", "upstream_timeout": "timeout", "upst
                "upstream_empty": "invalid", "upstream_truncated": "invalid", "upstream_too_large": "invalid"}
 """Error codes -> the ``kind`` label of fastgw_upstream_errors_total (5xx answers are status_5xx)."""
 
-# What the handler is waiting for, for its one timer.
+# What the handler is waiting for, on the connection's timer.
 W_NONE, W_FIRST_BYTE, W_IDLE = 0, 1, 2
+T_NONE, T_HANDLER = 0, 8  # connection timer kinds (fastgw.server.connection)
 
 # What the items of a stream's on_sse_events lists are (Stream.events_kind).
 EVENTS_OPENAI = "openai"  # the provider's OpenAI-format events, relayed raw
@@ -110,7 +110,6 @@ class ModelHandler:
         self.dialect = dialect
         self.body: list[bytes] = []
         self.tried_keys: dict[str, set[int]] = {}
-        self.timer = Deadline(self.loop, self._on_timeout)
 
     # -- the request (Handler) -----------------------------------------------------------
 
@@ -287,7 +286,7 @@ class ModelHandler:
         if out:
             self._send_stream(out)
         if self.sent_head:  # events that produced nothing yet (pings) don't count as a first token
-            self.timer.extend(self.provider.timeouts["idle"])
+            self.conn.extend_timeout(self.provider.timeouts["idle"])
 
     def _relay(self, events: list) -> bytes:
         """One read's events through the filters, rendered for the client."""
@@ -473,13 +472,15 @@ class ModelHandler:
 
     def _wait(self, what: int, seconds: float) -> None:
         self.waiting = what
-        self.timer.set(seconds)
+        self.conn.set_timeout(T_HANDLER, seconds)  # the connection's one timer: on_timeout() when it fires
 
     def _cancel_timer(self) -> None:
-        self.waiting = W_NONE
-        self.timer.cancel()
+        if self.waiting != W_NONE:
+            self.waiting = W_NONE
+            self.conn.set_timeout(T_NONE, 0.0)
 
-    def _on_timeout(self) -> None:
+    def on_timeout(self) -> None:
+        """The connection's timer fired while this handler was waiting for its provider."""
         if self.waiting == W_NONE or self.cancelled:
             return
         what = "first token" if self.waiting == W_FIRST_BYTE and self.s.is_stream else "answer"

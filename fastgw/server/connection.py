@@ -44,6 +44,7 @@ T_FIRST_BYTE = 4  # upstream has not answered: 504
 T_UPSTREAM_IDLE = 5  # upstream stalls mid-response
 T_CLIENT_STALL = 6  # the client stopped reading our response
 T_LINGER = 7  # closing: drain what the client still sends, then close
+T_HANDLER = 8  # the handler's own wait (the AI handler's provider timeouts): handler.on_timeout()
 
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0
@@ -455,5 +456,8 @@ class HttpConnection(asyncio.Protocol):
             self.abort_exchange(flush=False)
         elif kind in (T_FIRST_BYTE, T_UPSTREAM_IDLE):
             self.proxy.timed_out(kind == T_FIRST_BYTE)
+        elif kind == T_HANDLER:
+            if self.handler is not None:
+                self.handler.on_timeout()
         elif kind == T_LINGER:
             self.transport.close()
