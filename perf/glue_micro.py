@@ -1,4 +1,4 @@
-"""CPU of the Python glue per request, without sockets: `python perf/glue_micro.py [plain|ai-json|ai-sse]`.
+"""CPU of the Python glue per request, without sockets: `python perf/glue_micro.py [plain|plain-sse|ai-json|ai-sse] [N]`.
 
 A real connection object over a fake client transport, and a real pooled upstream connection
 over a fake transport that answers each request at once with the bench's pre-built answer, so
@@ -76,23 +76,23 @@ def main() -> None:
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    if scenario == "plain":
+    if scenario in ("plain", "plain-sse"):
         config = "routes: [{name: up, upstream: 'http://127.0.0.1:9'}]\n"
-        request = bodies.PLAIN_REQUESTS["json"]
-        answer = bodies.openai_json()
+        request = bodies.PLAIN_REQUESTS["json" if scenario == "plain" else "sse"]
+        answer = bodies.openai_json() if scenario == "plain" else bodies.openai_sse()
     else:
         stream = scenario == "ai-sse"
         config = ("providers: [{name: p, type: openai, base_url: 'http://127.0.0.1:9/v1', api_keys: [k]}]\n"
                   "models: [{name: bench, targets: [{provider: p, model: gpt-4o-mini}]}]\n")
         request = bodies.chat("/v1/chat/completions", "bench", stream=stream)
         answer = bodies.openai_sse() if stream else bodies.openai_json()
-    content_type = b"text/event-stream" if scenario == "ai-sse" else b"application/json"
+    content_type = b"text/event-stream" if scenario.endswith("sse") else b"application/json"
     response = b"HTTP/1.1 200 OK\r\nContent-Type: %b\r\nContent-Length: %d\r\n\r\n%b" % (
         content_type, len(answer), answer)
     generation = Generation(1, load_text(config), Resources(PoolSet(loop), ProviderHealth(),
                                                              LocalLimitStore(slots=64, quota_slots=32)))
     services = Services(generation, loop)
-    pool = next(iter(services.generation.routes)).endpoints[0].pool if scenario == "plain" else \
+    pool = next(iter(services.generation.routes)).endpoints[0].pool if scenario.startswith("plain") else \
         next(iter(services.generation.ai.providers.values())).pool
     upstream = UpstreamConnection(pool)
     pending: list[bytes] = []
