@@ -231,3 +231,74 @@ def test_observe_writes_one_access_line_per_request_plain_and_ai(twins, tmp_path
     lines = run(go())
     assert [line["status"] for line in lines] == [404, 200]
     assert lines[1]["model"] == "mock-gpt" and lines[1]["prompt_tokens"] > 0 and lines[1]["tokens_estimated"] is False
+
+
+# -- prompts ---------------------------------------------------------------------------------------
+
+
+def test_prompts_expand_a_template_that_brings_the_model_and_refuse_an_unknown_one(twins):
+    config = with_(MOCK, prompts={"templates": [
+        {"name": "hello", "model": "mock-gpt", "messages": [{"role": "user", "content": "Say hi to {{who}}"}]}]})
+
+    async def go() -> None:
+        c = Client(Services(config, asyncio.get_running_loop()))
+        c.request("POST", "/v1/chat/completions", {"template": {"name": "hello", "variables": {"who": "Ada"}}})
+        r = await c.response()
+        assert r.status == 200 and r.headers["x-fastgw-model"] == "mock-gpt"
+        c.request("POST", "/v1/chat/completions", {"template": {"name": "nope"}})
+        r = await c.response()
+        assert r.status == 404 and r.json()["error"]["code"] == "template_not_found"
+
+    run(go())
+
+
+# -- plain routes: auth and transform through the proxy handler -------------------------------------
+
+
+class Echo:
+    """A plain HTTP service on loopback that answers with what it received."""
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                answer = json.dumps({"target": lines[0].split()[1], "headers": headers, "body": body.decode()}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+                             % (len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+def test_a_plain_route_runs_auth_and_transform_filters_from_config(twins):
+    async def go() -> None:
+        echo = Echo()
+        upstream = await echo.start()
+        config = {
+            "consumers": [{"name": "svc", "api_keys": [KEY]}],
+            "routes": [{"name": "api", "upstream": upstream, "filters": ["auth"],
+                        "transform": {"request": {"headers": {"add": {"x-env": "prod"}}, "body": {"set": {"who": "gw"}}},
+                                      "response": {"headers": {"add": {"x-served-by": "fastgw"}}}}}],
+        }
+        svc = Services(config, asyncio.get_running_loop())
+        c = Client(svc)
+        c.request("POST", "/api/x", {"a": 1})
+        r = await c.response()
+        assert r.status == 401  # from the head, before the body
+        c = Client(svc)
+        c.request("POST", "/api/x?q=1", {"a": 1}, {"Authorization": f"Bearer {KEY}"})
+        r = await c.response()
+        seen = r.json()
+        assert r.status == 200 and r.headers["x-served-by"] == "fastgw"
+        assert seen["headers"]["x-env"] == "prod" and json.loads(seen["body"]) == {"a": 1, "who": "gw"}
+        assert seen["target"] == "/api/x?q=1"
+        echo.server.close()
+
+    run(go())
