@@ -76,6 +76,7 @@ class ProxyHandler:
         "held_body",
         "started",
         "tunnel",
+        "deferred",
     )
 
     def __init__(self, conn: HttpConnection) -> None:
@@ -103,6 +104,7 @@ class ProxyHandler:
         self.held_body: list[bytes] | None = [] if stream.chain.needs_body else None
         self.started = False
         self.tunnel = False
+        self.deferred = False  # the upstream connect waits for a body that is already buffered
 
     # -- Handler --------------------------------------------------------------------------
 
@@ -112,6 +114,13 @@ class ProxyHandler:
         if self.held_body is not None:
             return  # sent whole once it has arrived (bounded by max_body_size)
         self.pending.insert(0, self._upstream_head())
+        conn = self.conn
+        head = conn.head
+        if not conn.req_done and not head.chunked and conn.parser.buffered >= head.content_length:
+            # The whole body came with the head (a small POST): head and body leave in one
+            # write once it is parsed, not two (one send() less per request).
+            self.deferred = True
+            return
         self._connect()
 
     def on_body(self, data: Any) -> None:
@@ -136,6 +145,10 @@ class ProxyHandler:
                 conn.pause_reading()
 
     def on_request_end(self) -> None:
+        if self.deferred:
+            self.deferred = False
+            self._connect()
+            return
         if self.held_body is not None:
             stream = self.stream
             stream.body = b"".join(self.held_body)
