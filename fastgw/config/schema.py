@@ -86,6 +86,7 @@ from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
+from fastgw.filters import NOT_ON_MODELS
 
 TOP_LEVEL_KEYS = (
     "listen",
@@ -282,8 +283,12 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
         if rules is not None and (rules["request"]["headers"] != _NO_RULES or rules["request"]["query"] != _NO_RULES):
             # Provider calls are built by adapters: only body rules (and response headers) apply to models.
             issues.add(f"{path}.transform.request", "only body rules apply to models (providers' headers come from their adapters)")
+        model_filters = filters(given.get("filters", []), f"{path}.filters", issues)
+        for j, spec in enumerate(model_filters):
+            if spec["use"] in NOT_ON_MODELS:
+                issues.add(f"{path}.filters[{j}]", f"'{spec['use']}' {NOT_ON_MODELS[spec['use']]}")
         out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules,
-                    "filters": filters(given.get("filters", []), f"{path}.filters", issues)})
+                    "filters": model_filters})
     unique_names("models", names, issues)
     return out
 

@@ -25,17 +25,22 @@ from fastgw.filters.chain import EMPTY, Chain
 if TYPE_CHECKING:
     from fastgw.generation import Resources
 
-__all__ = ["API_VERSION", "BUILTIN", "EMPTY", "BuildEnv", "Chain", "Filter", "Phase", "Status", "build", "load_class"]
+__all__ = ["API_VERSION", "NOT_ON_MODELS", "BUILTIN", "EMPTY", "BuildEnv", "Chain", "Filter", "Phase", "Status", "build", "load_class"]
 
 BUILTIN = {
     "auth": "fastgw.filters.auth:Auth",
-    "transform": "fastgw.filters.transform:TransformFilter",
     "ratelimit": "fastgw.filters.ratelimit:RateLimit",
-    "guard": "fastgw.filters.guard:GuardFilter",
-    "observe": "fastgw.filters.observe:Observe",
 }
-"""Filters a config may name; the AI chain's own (decode, prompts, route, cache, usage) are
-built by the front door, not named."""
+"""Filters a config may name. The others are built from their own config sections: observe on
+every chain, transform from a route's or model's ``transform``, and the AI front door's
+decode, prompts, route, guard, cache, ratelimit and usage from ``prompts``, ``guard``,
+``cache`` and ``limits``."""
+NOT_ON_MODELS = {
+    "auth": "runs before the model is known: every AI request is authenticated already "
+            "(consumers' 'models' lists say who may call which)",
+    "ratelimit": "every AI request is limited already by the rules of 'limits' (match them by model)",
+}
+"""Built-ins a model's ``filters`` may not name, and why."""
 
 
 def load_class(ref: str) -> type[Filter]:

@@ -186,3 +186,12 @@ def test_a_filter_object_in_two_chains_keeps_one_slot_and_clashes_are_refused():
     Chain([b])  # both got slot 0 in their own chains
     with pytest.raises(ValueError, match="share a state slot"):
         Chain([a, b])
+
+
+def test_config_refuses_built_ins_a_model_cannot_run():
+    from fastgw.config import ConfigError, load_text
+
+    with pytest.raises(ConfigError) as err:
+        load_text("providers: [{name: m, type: mock}]\nmodels: [{name: x, targets: [{provider: m}], filters: [auth, ratelimit]}]\n")
+    assert "models[0].filters[0]: 'auth' runs before the model is known" in str(err.value)
+    assert "models[0].filters[1]: 'ratelimit' every AI request is limited already" in str(err.value)

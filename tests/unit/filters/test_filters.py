@@ -302,3 +302,21 @@ def test_a_plain_route_runs_auth_and_transform_filters_from_config(twins):
         echo.server.close()
 
     run(go())
+
+
+def test_a_plain_route_can_be_rate_limited(twins):
+    async def go() -> None:
+        echo = Echo()
+        upstream = await echo.start()
+        config = {"routes": [{"name": "api", "upstream": upstream, "filters": ["ratelimit"]}],
+                  "limits": [{"name": "per-ip", "key": ["ip"], "requests": {"per_minute": 1}}]}
+        c = Client(Services(config, asyncio.get_running_loop()))
+        c.request("GET", "/x")
+        first = await c.response(method=b"GET")
+        assert first.status == 200 and first.headers["x-ratelimit-remaining-requests"] == "0"
+        c.request("GET", "/x")
+        second = await c.response(method=b"GET")
+        assert second.status == 429 and int(second.headers["retry-after"]) >= 1
+        echo.server.close()
+
+    run(go())
