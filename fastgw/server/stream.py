@@ -233,3 +233,4 @@ class Stream:
                 hook(self)
             except Exception as exc:
                 sys.stderr.write(f"fastgw: filter {_filter_name(hook)} failed in on_done: {exc!r}\n")
+        self.handler = None  # the handler points back at this stream: no cycle left for the collector
