@@ -30,6 +30,7 @@ if os.environ.get("FASTGW_PURE") != "1":
         ext_modules = cythonize(
             extensions,
             language_level=3,
+            include_path=["csrc"],  # .pxd files shared by several extensions
             compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
         )
 

@@ -13,10 +13,8 @@ the code here (see ``_scan``) rather than a variable, which keeps branches predi
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.string cimport memchr, memcmp
-
-cdef extern from "string.h" nogil:
-    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
+from libc.string cimport memcmp
+from usage_proof cimport no_usage_object
 
 from fastgw import jsonscan as _py
 
@@ -307,33 +305,6 @@ def usage_state(data):
     return _flags(data) & (F_USAGE | F_UNKNOWN)
 
 
-cdef bint _no_usage_object(const unsigned char* p, Py_ssize_t n) noexcept nogil:
-    """A proof by two SIMD searches that ``p`` carries no "usage" object, for most chunks.
-
-    Without a backslash anywhere, a key "usage" can only be the bytes ``"usage"``; if every
-    ``usage`` in the text is followed by ``"``, optional whitespace, ``:``, optional
-    whitespace and ``null`` (OpenAI's ``"usage":null`` in every chunk of an include_usage
-    stream), no key named usage holds an object at any depth. False means "not proven":
-    the full scan decides.
-    """
-    cdef const unsigned char* at = p
-    cdef const unsigned char* end = p + n
-    cdef Py_ssize_t i
-    if memchr(p, 92, n) != NULL:  # a backslash: escapes could spell the key
-        return False
-    while True:
-        at = <const unsigned char*>memmem(at, end - at, b"usage", 5)
-        if at == NULL:
-            return True
-        i = _skip_ws(p, n, (at - p) + 5 + 1) if at + 5 < end and at[5] == 34 else -1
-        if i < 0 or i >= n or p[i] != 58:  # not followed by `": ` ... then the full scan decides
-            return False
-        i = _skip_ws(p, n, i + 1)
-        if n - i < 4 or memcmp(p + i, b"null", 4) != 0:
-            return False
-        at = p + i + 4
-
-
 def usage_events(list events):
     """Indexes of the SSE events (``.data``) whose data may carry a top-level usage object
     (``scan_chunk`` says USAGE_OBJECT or UNKNOWN); ``[DONE]`` is skipped. One C loop per
@@ -343,12 +314,14 @@ def usage_events(list events):
     cdef const char* text
     cdef object data
     for i in range(len(events)):
+        if type(events[i]) is bytes:  # a run of plain events (SSEParser.feed_relay)
+            continue
         data = events[i].data
         if data == "[DONE]":
             continue
         if type(data) is str:
             text = PyUnicode_AsUTF8AndSize(data, &n)  # cached on the str: no copy for ASCII
-            if _no_usage_object(<const unsigned char*>text, n):
+            if no_usage_object(<const unsigned char*>text, n):
                 continue
         if _flags(data) & (F_USAGE | F_UNKNOWN):
             found.append(i)

@@ -16,6 +16,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from fastgw.sse import SSEError
+from usage_proof cimport no_usage_object
 
 
 cdef extern from "Python.h":
@@ -132,13 +133,33 @@ cdef class SSEParser:
         try:
             if self._len == 0:
                 # Nothing buffered: parse the caller's bytes in place, keep only the unfinished tail.
-                return self._run(<const char*>view.buf, view.len, data if type(data) is bytes else None, False)
+                return self._run(<const char*>view.buf, view.len, data if type(data) is bytes else None, False, False)
             _grow(&self._buf, &self._cap, self._len + view.len)
             memcpy(self._buf + self._len, view.buf, view.len)
             self._len += view.len
         finally:
             PyBuffer_Release(&view)
-        return self._run(self._buf, self._len, None, False)
+        return self._run(self._buf, self._len, None, False, False)
+
+    def feed_relay(self, data):
+        """feed() for a stream relayed as it is: runs of plain events come back as one ``bytes``
+        item each (their raw bytes), and only the others as SSEEvent objects, in stream order.
+
+        A plain event has one ``data`` line, no ``event`` name and no ``retry``, is not
+        ``[DONE]``, and its data provably carries no "usage" object (usage_proof.pxd). So an
+        OpenAI stream's content chunks cost no object at all (fastgw/sse.py has the twin)."""
+        cdef Py_buffer view
+        self._check_alive()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if self._len == 0:
+                return self._run(<const char*>view.buf, view.len, data if type(data) is bytes else None, False, True)
+            _grow(&self._buf, &self._cap, self._len + view.len)
+            memcpy(self._buf + self._len, view.buf, view.len)
+            self._len += view.len
+        finally:
+            PyBuffer_Release(&view)
+        return self._run(self._buf, self._len, None, False, True)
 
     def finish(self):
         """End of stream: settle a trailing CR; an unterminated block is dropped (see ``pending``)."""
@@ -146,7 +167,7 @@ cdef class SSEParser:
             return []
         self._check_alive()
         self._finished = True
-        return self._run(self._buf, self._len, None, True) if self._len else []
+        return self._run(self._buf, self._len, None, True, False) if self._len else []
 
     cdef int _check_alive(self) except -1:
         if self._error is not None:
@@ -162,10 +183,11 @@ cdef class SSEParser:
         self._cap = self._len = self._pos = self._scan = self._block = 0
         raise _SSEError(self._error, events)
 
-    cdef list _run(self, const char* base, Py_ssize_t end, object src, bint eof):
-        """Parse every complete line of ``base``; ``src`` is the fed bytes object when base is it."""
+    cdef list _run(self, const char* base, Py_ssize_t end, object src, bint eof, bint relay):
+        """Parse every complete line of ``base``; ``src`` is the fed bytes object when base is it.
+        With ``relay``, plain events are not dispatched but kept as runs of raw bytes."""
         cdef list events = []
-        cdef Py_ssize_t pos, scan, block, raw_start = 0, nl = -2, line_end, nxt, colon
+        cdef Py_ssize_t pos, scan, block, raw_start = 0, nl = -2, line_end, nxt, colon, run_start = 0
         cdef const char* q
         if self._bom:
             if end < 3 and not eof and memcmp(base, _BOM, end) == 0:
@@ -201,7 +223,11 @@ cdef class SSEParser:
                 if self._ndata:
                     if nxt - raw_start > self._max:
                         self._fail(events)
-                    events.append(self._dispatch(base, raw_start, nxt, end, src))
+                    if not (relay and self._plain(base)):
+                        if run_start < raw_start:
+                            events.append(PyBytes_FromStringAndSize(base + run_start, raw_start - run_start))
+                        events.append(self._dispatch(base, raw_start, nxt, end, src))
+                        run_start = nxt
                     raw_start = nxt
                     self._ndata = 0
                 self._ev_len = -1
@@ -218,6 +244,11 @@ cdef class SSEParser:
                         colon += 1
                     self._field(base, pos, q - base - pos, colon, line_end - colon)
             pos = scan = nxt
+        if run_start < raw_start:
+            if src is not None and run_start == 0 and raw_start == end:
+                events.append(src)
+            else:
+                events.append(PyBytes_FromStringAndSize(base + run_start, raw_start - run_start))
         if end - raw_start > self._max:
             self._fail(events)
         self._pos = pos - raw_start
@@ -260,6 +291,15 @@ cdef class SSEParser:
                     retry = retry * 10 + (c - 48)
                 self._retry = retry
         return 0
+
+    cdef bint _plain(self, const char* base):
+        """The block just ended is a plain event (see feed_relay)."""
+        cdef const unsigned char* d = <const unsigned char*>base + self._data_off
+        if self._ndata != 1 or self._ev_len >= 0 or self._retry >= 0:
+            return False
+        if self._data_len == 6 and memcmp(d, b"[DONE]", 6) == 0:
+            return False
+        return no_usage_object(d, self._data_len)
 
     cdef int _dappend(self, const char* p, Py_ssize_t n) except -1:
         _grow(&self._dbuf, &self._dcap, self._dlen + n)
@@ -385,9 +425,11 @@ def relay_bytes(list items):
 
 def ends_stream(list events):
     """Whether a read's events hold the provider's end marker: OpenAI's ``[DONE]`` or
-    Anthropic's ``message_stop``."""
+    Anthropic's ``message_stop`` (``bytes`` items, runs of plain events, never do)."""
     cdef SSEEvent event
-    for event in events:
-        if event.data == "[DONE]" or event.event == "message_stop":
-            return True
+    for item in events:
+        if type(item) is SSEEvent:
+            event = <SSEEvent>item
+            if event.data == "[DONE]" or event.event == "message_stop":
+                return True
     return False

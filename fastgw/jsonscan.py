@@ -261,5 +261,6 @@ def usage_events(events: list) -> list[int]:
     (``scan_chunk`` says USAGE_OBJECT or UNKNOWN, unless the quick proof above already says
     no); ``[DONE]`` is skipped."""
     return [i for i, event in enumerate(events)
-            if event.data != "[DONE]" and not (type(event.data) is str and _no_usage_object(event.data))
+            if type(event) is not bytes  # a run of plain events (SSEParser.feed_relay)
+            and event.data != "[DONE]" and not (type(event.data) is str and _no_usage_object(event.data))
             and usage_state(event.data) != USAGE_NONE]

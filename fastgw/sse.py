@@ -31,6 +31,8 @@ from __future__ import annotations
 
 __all__ = ["SSEError", "SSEEvent", "SSEParser", "ends_stream", "relay_bytes", "serialize_event"]
 
+from fastgw.jsonscan import _no_usage_object  # noqa: E402  (the quick proof, shared with the scanner)
+
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -109,6 +111,28 @@ class SSEParser:
             return self._run(buf, False)
         # Nothing buffered: parse the caller's bytes in place, keep only the unfinished tail.
         return self._run(data if type(data) is bytes else bytes(data), False)
+
+    def feed_relay(self, data: bytes | bytearray | memoryview) -> list[SSEEvent | bytes]:
+        """feed() for a stream relayed as it is: runs of plain events come back as one ``bytes``
+        item each (their raw bytes), and only the others as SSEEvent objects, in stream order.
+
+        A plain event has one ``data`` line, no ``event`` name and no ``retry``, is not
+        ``[DONE]``, and its data provably carries no "usage" object (the scanner's quick proof):
+        an OpenAI stream's content chunks then cost the compiled twin no object at all."""
+        out: list[SSEEvent | bytes] = []
+        run: list[bytes] = []
+        for event in self.feed(data):
+            if (event.event is None and event.retry is None and "\n" not in event.data
+                    and event.data != "[DONE]" and _no_usage_object(event.data)):
+                run.append(event.raw)
+                continue
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(event)
+        if run:
+            out.append(b"".join(run))
+        return out
 
     def finish(self) -> list[SSEEvent]:
         """End of stream: settle a trailing CR; an unterminated block is dropped (see ``pending``)."""
@@ -263,5 +287,6 @@ def relay_bytes(items: list) -> bytes | None:
 
 def ends_stream(events: list) -> bool:
     """Whether a read's events hold the provider's end marker: OpenAI's ``[DONE]`` or
-    Anthropic's ``message_stop``."""
-    return any(event.data == "[DONE]" or event.event == "message_stop" for event in events)
+    Anthropic's ``message_stop`` (``bytes`` items, runs of plain events, never do)."""
+    return any(type(event) is not bytes and (event.data == "[DONE]" or event.event == "message_stop")
+               for event in events)

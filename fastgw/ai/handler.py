@@ -99,6 +99,7 @@ class ModelHandler:
     last_error: tuple[int, str, str] = (503, "no provider target is available", "no_target")
     native = False  # an Anthropic client reaching an Anthropic provider: no conversion at all
     ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
+    runs = False  # a relayed stream framed with feed_relay: plain events stay bytes
     cancelled = False
 
     def __init__(self, door: AIFrontDoor, s: Stream, op: str, dialect: Any) -> None:
@@ -255,6 +256,7 @@ class ModelHandler:
             self.passthrough = self.native or (self.provider.adapter.passthrough and self.dialect is not ANTHROPIC)
             self.converter = None if self.passthrough else self.provider.adapter.stream(op, s.served_model)
             s.events_kind = EVENTS_NATIVE if self.native else EVENTS_OPENAI if self.passthrough else EVENTS_CHUNKS
+            self.runs = s.events_kind == EVENTS_OPENAI and s.chain.sse_runs
             s.stream_ending = False
 
     def attempt_body(self, attempt: Any, chunk: Any) -> None:
@@ -270,7 +272,7 @@ class ModelHandler:
                 self._attempt_broken(502, "provider answer is too large", "upstream_too_large")
             return
         try:
-            events = self.sse.feed(chunk)
+            events = self.sse.feed_relay(chunk) if self.runs else self.sse.feed(chunk)
             if not events:
                 return
             out = self._relay(events)

@@ -67,6 +67,10 @@ class Filter:
     """Plain routes: hold the request body whole and call ``on_request_body`` once."""
     stateless: ClassVar[bool] = False
     """True for a filter that keeps nothing per request: it gets no ``s.vars`` slot."""
+    accepts_sse_runs: ClassVar[bool] = False
+    """``on_sse_events`` may get ``bytes`` items standing for runs of plain events (one data
+    line, no event name, no usage object: SSEParser.feed_relay); when every filter of a chain
+    accepts them, a relayed stream's content chunks are never turned into objects."""
     needs_openai_events: ClassVar[bool] = False
     """AI streams: the filter reads OpenAI-shaped events, so an Anthropic client's stream
     from an Anthropic provider is converted instead of relayed natively."""

@@ -20,6 +20,7 @@ class Chain:
         "slots",
         "needs_body",
         "needs_openai_events",
+        "sse_runs",
         "on_request_headers",
         "on_request_body",
         "on_request",
@@ -46,6 +47,7 @@ class Chain:
         self.slots = next_slot
         self.needs_body = any(f.needs_body for f in self.filters)
         self.needs_openai_events = any(f.needs_openai_events for f in self.filters)
+        self.sse_runs = all(f.accepts_sse_runs for f in self.filters if type(f).on_sse_events is not Filter.on_sse_events)
         for hook in HOOKS:
             base = getattr(Filter, hook)
             bound = [getattr(f, hook) for f in self.filters if getattr(type(f), hook) is not base]

@@ -18,6 +18,7 @@ from fastgw.server.stream import Stream
 class Usage(Filter):
     name = "usage"
     phase = Phase.METER
+    accepts_sse_runs = True  # runs of plain events carry no usage: only their bytes are kept
 
     def on_request(self, s: Stream, request: dict[str, Any]) -> Status:
         s.vars[self.slot] = UsageMeter(wants_usage(request))

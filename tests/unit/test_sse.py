@@ -523,3 +523,30 @@ def test_serialize_roundtrip(data, event, as_bytes):
         p = _module(twin).SSEParser()
         (e,) = p.feed(framed)
         assert (e.event, e.data, e.raw, p.pending) == (event, expected, framed, 0)
+
+
+@pytest.mark.parametrize("cut_every", [1, 7, 64, 100000])
+def test_feed_relay_twins_agree_and_keep_every_byte(cut_every):
+    """Runs of plain events come back as bytes, the rest as events, in order, on both twins;
+    joined, they are exactly the stream's complete events."""
+    import random
+
+    from fastgw import _speedups
+
+    rng = random.Random(cut_every)
+    pieces = [b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n',
+              b'data: {"choices":[],"usage":{"total_tokens":3}}\r\n\r\n', b"event: ping\ndata: {}\n\n",
+              b": keep-alive\n", b"data: a\ndata: b\n\n", b"retry: 5\ndata: x\n\n", b"data: [DONE]\n\n",
+              b'data: {"k":"\\u0075sage"}\r\r']
+    stream = b"".join(rng.choice(pieces) for _ in range(200))
+    results = []
+    for parser in (_speedups.SSEParserC(), _speedups.SSEParserPy()):
+        items = []
+        for i in range(0, len(stream), cut_every):
+            items.extend(parser.feed_relay(stream[i:i + cut_every]))
+        results.append([item if type(item) is bytes else (item.data, item.event, item.raw) for item in items])
+        assert b"".join(i if type(i) is bytes else i[2] for i in results[-1]) == stream[: len(stream) - parser.pending]
+        flagged = [i for i in results[-1] if type(i) is not bytes]
+        assert all(i[1] is not None or "usage" in i[0] and "null" not in i[0] or i[0] in ("[DONE]", "a\nb", "x")
+                   or "\\u" in i[0] for i in flagged)
+    assert results[0] == results[1]

@@ -112,8 +112,9 @@ def chunk(i: int, content: str, usage_null: bool) -> dict:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(contents=st.lists(st.one_of(text, tricky), min_size=1, max_size=8), usage_null=st.booleans(),
        placement=st.sampled_from(["own-chunk", "last-content", "none"]), style=st.integers(0, 4),
-       wants=st.booleans(), seed=st.integers(0, 2**32))
-def test_raw_relay_meters_what_a_full_parse_finds(twin, contents, usage_null, placement, style, wants, seed):
+       wants=st.booleans(), seed=st.integers(0, 2**32), runs=st.booleans())
+def test_raw_relay_meters_what_a_full_parse_finds(twin, contents, usage_null, placement, style, wants, seed, runs):
+    """Framed event by event, or with feed_relay (plain events kept as runs of bytes): the same."""
     rng = random.Random(seed)
     usage = {"prompt_tokens": rng.randint(1, 999), "completion_tokens": rng.randint(1, 999)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -130,9 +131,9 @@ def test_raw_relay_meters_what_a_full_parse_finds(twin, contents, usage_null, pl
     relayed = b""
     cuts = sorted(rng.sample(range(1, len(stream)), k=min(5, len(stream) - 1)))
     for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
-        events = parser.feed(stream[a:b])
+        events = parser.feed_relay(stream[a:b]) if runs else parser.feed(stream[a:b])
         meter.relay(events)
-        relayed += b"".join(e.raw for e in events)
+        relayed += getattr(_speedups, "relay_bytes" + twin)(events)
     assert meter.usage == (usage if placement != "none" else None)
     dropped = placement == "own-chunk" and not wants
     relayed_chunks = [json.loads(e[5:]) for e in relayed.split(b"\n\n") if e[5:].strip().startswith(b"{")]
