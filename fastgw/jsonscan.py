@@ -79,6 +79,7 @@ __all__ = [
     "USAGE_UNKNOWN",
     "scan_chunk",
     "model_span",
+    "no_usage_object",
     "usage_events",
     "usage_state",
 ]
@@ -246,7 +247,7 @@ def model_span(data: bytes) -> tuple[int, int] | None:
 _NULL_USAGE = re.compile(r'usage"[ \t\n\r]*:[ \t\n\r]*null')
 
 
-def _no_usage_object(text: str) -> bool:
+def no_usage_object(text: str) -> bool:
     """The compiled twin's two-search proof: without a backslash, a key "usage" is the bytes
     ``"usage"``; if each ``usage`` is followed by ``": null`` (any JSON whitespace), none holds
     an object. False: not proven."""
@@ -262,5 +263,5 @@ def usage_events(events: list) -> list[int]:
     no); ``[DONE]`` is skipped."""
     return [i for i, event in enumerate(events)
             if type(event) is not bytes  # a run of plain events (SSEParser.feed_relay)
-            and event.data != "[DONE]" and not (type(event.data) is str and _no_usage_object(event.data))
+            and event.data != "[DONE]" and not (type(event.data) is str and no_usage_object(event.data))
             and usage_state(event.data) != USAGE_NONE]

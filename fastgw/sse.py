@@ -31,7 +31,7 @@ from __future__ import annotations
 
 __all__ = ["SSEError", "SSEEvent", "SSEParser", "ends_stream", "relay_bytes", "serialize_event"]
 
-from fastgw.jsonscan import _no_usage_object  # noqa: E402  (the quick proof, shared with the scanner)
+from fastgw.jsonscan import no_usage_object  # noqa: E402  (the quick proof, shared with the scanner)
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -123,7 +123,7 @@ class SSEParser:
         run: list[bytes] = []
         for event in self.feed(data):
             if (event.event is None and event.retry is None and "\n" not in event.data
-                    and event.data != "[DONE]" and _no_usage_object(event.data)):
+                    and event.data != "[DONE]" and no_usage_object(event.data)):
                 run.append(event.raw)
                 continue
             if run:

@@ -23,6 +23,7 @@ re-encodes it.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from fastgw import fastjson
@@ -452,8 +453,6 @@ class ModelHandler:
         self.finish()
 
     def _reply_models(self) -> None:
-        import time
-
         consumer = self.s.consumer
         names = [n for n in self.door.models.names if "*" not in n and (consumer is None or consumer.allows(n))]
         created = int(time.time())

@@ -9,6 +9,7 @@ What is stored is what the client was given: a plain answer after every response
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -150,8 +151,6 @@ class CacheFilter(Filter):
                     await index.add(state.semantic_scope, vector, state.key)
             except CacheUnavailable:
                 GATEWAY.cache_requests.inc((model, "unavailable"))
-
-        import asyncio
 
         task = asyncio.ensure_future(put())
         _BACKGROUND.add(task)

@@ -15,20 +15,7 @@ from fastgw.filters.api import HOOKS, RESPONSE_HOOKS, Filter
 
 
 class Chain:
-    __slots__ = (
-        "filters",
-        "slots",
-        "needs_body",
-        "needs_openai_events",
-        "sse_runs",
-        "on_request_headers",
-        "on_request_body",
-        "on_request",
-        "on_response_headers",
-        "on_response",
-        "on_sse_events",
-        "on_done",
-    )
+    __slots__ = ("filters", "slots", "needs_body", "needs_openai_events", "sse_runs", *HOOKS)
 
     def __init__(self, filters: Iterable[Filter]) -> None:
         ordered = sorted(enumerate(filters), key=lambda pair: (pair[1].phase, pair[1].priority, pair[0]))

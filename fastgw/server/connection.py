@@ -116,7 +116,7 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b""
         self.services.connection_opened(self)
-        self._set_timeout(T_HEADER, self.services.current_generation().header_timeout)
+        self.set_timeout(T_HEADER, self.services.current_generation().header_timeout)
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -174,7 +174,7 @@ class HttpConnection(asyncio.Protocol):
                         return
                     if event is None:
                         if parser.buffered and self.timeout_kind == T_KEEPALIVE:
-                            self._set_timeout(T_HEADER, self.services.current_generation().header_timeout)
+                            self.set_timeout(T_HEADER, self.services.current_generation().header_timeout)
                         return
                     self._on_head(event)
                 elif state == S_BODY:
@@ -236,15 +236,13 @@ class HttpConnection(asyncio.Protocol):
         self.stream = stream
         self.handler = handler
         if has_body:
-            self._set_timeout(T_BODY, gen.header_timeout)
+            self.set_timeout(T_BODY, gen.header_timeout)
         else:
-            self._set_timeout(T_NONE, 0.0)
-        if stream.chain.on_request_headers or head.content_length > gen.max_body_size or head.expect_continue:
+            self.set_timeout(T_NONE, 0.0)
+        if stream.chain.on_request_headers:
             stream.run(STAGE_HEADERS, self._start_handler)
-            return
-        handler.start()  # the common case, inline: nothing to check before the handler runs
-        if self.req_done and self.stream is stream and not stream.finished:
-            handler.on_request_end()
+        else:
+            self._start_handler()
 
     def _start_handler(self) -> None:
         """The head passed the chain (so a 401 beats a 413): only now may the client send
@@ -273,7 +271,7 @@ class HttpConnection(asyncio.Protocol):
         self.state = S_WAIT
         self.req_done = True
         if self.timeout_kind == T_BODY:
-            self._set_timeout(T_NONE, 0.0)
+            self.set_timeout(T_NONE, 0.0)
         if self.stream._then is None:  # the chain let the head through: the handler is running
             self.handler.on_request_end()
 
@@ -306,21 +304,11 @@ class HttpConnection(asyncio.Protocol):
 
     # -- finishing -------------------------------------------------------------------------
 
-    def _stream_done(self, status: int) -> None:
-        stream = self.stream
-        if stream is not None:
-            if not stream.status:
-                stream.status = status
-            stream.done()
-
     def finish_exchange(self) -> None:
         """The response is fully written: next request, or close."""
         gen = self.gen
-        stream = self.stream
-        if stream is not None:
-            if not stream.status:
-                stream.status = self.resp_status
-            stream.done()
+        if self.stream is not None:
+            self.stream.done(self.resp_status)
         self.services.request_finished()
         self._reset_exchange()
         if self.state == S_BODY:
@@ -335,7 +323,7 @@ class HttpConnection(asyncio.Protocol):
         if self.draining:
             self._close()
             return
-        self._set_timeout(T_KEEPALIVE, gen.keepalive_timeout)
+        self.set_timeout(T_KEEPALIVE, gen.keepalive_timeout)
         if self.reading_paused and not self.writing_paused:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -354,7 +342,8 @@ class HttpConnection(asyncio.Protocol):
             self.handler = None
             handler.cancel()
         if self.gen is not None:
-            self._stream_done(self.resp_status or 502)
+            if self.stream is not None:
+                self.stream.done(self.resp_status or 502)
             self.services.request_finished()
             self.gen = None
         if self.transport is not None and self.state != S_CLOSED:
@@ -379,7 +368,8 @@ class HttpConnection(asyncio.Protocol):
     def _reject(self, status: int, message: str) -> None:
         """A request we refuse to parse further: answer, then close with a linger."""
         if self.gen is not None:
-            self._stream_done(status)
+            if self.stream is not None:
+                self.stream.done(status)
             self.services.request_finished()
         self.keep_alive = False
         self.services.count_rejected()
@@ -411,7 +401,7 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
-            self._set_timeout(T_LINGER, LINGER_SECONDS)
+            self.set_timeout(T_LINGER, LINGER_SECONDS)
         else:
             transport.close()
 
@@ -431,8 +421,6 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._timer.set(seconds)
 
-    _set_timeout = set_timeout
-
     def extend_timeout(self, seconds: float) -> None:
         self._timer.extend(seconds)
 
@@ -446,7 +434,7 @@ class HttpConnection(asyncio.Protocol):
         if kind == T_KEEPALIVE:
             self._close()
         elif kind == T_BODY and self.reading_paused:
-            self._set_timeout(T_BODY, self.gen.header_timeout)  # we paused the client: not its fault
+            self.set_timeout(T_BODY, self.gen.header_timeout)  # we paused the client: not its fault
         elif kind in (T_HEADER, T_BODY):
             if self.bytes_out:
                 self.abort_exchange()

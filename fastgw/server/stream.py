@@ -102,7 +102,7 @@ class Stream:
     upstream_target: bytes | None = None  # plain routes: a filter's rewrite of the request target
     upstream_headers: list | None = None  # plain routes: a filter's rewrite of the request headers
     finished = False
-    _task: asyncio.Future | None = None
+    _task: asyncio.Future | None = None  # the spawned task: the loop keeps only a weak reference
     _then: Callable[[], None] | None = None  # set while a request stage runs
     _stage = STAGE_HEADERS
     _hooks: tuple = ()
@@ -223,10 +223,15 @@ class Stream:
                 break
         return events
 
-    def done(self) -> None:
-        """``on_done`` of every filter, once, whatever happened; errors are logged, not raised."""
+    def done(self, status: int = 0) -> None:
+        """``on_done`` of every filter, once, whatever happened; errors are logged, not raised.
+
+        ``status``: what the client got, when no handler recorded it (a gateway reply, a
+        reset)."""
         if self.finished:
             return
+        if not self.status:
+            self.status = status
         self.finished = True
         for hook in self.chain.on_done:
             try:
