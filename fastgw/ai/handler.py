@@ -33,7 +33,7 @@ from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
 from fastgw.ai.usage import with_usage_requested
 from fastgw.obs.metrics import GATEWAY
-from fastgw.server.stream import STAGE_REQUEST, Stream
+from fastgw.server.stream import STAGE_REQUEST, FilterError, Stream
 from fastgw.sse import SSEError
 
 if TYPE_CHECKING:
@@ -277,6 +277,9 @@ class ModelHandler:
             if not events:
                 return
             out = self._relay(events)
+        except FilterError as exc:
+            self._filter_failed(str(exc))
+            return
         except (ProviderError, SSEError, ValueError) as exc:
             self._attempt_broken(502, f"provider '{self.provider.name}' sent an invalid stream event: {exc}",
                                  "upstream_invalid")
@@ -345,6 +348,9 @@ class ModelHandler:
                 out = body  # nothing changed it: the provider's bytes as they are
             else:
                 out = self.dialect.response(self.op, answer, s.model)
+        except FilterError as exc:
+            self._filter_failed(str(exc))
+            return
         except (ProviderError, ValueError) as exc:
             self._give_up_on_target(502, f"provider '{provider.name}' sent an invalid answer: {exc}", "upstream_invalid")
             return
@@ -369,6 +375,9 @@ class ModelHandler:
             out = self._render(s.sse_filters(items))
             if not self.passthrough:
                 out += self.writer.end()
+        except FilterError as exc:
+            self._filter_failed(str(exc))
+            return
         except ProviderError as exc:
             self._attempt_broken(502, f"provider stream ended badly: {exc}", "upstream_invalid")
             return
@@ -411,6 +420,18 @@ class ModelHandler:
         self.provider.breaker(self.s.served_model).failure()
         self.s.error = message
         self._end_stream(self.writer.error(message, code))
+
+    def _filter_failed(self, message: str) -> None:
+        """A response filter raised: a 500 if nothing was sent yet, else the stream's error event.
+        The provider did nothing wrong: no failover, no breaker."""
+        if self.attempt is not None:
+            self.attempt.cancel()
+            self.attempt = None
+        if not self.sent_head:
+            self.reply_error(500, message, "filter_error")
+            return
+        self.s.error = message
+        self._end_stream(self.writer.error(message, "filter_error"))
 
     # -- writing to the client -------------------------------------------------------------
 

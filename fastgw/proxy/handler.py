@@ -20,7 +20,7 @@ from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Route
 from fastgw.http.errors import END, ParseError
 from fastgw.http.response import LAST_CHUNK, chunk, chunk_into
 from fastgw.proxy import replies
-from fastgw.server.stream import STAGE_BODY, Stream
+from fastgw.server.stream import STAGE_BODY, FilterError, Stream
 
 if TYPE_CHECKING:
     from fastgw.proxy.upstream import UpstreamConnection
@@ -368,6 +368,14 @@ class ProxyHandler:
             else:
                 self._upstream_failed(502, f"upstream sent an invalid response: {exc.reason}", retry=False)
             return
+        except FilterError as exc:  # raised while the head was built: nothing of it went out
+            conn.abort()
+            self.upstream = None
+            self.route.balancer.release(self.endpoint_index)
+            self.endpoint_index = -1
+            self.resp_started = False
+            self.conn.local_reply(500, str(exc), code="filter_error")
+            return
         self._write(out)
         if self.resp_started and self.conn.timeout_kind != T_CLIENT_STALL:
             self.conn.extend_timeout(self.route.idle_timeout)
@@ -408,11 +416,8 @@ class ProxyHandler:
     def _response_head(self, rhead: Any, drop: frozenset, extra: bytes) -> bytes:
         headers = rhead.headers
         stream = self.stream
-        hooks = stream.chain.on_response_headers
-        if hooks:
-            headers = list(headers)
-            for hook in hooks:
-                hook(stream, rhead.status, headers)
+        if stream.chain.on_response_headers:
+            headers = stream.response_header_filters(rhead.status, list(headers))
         if stream.response_headers:
             extra += stream.response_headers
         via = rhead.get(b"via")

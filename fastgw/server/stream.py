@@ -64,6 +64,11 @@ class Handler(Protocol):
         """Answer with an error in the client's dialect and finish the exchange."""
 
 
+class FilterError(Exception):
+    """A filter raised on the response side; the handler ends the answer well-formed (a 500
+    before anything was sent, else an error event) instead of dropping the connection."""
+
+
 def _filter_name(hook: Callable) -> str:
     owner = getattr(hook, "__self__", None)
     return (getattr(owner, "name", "") or type(owner).__name__) if owner is not None else repr(hook)
@@ -209,19 +214,39 @@ class Stream:
 
     # -- the response side ----------------------------------------------------------------
 
+    def response_header_filters(self, status: int, headers: list) -> list:
+        """A plain route's upstream head through ``on_response_headers``; the list, edited."""
+        for hook in self.chain.on_response_headers:
+            try:
+                hook(self, status, headers)
+            except Exception as exc:
+                raise self._response_failed(hook, exc) from exc
+        return headers
+
     def response_filters(self, response: dict[str, Any]) -> dict[str, Any]:
         """A whole AI answer through ``on_response`` (reverse order); returns what to send."""
         self.response = response
         for hook in self.chain.on_response:
-            hook(self, self.response)
+            try:
+                hook(self, self.response)
+            except Exception as exc:
+                raise self._response_failed(hook, exc) from exc
         return self.response
 
     def sse_filters(self, events: list) -> list:
         for hook in self.chain.on_sse_events:
-            hook(self, events)
+            try:
+                hook(self, events)
+            except Exception as exc:
+                raise self._response_failed(hook, exc) from exc
             if self.stream_closed:
                 break
         return events
+
+    def _response_failed(self, hook: Callable, exc: Exception) -> FilterError:
+        name = _filter_name(hook)
+        sys.stderr.write(f"fastgw: filter {name} failed: {exc!r}\n")
+        return FilterError(f"filter '{name}' failed")
 
     def done(self, status: int = 0) -> None:
         """``on_done`` of every filter, once, whatever happened; errors are logged, not raised.

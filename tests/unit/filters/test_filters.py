@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from fastgw.filters import Filter, Phase, Status
 from tests.support.harness import Client, Services
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -317,6 +318,64 @@ def test_a_plain_route_can_be_rate_limited(twins):
         c.request("GET", "/x")
         second = await c.response(method=b"GET")
         assert second.status == 429 and int(second.headers["retry-after"]) >= 1
+        echo.server.close()
+
+    run(go())
+
+
+# -- a filter that raises on the response side ------------------------------------------------------
+
+
+class BrokenOnResponse(Filter):
+    """Raises in every response hook (enabled per test by module:Class)."""
+
+    name = "broken"
+    phase = Phase.POLICY
+
+    def on_response_headers(self, s, status, headers):
+        raise KeyError("boom")
+
+    def on_response(self, s, response):
+        raise KeyError("boom")
+
+    def on_sse_events(self, s, events):
+        if s.stream_ending:  # after the first events went out: the stream's own error event
+            raise KeyError("boom")
+        return Status.CONTINUE
+
+
+BROKEN = {"use": "tests.unit.filters.test_filters:BrokenOnResponse"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_response_filter_that_raises_ends_the_ai_answer_well_formed(twins, stream):
+    config = with_(MOCK, models=[{"name": "mock-gpt", "targets": [{"provider": "mock"}], "filters": [BROKEN]}])
+
+    async def go() -> None:
+        c = Client(Services(config, asyncio.get_running_loop()))
+        c.request("POST", "/v1/chat/completions", {"model": "mock-gpt", "stream": stream, "messages": MESSAGES})
+        r = await c.response()
+        if stream:  # the stream ends with OpenAI's error event, the body is complete
+            assert r.status == 200 and json.loads(r.events()[-1])["error"]["code"] == "filter_error"
+        else:
+            assert r.status == 500 and r.json()["error"]["message"] == "filter 'broken' failed"
+        c.request("POST", "/v1/chat/completions", {"model": "mock-gpt", "messages": MESSAGES})
+        assert (await c.response()).status in (200, 500)  # the connection still serves
+
+    run(go())
+
+
+def test_a_response_header_filter_that_raises_answers_500_on_a_plain_route(twins):
+    async def go() -> None:
+        echo = Echo()
+        upstream = await echo.start()
+        config = {"routes": [{"name": "api", "upstream": upstream, "filters": [BROKEN]}]}
+        c = Client(Services(config, asyncio.get_running_loop()))
+        c.request("GET", "/x")
+        r = await c.response(method=b"GET")
+        assert r.status == 500 and r.json()["error"]["code"] == "filter_error"
+        c.request("GET", "/y")
+        assert (await c.response(method=b"GET")).status == 500  # answered again on the same connection
         echo.server.close()
 
     run(go())
