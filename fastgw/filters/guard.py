@@ -125,7 +125,7 @@ class GuardFilter(Filter):
     # -- the answer ---------------------------------------------------------------------------
 
     def on_response(self, s: Stream, response: dict[str, Any]) -> Status:
-        if not self.answers or s.op != "chat":
+        if not self.answers or s.op not in ("chat", "messages"):
             return Status.CONTINUE
         choices = response.get("choices") or []
         if not choices or not isinstance((choices[0].get("message") or {}).get("content"), str):
