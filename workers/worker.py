@@ -246,6 +246,7 @@ class Worker:
         self.resources.pools.close()
         if self.resources.redis_link is not None:
             await self.resources.redis_link.close()
+        self.resources.close_tracing()  # the queued spans, bounded by the exporter's timeout
         self._write_record()
         GATEWAY.registry.publish(force=True)
 

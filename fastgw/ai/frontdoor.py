@@ -188,6 +188,8 @@ class AIFrontDoor:
         }
         authenticator = env.authenticator
         base: list[Filter] = [Observe(), Auth(env=env, anonymous=True), Decode()]
+        if env.trace is not None:
+            base.append(env.trace)
         spec = config["prompts"]
         if spec["templates"] or spec["decorators"]:
             base.append(PromptsFilter(Prompts(spec)))

@@ -32,6 +32,7 @@ from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
 from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
 from fastgw.ai.usage import with_usage_requested
+from fastgw.obs.genai import GEN_AI_OPERATIONS, gen_ai_provider
 from fastgw.obs.metrics import GATEWAY
 from fastgw.server.stream import STAGE_REQUEST, FilterError, Stream
 from fastgw.sse import SSEError
@@ -156,6 +157,8 @@ class ModelHandler:
         """Start the next try, or answer with the last error when none is left."""
         door = self.door
         s = self.s
+        if s.trace is not None:  # the attempt before this call failed with last_error
+            s.trace.attempt_failed(self.last_error)
         while s.attempts < self.max_attempts and self.target_index < len(self.targets):
             target = self.targets[self.target_index]
             provider = door.providers[target["provider"]]
@@ -223,6 +226,9 @@ class ModelHandler:
             self.target_index += 1
             self._next_attempt()
             return
+        trace = s.trace
+        if trace is not None:
+            call.headers = [*call.headers, (b"traceparent", self._trace_attempt(trace, provider, model, key_index))]
         if provider.mock is not None:
             attempt = MockAttempt(self, provider.mock, call)
         else:
@@ -232,6 +238,18 @@ class ModelHandler:
         # Non-streamed answers arrive whole: they may take as long as `idle` allows.
         self._wait(W_FIRST_BYTE, provider.timeouts["first_byte" if s.is_stream else "idle"])
         attempt.start()
+
+    def _trace_attempt(self, trace: Any, provider: ProviderRuntime, model: str, key_index: int) -> bytes:
+        """A child span for this attempt; the provider gets its traceparent."""
+        operation = GEN_AI_OPERATIONS.get(self.op, self.op)
+        return trace.attempt_started(f"{operation} {model}", {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": gen_ai_provider(provider.type),
+            "gen_ai.request.model": model,
+            "fastgw.provider": provider.name,
+            "fastgw.key_index": key_index,
+            "fastgw.attempt": self.s.attempts,
+        }) or b""
 
     def _give_up_on_target(self, status: int, message: str, code: str, kind: str | None = None) -> None:
         """The current target failed before anything reached the client: try the next one."""
@@ -249,6 +267,8 @@ class ModelHandler:
         s = self.s
         self.status = status
         s.retry_after = retry_after
+        if s.trace is not None:
+            s.trace.attempt_status(status)
         if 200 <= status < 300 and s.is_stream:
             self.sse = SSEParser()
             self.writer = self.dialect.stream(s.model)
@@ -467,6 +487,7 @@ class ModelHandler:
         self._cancel_timer()
         s.status = status
         s.error = message
+        s.error_code = code
         extra = s.response_headers  # x-ratelimit-* (and retry-after when a limit refused)
         if status == 429 and s.retry_after and b"retry-after:" not in extra.lower():
             extra += b"Retry-After: %d\r\n" % max(1, round(s.retry_after))

@@ -53,6 +53,8 @@ plain JSON-serialisable dict, shipped to workers as is.
     Plain HTTP routes, see :mod:`fastgw.config.routes`.
 ``log``
     Access log and usage stream, see :mod:`fastgw.config.logging`.
+``tracing``
+    OpenTelemetry traces over OTLP/HTTP, see :mod:`fastgw.config.tracing`.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
+from fastgw.config.tracing import tracing
 from fastgw.filters import NOT_ON_MODELS
 
 TOP_LEVEL_KEYS = (
@@ -104,6 +107,7 @@ TOP_LEVEL_KEYS = (
     "prompts",
     "cache",
     "guard",
+    "tracing",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -170,6 +174,7 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     config["log"] = log_section(data.get("log"), config["redis"], issues)
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["guard"] = guard(data.get("guard", {}), issues)
+    config["tracing"] = tracing(data.get("tracing"), issues)
     config["prompts"] = prompts(
         data.get("prompts", {}),
         issues,

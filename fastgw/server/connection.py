@@ -361,6 +361,9 @@ class HttpConnection(asyncio.Protocol):
         if self.state == S_BODY:
             self.keep_alive = False  # the unread body would be taken for the next request
         self.resp_status = status
+        stream = self.stream
+        if stream is not None:
+            stream.error, stream.error_code = message, code
         self.write(replies.error_response(status, message, code=code, keep_alive=self.keep_alive,
                                           head_only=self.head_only, extra=extra))
         self.finish_exchange()

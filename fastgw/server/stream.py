@@ -99,6 +99,8 @@ class Stream:
     cost: float | None = None
     status = 0  # what the client got (0 until a head was written)
     error: str | None = None
+    error_code: str | None = None  # the machine-readable code of the error answer, when there was one
+    trace: Any = None  # fastgw.obs.tracing RequestTrace, when the config traces
     first_byte_at: float | None = None
     provider = ""  # who answered
     served_model = ""
