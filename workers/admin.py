@@ -28,7 +28,9 @@ from redis.exceptions import RedisError
 
 from fastgw.config import ConfigError
 from fastgw.limits.quotas import QuotaAdmin
+from fastgw.obs import diagnose
 from fastgw.obs.metrics import Snapshot
+from fastgw.obs.recent import RING_SIZE
 from workers.shm import BlobTooLarge
 
 REDACTED = "***"
@@ -51,6 +53,9 @@ class Backend(Protocol):
     def push_config(self, text: str, source: str) -> tuple[int, list[str]]: ...
 
     def quota_admin(self) -> QuotaAdmin: ...
+
+    def recent_failures(self) -> list[dict]:
+        """Every worker's recent failed requests, oldest first (``/diagnose``)."""
 
 
 def format_url(host: str, port: int) -> str:
@@ -197,6 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/metrics": ("GET",),
         "/config": ("GET", "POST"),
         "/quota": ("GET", "POST"),
+        "/diagnose": ("GET",),
     }
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -240,6 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/quota":
             self._send_json(*self._quota())
+        elif path == "/diagnose":
+            self._send_json(*self._diagnose())
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config
             self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))
@@ -284,6 +292,19 @@ class _Handler(BaseHTTPRequestHandler):
             return _error(400, str(exc), "invalid_request")
         except RedisError as exc:
             return _error(503, f"the quota store (Redis) is unavailable: {exc}", "quota_store_unavailable")
+
+    def _diagnose(self) -> tuple[int, dict]:
+        """``GET /diagnose``: recent failures grouped by cause; ``?request_id=``: one of them."""
+        backend = self.server.backend
+        records = backend.recent_failures()
+        request_id = dict(parse_qsl(self.path.partition("?")[2])).get("request_id")
+        if request_id is None:
+            return 200, {"failures": len(records), "causes": diagnose.group(records, backend.config)}
+        found = next((r for r in reversed(records) if r["request_id"] == request_id), None)
+        if found is None:
+            return _error(404, f"no recent failed request has id {request_id!r} (each worker keeps its last "
+                               f"{RING_SIZE})", "not_found")
+        return 200, {"request_id": request_id, **diagnose.explain(found, backend.config), "record": found}
 
     def _post_config(self) -> tuple[int, dict]:
         length = self.headers.get("Content-Length")

@@ -19,6 +19,7 @@ Model (gunicorn's arbiter, simplified):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -34,13 +35,17 @@ from fastgw.config import load_text
 from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
+from fastgw.obs.recent import RECENT
 from fastgw.proc import die_with_parent
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
-from workers.metrics_shm import WorkerMetrics
+from workers.metrics_shm import MetricsArea, WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
 from workers.sockets import Listeners, bind_listeners, migrate_req_warning
+
+RECENT_SLOT_SIZE = 256 * 1024
+"""Shared memory for one worker's ring of failed requests (pages are touched only when written)."""
 
 WorkerMain = Callable[..., Any]
 """``worker_main(slot, sock, control, heartbeat_interval)``; never returns in a real worker."""
@@ -120,6 +125,7 @@ class Supervisor:
         self.slots = [_Slot(i) for i in range(config["workers"])]
         self.control = ControlBlock(max_workers=len(self.slots))
         self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
+        self.recent_area = MetricsArea(len(self.slots), slot_size=RECENT_SLOT_SIZE)  # each worker's failed requests
         self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
@@ -131,6 +137,16 @@ class Supervisor:
         self._wake_r = self._wake_w = -1
 
     # -- public API used by the admin server ---------------------------------------------
+
+    def recent_failures(self) -> list[dict]:
+        """Every worker's recent failed requests (``/diagnose``), oldest first."""
+        records = []
+        for slot in range(self.recent_area.max_workers):
+            found = self.recent_area.read(slot)
+            if found is not None:
+                records.extend(json.loads(found[2]))
+        records.sort(key=lambda record: record["time"])
+        return records
 
     def status(self) -> dict:
         """Snapshot of the generation and every slot, as served by ``GET /status``."""
@@ -324,6 +340,7 @@ class Supervisor:
             if worker_main is None:
                 from workers.worker import run_worker as worker_main
             self.metrics.bind_worker(index)
+            RECENT.bind(self.recent_area, index)
             worker_main(
                 index, self._listeners.for_slot(index), self.control, self.heartbeat_interval,
                 limit_store=self.limit_store,
@@ -461,6 +478,7 @@ class Supervisor:
             self._admin.stop()
             self._admin = None
         self.metrics.close()
+        self.recent_area.close()
         if self._listeners:
             self._listeners.close()
             self._listeners = None

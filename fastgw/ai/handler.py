@@ -103,6 +103,7 @@ class ModelHandler:
     ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
     runs = False  # a relayed stream framed with feed_relay: plain events stay bytes
     cancelled = False
+    attempt_open = False  # an attempt started and its failure (if any) is not recorded yet
 
     def __init__(self, door: AIFrontDoor, s: Stream, op: str, dialect: Any) -> None:
         self.door = door
@@ -157,8 +158,8 @@ class ModelHandler:
         """Start the next try, or answer with the last error when none is left."""
         door = self.door
         s = self.s
-        if s.trace is not None:  # the attempt before this call failed with last_error
-            s.trace.attempt_failed(self.last_error)
+        if self.attempt_open:  # the attempt before this call failed with last_error
+            self._attempt_failed_record()
         while s.attempts < self.max_attempts and self.target_index < len(self.targets):
             target = self.targets[self.target_index]
             provider = door.providers[target["provider"]]
@@ -189,6 +190,7 @@ class ModelHandler:
         if self.provider is not None and self.provider is not provider:
             GATEWAY.failovers.inc((s.model, self.provider.name, provider.name))
         s.attempts += 1
+        self.attempt_open = True
         self.provider = provider
         s.provider = provider.name
         s.served_model = model
@@ -238,6 +240,23 @@ class ModelHandler:
         # Non-streamed answers arrive whole: they may take as long as `idle` allows.
         self._wait(W_FIRST_BYTE, provider.timeouts["first_byte" if s.is_stream else "idle"])
         attempt.start()
+
+    def _attempt_failed_record(self) -> None:
+        """Keep the failed attempt for /diagnose (and end its span): only failing requests pay."""
+        self.attempt_open = False
+        s = self.s
+        status, message, code = self.last_error
+        provider = self.provider
+        failure = {"provider": provider.name, "key_index": self.key_index, "upstream_status": self.status,
+                   "status": status, "code": code, "message": message}
+        if code == "upstream_timeout":
+            failure["first_byte"] = provider.timeouts["first_byte" if s.is_stream else "idle"]
+            failure["stream"] = s.is_stream
+        if s.failures is None:
+            s.failures = []
+        s.failures.append(failure)
+        if s.trace is not None:
+            s.trace.attempt_failed(self.last_error)
 
     def _trace_attempt(self, trace: Any, provider: ProviderRuntime, model: str, key_index: int) -> bytes:
         """A child span for this attempt; the provider gets its traceparent."""
@@ -458,6 +477,8 @@ class ModelHandler:
     def _served_headers(self) -> bytes:
         s = self.s
         cache = b"x-fastgw-cache: %b\r\n" % s.cache_status.encode() if s.cache_status is not None else b""
+        if s.failures is not None:  # served after a failover: the client can look it up
+            cache += s.request_id_header()
         return b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-attempts: %d\r\n%b%b" % (
             self.provider.name.encode(), s.served_model.encode(), s.attempts, s.response_headers, cache)
 
@@ -488,7 +509,7 @@ class ModelHandler:
         s.status = status
         s.error = message
         s.error_code = code
-        extra = s.response_headers  # x-ratelimit-* (and retry-after when a limit refused)
+        extra = s.response_headers + s.request_id_header()  # x-ratelimit-* (and retry-after when a limit refused)
         if status == 429 and s.retry_after and b"retry-after:" not in extra.lower():
             extra += b"Retry-After: %d\r\n" % max(1, round(s.retry_after))
         self.conn.writer.complete(status, self.dialect.error(status, message, code), extra=extra)

@@ -69,6 +69,7 @@ class RateLimit(Filter):
         if not decision.allowed:
             GATEWAY.ratelimit_rejections.inc((decision.rule, decision.kind or decision.code))
             s.retry_after = decision.retry_after
+            s.limit_name = decision.rule
             return s.reply(decision.status, decision.message, decision.code)
         s.vars[self.slot] = decision.reservation
         return Status.CONTINUE

@@ -364,6 +364,7 @@ class HttpConnection(asyncio.Protocol):
         stream = self.stream
         if stream is not None:
             stream.error, stream.error_code = message, code
+            extra += stream.request_id_header()
         self.write(replies.error_response(status, message, code=code, keep_alive=self.keep_alive,
                                           head_only=self.head_only, extra=extra))
         self.finish_exchange()
