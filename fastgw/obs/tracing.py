@@ -80,10 +80,14 @@ class RequestTrace:
     def attempt_started(self, name: str, attributes: dict[str, Any]) -> bytes | None:
         """A new provider attempt; returns the ``traceparent`` the provider gets."""
         self._end_attempt(None)
-        self.attempt = self.tracer.start_span(
+        self.attempt = self.child(name, attributes)
+        return traceparent_of(self.attempt)
+
+    def child(self, name: str, attributes: dict[str, Any]) -> Span:
+        """A client span under the request's (a Redis round trip, a cache lookup); the caller ends it."""
+        return self.tracer.start_span(
             name, context=trace.set_span_in_context(self.span, Context()), kind=SpanKind.CLIENT, attributes=attributes
         )
-        return traceparent_of(self.attempt)
 
     def attempt_status(self, status: int) -> None:
         if self.attempt is not None:

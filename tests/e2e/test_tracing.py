@@ -252,3 +252,25 @@ def test_a_stalled_collector_never_holds_requests(gateway, upstream: Upstream) -
     finally:
         stalled.close()
 
+
+
+def test_redis_round_trips_are_child_spans(gateway, receiver: Receiver, upstream: Upstream, redis_server) -> None:
+    endpoint = f"http://127.0.0.1:{receiver.server_address[1]}/v1/traces"
+    config = traced_config(upstream, endpoint) | {
+        "redis": redis_server.url,
+        "cache": {"store": "redis"},
+        "limits": [{"name": "tpm", "match": {"models": ["gpt-4o"]}, "tokens": {"per_minute": 100000}}],
+    }
+    gw = gateway(config, workers=1)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    for _ in range(2):  # a miss, then a hit from Redis
+        answer = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                                                extra_headers={"traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01"})
+        assert answer.choices[0].message.content == "hello"
+    receiver.wait(lambda s: s["kind"] == 2 and s["attributes"].get("fastgw.cache") == "hit")
+    requests = {s["span_id"]: s for s in receiver.spans if s["kind"] == 2}
+    lookups = receiver.wait(lambda s: s["name"] == "cache lookup")
+    assert sorted(s["attributes"]["fastgw.cache"] for s in lookups) == ["hit", "miss"]
+    assert all(s["attributes"]["db.system.name"] == "redis" and s["parent"] in requests for s in lookups)
+    limits = receiver.wait(lambda s: s["name"] == "EVALSHA limits")
+    assert limits and all(s["parent"] in requests and s["attributes"]["fastgw.limit.allowed"] for s in limits)
