@@ -30,7 +30,7 @@ from fastgw import fastjson
 from fastgw._speedups import SSEParser, ends_stream, model_span, relay_bytes
 from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
 from fastgw.ai.dialects import ANTHROPIC
-from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
+from fastgw.ai.providers.base import ConversionError, ProviderError, StreamConverter, encode_embeddings
 from fastgw.ai.usage import with_usage_requested
 from fastgw.obs.metrics import GATEWAY
 from fastgw.server.stream import STAGE_REQUEST, FilterError, Stream
@@ -98,6 +98,8 @@ class ModelHandler:
     sent_head = False
     waiting = W_NONE
     last_error: tuple[int, str, str] = (503, "no provider target is available", "no_target")
+    refused: tuple[int, str, str] | None = None  # the last_error of a target that could not convert the request
+    refused_param: str | None = None  # the request field it named
     native = False  # an Anthropic client reaching an Anthropic provider: no conversion at all
     ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
     runs = False  # a relayed stream framed with feed_relay: plain events stay bytes
@@ -133,6 +135,9 @@ class ModelHandler:
         self.body = [raw]
         try:
             request = fastjson.loads(raw)
+        except fastjson.NestingError:
+            self.reply_error(400, "the request body is nested too deeply", "json_too_deep")
+            return
         except ValueError:
             self.reply_error(400, "the request body is not valid JSON", "invalid_json")
             return
@@ -179,7 +184,7 @@ class ModelHandler:
             self._start(provider, target["model"], key_index)
             return
         status, message, code = self.last_error
-        self.reply_error(status, message, code)
+        self.reply_error(status, message, code, self.refused_param if self.last_error is self.refused else None)
 
     def _start(self, provider: ProviderRuntime, model: str, key_index: int) -> None:
         s = self.s
@@ -218,8 +223,9 @@ class ModelHandler:
                     if ask_usage:
                         request = with_usage_requested(request)
                     call = adapter.build(op, request, model, key)
-        except UnsupportedOperation as exc:
-            self.last_error = (400, str(exc), "unsupported_operation")
+        except ConversionError as exc:  # this target cannot take the request: maybe the next one can
+            self.last_error = self.refused = (400, str(exc), exc.code)
+            self.refused_param = exc.param
             self.target_index += 1
             self._next_attempt()
             return
@@ -343,6 +349,8 @@ class ModelHandler:
         op = "chat" if self.op == "messages" else self.op
         try:
             response = provider.adapter.convert_response(op, status, body, s.served_model)
+            if op == "embeddings" and not provider.adapter.passthrough:
+                response = encode_embeddings(response, s.request.get("encoding_format"))
             answer = s.response_filters(response)
             if answer is response and (self.native or (provider.adapter.passthrough and self.dialect is not ANTHROPIC)):
                 out = body  # nothing changed it: the provider's bytes as they are
@@ -460,7 +468,7 @@ class ModelHandler:
         self.conn.writer.end(data)
         self.finish()
 
-    def reply_error(self, status: int, message: str, code: str | None) -> None:
+    def reply_error(self, status: int, message: str, code: str | None, param: str | None = None) -> None:
         if self.cancelled:
             return
         s = self.s
@@ -470,7 +478,7 @@ class ModelHandler:
         extra = s.response_headers  # x-ratelimit-* (and retry-after when a limit refused)
         if status == 429 and s.retry_after and b"retry-after:" not in extra.lower():
             extra += b"Retry-After: %d\r\n" % max(1, round(s.retry_after))
-        self.conn.writer.complete(status, self.dialect.error(status, message, code), extra=extra)
+        self.conn.writer.complete(status, self.dialect.error(status, message, code, param), extra=extra)
         self.finish()
 
     def _reply_models(self) -> None:
