@@ -23,7 +23,9 @@ re-encodes it.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastgw import fastjson
@@ -33,6 +35,7 @@ from fastgw.ai.dialects import ANTHROPIC
 from fastgw.ai.providers.base import ConversionError, ProviderError, StreamConverter, encode_embeddings
 from fastgw.ai.usage import with_usage_requested
 from fastgw.obs.metrics import GATEWAY
+from fastgw.server import lastresort
 from fastgw.server.stream import STAGE_REQUEST, FilterError, Stream
 from fastgw.sse import SSEError
 
@@ -78,6 +81,24 @@ def spliced_body(raw: bytes, request: dict[str, Any], model: str, ask_usage: boo
     if raw[start : start + 1] != b"{":
         return None
     return raw[: start + 1] + _USAGE_OPTION + raw[start + 1 :]
+
+
+def _guarded(method: Callable[..., None]) -> Callable[..., None]:
+    """An entry point of the handler (the chain's continuation, attempt callbacks, the timer): an
+    exception that escapes it is a gateway bug, answered by the last resort, never a dropped socket."""
+
+    @functools.wraps(method)
+    def guarded(self: ModelHandler, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception as exc:
+            request_id = lastresort.report("ai", exc)
+            try:
+                self.crashed(lastresort.message(request_id))
+            except Exception:
+                self.conn.abort_exchange()
+
+    return guarded
 
 
 class ModelHandler:
@@ -147,6 +168,7 @@ class ModelHandler:
         s.request = s.decoded = request
         s.run(STAGE_REQUEST, self._call)
 
+    @_guarded
     def _call(self) -> None:
         """Every request filter let it through: the provider calls begin."""
         s = self.s
@@ -249,6 +271,7 @@ class ModelHandler:
 
     # -- attempt callbacks (AttemptOwner) ----------------------------------------------------
 
+    @_guarded
     def attempt_head(self, attempt: Any, status: int, retry_after: float | None) -> None:
         if attempt is not self.attempt:
             return
@@ -266,6 +289,7 @@ class ModelHandler:
             self.runs = s.events_kind == EVENTS_OPENAI and s.chain.sse_runs
             s.stream_ending = False
 
+    @_guarded
     def attempt_body(self, attempt: Any, chunk: Any) -> None:
         if attempt is not self.attempt:
             return
@@ -332,6 +356,7 @@ class ModelHandler:
                 parts.append(item.raw)
         return b"".join(parts)
 
+    @_guarded
     def attempt_end(self, attempt: Any) -> None:
         if attempt is not self.attempt:
             return
@@ -410,6 +435,7 @@ class ModelHandler:
             # The request itself is wrong: another provider would refuse it too.
             self.reply_error(status, message, code)
 
+    @_guarded
     def attempt_failed(self, attempt: Any, status: int, message: str) -> None:
         if attempt is not self.attempt:
             return
@@ -481,6 +507,20 @@ class ModelHandler:
         self.conn.writer.complete(status, self.dialect.error(status, message, code, param), extra=extra)
         self.finish()
 
+    def crashed(self, message: str) -> None:
+        """The last resort (fastgw.server.lastresort): a 500 before the head, else the stream's error
+        event. Nothing is retried: the same bug would meet the next target."""
+        if self.cancelled:
+            return
+        if self.attempt is not None:
+            self.attempt.cancel()
+            self.attempt = None
+        if not self.sent_head:
+            self.reply_error(500, message, "internal_error")
+            return
+        self.s.error = message
+        self._end_stream(self.writer.error(message, "internal_error"))
+
     def _reply_models(self) -> None:
         consumer = self.s.consumer
         names = [n for n in self.door.models.names if "*" not in n and (consumer is None or consumer.allows(n))]
@@ -509,6 +549,7 @@ class ModelHandler:
             self.waiting = W_NONE
             self.conn.set_timeout(T_NONE, 0.0)
 
+    @_guarded
     def on_timeout(self) -> None:
         """The connection's timer fired while this handler was waiting for its provider."""
         if self.waiting == W_NONE or self.cancelled:

@@ -120,9 +120,9 @@ def _tool_input(arguments: Any, where: str) -> dict[str, Any]:
     try:
         value = json.loads(arguments)
     except (ValueError, RecursionError):
-        raise ConversionError(f"is not valid JSON: {arguments[:100]!r}", where) from None
+        raise ConversionError(f"tool call arguments are not valid JSON: {arguments[:100]!r}", where) from None
     if not isinstance(value, dict):
-        raise ConversionError("must be a JSON object for Anthropic providers", where)
+        raise ConversionError("tool call arguments must be a JSON object for Anthropic providers", where)
     return value
 
 

@@ -165,9 +165,9 @@ def _function_calls(tool_calls: Any, names: dict[str, str], where: str) -> list[
         try:
             args = json.loads(raw) if isinstance(raw, str) else raw
         except (ValueError, RecursionError):
-            raise ConversionError(f"is not valid JSON: {raw[:80]!r}", f"{where}[{i}].function.arguments") from None
+            raise ConversionError(f"tool call arguments are not valid JSON: {raw[:80]!r}", f"{where}[{i}].function.arguments") from None
         if not isinstance(args, dict):
-            raise ConversionError("must be a JSON object for gemini", f"{where}[{i}].function.arguments")
+            raise ConversionError("tool call arguments must be a JSON object for gemini", f"{where}[{i}].function.arguments")
         if isinstance(call.get("id"), str):
             names[call["id"]] = function["name"]
         parts.append({"functionCall": {"name": function["name"], "args": args}})
