@@ -16,6 +16,7 @@ from typing import Any
 
 from fastgw import fastjson
 from fastgw._speedups import relay_bytes, usage_events
+from fastgw.ai.providers.anthropic import openai_usage
 
 MAX_KEPT_FOR_ESTIMATE = 4 * 1024 * 1024
 """Relayed stream bytes kept in case the provider never reports usage (then counted)."""
@@ -41,7 +42,7 @@ def _is_usage_chunk(chunk: dict[str, Any]) -> bool:
 class UsageMeter:
     """Collects one request's usage; the exchange feeds it and asks for the result at the end."""
 
-    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native_input", "native_output")
+    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native")
 
     def __init__(self, client_wants: bool) -> None:
         self.client_wants = client_wants
@@ -49,8 +50,7 @@ class UsageMeter:
         self.kept: list[bytes] = []  # relayed events, counted only if no usage ever arrives
         self.kept_size = 0
         self.last_chunk: dict[str, Any] | None = None
-        self.native_input = 0
-        self.native_output = 0
+        self.native: dict[str, Any] = {}  # an Anthropic stream's usage counts, relayed natively
 
     # -- plain answers ----------------------------------------------------------------------
 
@@ -96,13 +96,10 @@ class UsageMeter:
                     continue
                 usage = (payload.get("message") or {}).get("usage") if event.event == "message_start" else payload.get("usage")
                 if isinstance(usage, dict):
-                    self.native_input = usage.get("input_tokens", self.native_input) or self.native_input
-                    self.native_output = usage.get("output_tokens", self.native_output) or self.native_output
-                    self.usage = {
-                        "prompt_tokens": self.native_input,
-                        "completion_tokens": self.native_output,
-                        "total_tokens": self.native_input + self.native_output,
-                    }
+                    # message_delta repeats or updates message_start's counts: the latest non-null wins
+                    native = self.native
+                    native.update((k, v) for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool))
+                    self.usage = openai_usage(native)
 
     # -- streams converted chunk by chunk ---------------------------------------------------
 
@@ -141,8 +138,10 @@ class UsageMeter:
         if usage is not None:
             prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
             completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-            return {"prompt_tokens": prompt, "completion_tokens": completion,
-                    "total_tokens": prompt + completion, "estimated": False}
+            result = {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion, "estimated": False}
+            result.update(cache_counts(usage))
+            return result
         from fastgw.tokencount import count_chat, count_text
 
         messages = request.get("messages")
@@ -153,6 +152,23 @@ class UsageMeter:
         completion, _ = count_text(model, _streamed_text(self.kept))
         return {"prompt_tokens": prompt, "completion_tokens": completion,
                 "total_tokens": prompt + completion, "estimated": True}
+
+
+def cache_counts(usage: dict[str, Any]) -> dict[str, int]:
+    """Prompt-cache parts of an OpenAI-shaped usage, both already inside prompt_tokens: reads
+    (``prompt_tokens_details.cached_tokens``, OpenAI's and Gemini's; Anthropic's
+    ``cache_read_input_tokens``) and writes (Anthropic's ``cache_creation_input_tokens``)."""
+    details = usage.get("prompt_tokens_details")
+    read = details.get("cached_tokens") if isinstance(details, dict) else None
+    if not isinstance(read, int):
+        read = usage.get("cache_read_input_tokens")
+    written = usage.get("cache_creation_input_tokens")
+    counts = {}
+    if isinstance(read, int) and not isinstance(read, bool) and read > 0:
+        counts["cached_tokens"] = read
+    if isinstance(written, int) and not isinstance(written, bool) and written > 0:
+        counts["cache_write_tokens"] = written
+    return counts
 
 
 def _streamed_text(raw_events: list[bytes]) -> str:

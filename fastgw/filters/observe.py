@@ -59,6 +59,8 @@ class Observe(Filter):
                 prompt_tokens=usage["prompt_tokens"] if usage else None,
                 completion_tokens=usage["completion_tokens"] if usage else None,
                 total_tokens=usage["total_tokens"] if usage else None,
+                cached_tokens=usage.get("cached_tokens") if usage else None,
+                cache_write_tokens=usage.get("cache_write_tokens") if usage else None,
                 tokens_estimated=usage["estimated"] if usage else None,
                 cost=cost, ttft=ttft, error=s.error,
             )
