@@ -202,7 +202,7 @@ def _tool_choice(choice: Any, request: dict[str, Any]) -> None:
         _expect(isinstance(choice.get("name"), str), "tool_choice.name: required string")
         request["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     else:
-        mapped = {"auto": "auto", "any": "required", "none": "none"}.get(kind)
+        mapped = {"auto": "auto", "any": "required", "none": "none"}.get(kind) if isinstance(kind, str) else None
         _expect(mapped is not None, "tool_choice.type: must be one of auto, any, tool, none")
         request["tool_choice"] = mapped
     if choice.get("disable_parallel_tool_use") is True:

@@ -381,15 +381,29 @@ def messages_body(request: dict[str, Any], model: str, default_max_tokens: int) 
 # ---------------------------------------------------------------------------------- response conversion
 
 
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProviderError(f"usage.{key} is not an integer")
+    return value
+
+
+def finish_reason(stop_reason: Any) -> str:
+    """Anthropic stop_reason -> OpenAI finish_reason; one added later is a plain stop."""
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Anthropic usage -> OpenAI usage. Anthropic's input_tokens excludes cache reads and writes, while
     OpenAI's prompt_tokens includes them (cached_tokens is a part of it), so they are added back; both
     cache counts also stay as Anthropic names them, so a conversion back is exact and metering can
     price them."""
-    read = usage.get("cache_read_input_tokens") or 0
-    written = usage.get("cache_creation_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + read + written
-    completion = usage.get("output_tokens") or 0
+    read = _count(usage, "cache_read_input_tokens")
+    written = _count(usage, "cache_creation_input_tokens")
+    prompt = _count(usage, "input_tokens") + read + written
+    completion = _count(usage, "output_tokens")
     result: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -419,13 +433,22 @@ def _load_object(body: bytes | str, what: str) -> dict[str, Any]:
     return value
 
 
+def _text(block: dict[str, Any], key: str) -> str:
+    value = block.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ProviderError(f"content block {key} is not a string")
+    return value
+
+
 def _thinking_entry(block: dict[str, Any]) -> dict[str, Any] | None:
     """A thinking or redacted_thinking block as carried in OpenAI shapes (``thinking_blocks``): whole,
     so a client sending the assistant turn back hands Anthropic the signature it requires."""
     if block.get("type") == "thinking":
-        return {"type": "thinking", "thinking": block.get("thinking") or "", "signature": block.get("signature") or ""}
+        return {"type": "thinking", "thinking": _text(block, "thinking"), "signature": _text(block, "signature")}
     if block.get("type") == "redacted_thinking":
-        return {"type": "redacted_thinking", "data": block.get("data") or ""}
+        return {"type": "redacted_thinking", "data": _text(block, "data")}
     return None
 
 
@@ -442,9 +465,9 @@ def chat_completion(message: dict[str, Any], model: str, created: int) -> dict[s
     for block in blocks:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            texts.append(block.get("text") or "")
+            texts.append(_text(block, "text"))
         elif kind in ("thinking", "redacted_thinking"):
-            thinking.append(block.get("thinking") or "")
+            thinking.append(_text(block, "thinking"))
             thinking_blocks.append(_thinking_entry(block))
         elif kind == "tool_use" and block.get("name") == ANSWER_TOOL:
             texts = [_compact(block.get("input") or {})]  # the answer; text before it was preamble
@@ -464,7 +487,7 @@ def chat_completion(message: dict[str, Any], model: str, created: int) -> dict[s
         reply["thinking_blocks"] = thinking_blocks
     if tool_calls:
         reply["tool_calls"] = tool_calls
-    finish = FINISH_REASONS.get(message.get("stop_reason"), "stop")
+    finish = finish_reason(message.get("stop_reason"))
     result: dict[str, Any] = {
         "id": message.get("id"),
         "object": "chat.completion",
@@ -531,7 +554,7 @@ class AnthropicStream(StreamConverter):
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = _object(payload.get("content_block"), "content_block_start.content_block")
-            index = payload.get("index", 0)
+            index = _block_index(payload)
             if block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
                 self.answer_blocks.add(index)
                 return []
@@ -557,7 +580,7 @@ class AnthropicStream(StreamConverter):
             reason = _object(payload.get("delta"), "message_delta.delta").get("stop_reason")
             if reason == "tool_use" and self.answer_blocks and not self.tool_index:
                 reason = "end_turn"  # the forced answer tool: a JSON-mode answer ends with stop
-            return [self._chunk({}, FINISH_REASONS.get(reason, "stop"))] if reason else []
+            return [self._chunk({}, finish_reason(reason))] if reason else []
         if kind == "message_stop":
             self.done = True
             self.usage = openai_usage(self.anthropic_usage)
@@ -566,7 +589,7 @@ class AnthropicStream(StreamConverter):
     def _delta(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         delta = _object(payload.get("delta"), "content_block_delta.delta")
         kind = delta.get("type")
-        index = payload.get("index", 0)
+        index = _block_index(payload)
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
         if kind == "thinking_delta" and isinstance(delta.get("thinking"), str) and delta["thinking"]:
@@ -586,6 +609,13 @@ class AnthropicStream(StreamConverter):
                 self._chunk({"tool_calls": [{"index": tool, "function": {"arguments": delta["partial_json"]}}]})
             ]
         return []  # citations_delta, empty deltas
+
+
+def _block_index(payload: dict[str, Any]) -> int:
+    index = payload.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ProviderError("content block index is not an integer")
+    return index
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ drive with recorded payloads.
 from __future__ import annotations
 
 import base64
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -113,8 +114,16 @@ def encode_embeddings(response: dict[str, Any], encoding_format: Any) -> dict[st
     if encoding_format != "base64":
         return response
     data = [
-        {**item, "embedding": base64.b64encode(struct.pack(f"<{len(item['embedding'])}f", *item["embedding"])).decode()}
+        {**item, "embedding": base64.b64encode(_float32(item["embedding"])).decode()}
         if isinstance(item.get("embedding"), list) else item
         for item in response.get("data") or ()
     ]
     return {**response, "data": data}
+
+
+def _float32(values: list[float]) -> bytes:
+    """Little-endian float32; a value beyond float32's range becomes +-inf, as numpy casts it."""
+    try:
+        return struct.pack(f"<{len(values)}f", *values)
+    except OverflowError:
+        return struct.pack(f"<{len(values)}f", *(v if abs(v) < 3.4e38 else math.copysign(math.inf, v) for v in values))

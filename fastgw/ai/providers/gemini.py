@@ -381,8 +381,15 @@ def _split_parts(candidate: Any) -> tuple[str, str, list[dict[str, Any]]]:
     return "".join(text), "".join(thoughts), calls
 
 
+def _index(candidate: dict[str, Any], position: int) -> int:
+    index = candidate.get("index", position)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ProviderError("candidate index is not a non-negative integer")
+    return index
+
+
 def _finish_reason(raw: Any, made_calls: bool) -> str:
-    reason = FINISH_REASONS.get(raw, "stop")
+    reason = FINISH_REASONS.get(raw, "stop") if isinstance(raw, str) else "stop"
     return "tool_calls" if made_calls and reason == "stop" else reason
 
 
@@ -411,7 +418,7 @@ def chat_response(obj: dict[str, Any], model: str, created: int, fallback_id: st
             message["tool_calls"] = calls
         choices.append(
             {
-                "index": candidate.get("index", position),
+                "index": _index(candidate, position),
                 "message": message,
                 "logprobs": None,
                 "finish_reason": _finish_reason(candidate.get("finishReason"), bool(calls)),
@@ -441,7 +448,9 @@ def embeddings_response(obj: dict[str, Any], model: str) -> dict[str, Any]:
     for embeddings, so usage is zero rather than a guess."""
     embeddings = obj.get("embeddings")
     if not isinstance(embeddings, list) or not all(
-        isinstance(e, dict) and isinstance(e.get("values"), list) for e in embeddings
+        isinstance(e, dict) and isinstance(e.get("values"), list)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in e["values"])
+        for e in embeddings
     ):
         raise ProviderError("gemini embeddings response has no valid 'embeddings' list")
     return {
@@ -524,7 +533,7 @@ class GeminiStream(StreamConverter):
             chunks += [self._choice(0, delta, None), self._choice(0, {}, "content_filter")]
         for position, candidate in enumerate(candidates):
             text, thoughts, calls = _split_parts(candidate)
-            index = candidate.get("index", position)
+            index = _index(candidate, position)
             delta: dict[str, Any] = {}
             if index not in self.seen:
                 self.seen.add(index)
