@@ -20,7 +20,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gateway import Gateway, http_json
-from tests.support.provider_fakes import CACHE_READ, CACHE_WRITE, EMBEDDING, THINKING, FakeServer, signature_of
+from tests.support.provider_fakes import (
+    CACHE_READ,
+    CACHE_WRITE,
+    EMBEDDING,
+    THINKING,
+    FakeServer,
+    signature_of,
+)
 
 FAULTY = {"use": "tests.support.faulty_filter:Faulty"}
 USER = [{"role": "user", "content": "Hi"}]
