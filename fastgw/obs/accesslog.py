@@ -218,9 +218,12 @@ class UsageSink:
         estimated: bool,
         cost: float,
         served_model: str | None = None,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
         now: float | None = None,
     ) -> None:
-        """Queue one AI request's usage; dropped (and counted) if the queue is full."""
+        """Queue one AI request's usage; dropped (and counted) if the queue is full. The prompt-cache
+        counts (parts of prompt_tokens) are written only when non-zero."""
         if len(self._queue) >= self.queue_size:
             self.metrics.log_dropped.inc(("usage", "queue_full"))
             return
@@ -238,6 +241,10 @@ class UsageSink:
         }
         if served_model is not None:
             fields["served_model"] = served_model
+        if cached_tokens:
+            fields["cached_tokens"] = cached_tokens
+        if cache_write_tokens:
+            fields["cache_write_tokens"] = cache_write_tokens
         self._queue.append(fields)
         if not self._wake.is_set():
             self._wake.set()

@@ -363,3 +363,24 @@ def test_generated_requests_through_the_gateway_all_get_an_answer(gw, request, m
     reply = raw_post(gw, "/v1/chat/completions", json.dumps(body).encode())
     assert reply.startswith(b"HTTP/1.1 "), (body, reply)
     assert int(reply.split()[1]) in (200, 400, 404), (body, reply[:500])
+
+
+def test_async_anthropic_client_through_a_converted_provider(gw, fake):
+    """An Anthropic client, async and streamed, reaching Gemini: text, usage with the cache split,
+    and a conversion refusal as the SDK's typed error."""
+
+    async def run() -> tuple:
+        client = anthropic.AsyncAnthropic(base_url=gw.url, api_key="unused", max_retries=0, timeout=10)
+        async with client.messages.stream(model="gemini", max_tokens=50, messages=USER) as events:
+            text = "".join([piece async for piece in events.text_stream])
+            final = await events.get_final_message()
+        with pytest.raises(anthropic.BadRequestError) as err:
+            await client.messages.create(model="gemini", max_tokens=50, messages=[{"role": "user", "content": [
+                {"type": "image", "source": {"type": "url", "url": "ftp://example.com/a.png"}}]}])
+        await client.close()
+        return text, final, err.value
+
+    text, final, error = asyncio.run(run())
+    assert text == "Hello from Gemini." and final.stop_reason == "end_turn"
+    assert (final.usage.input_tokens, final.usage.cache_read_input_tokens, final.usage.output_tokens) == (5, 4, 5)
+    assert error.status_code == 400 and "image_url.url" in error.body["error"]["message"]
