@@ -285,7 +285,9 @@ def _answer_tool(response_format: Any) -> dict[str, Any] | None:
                 "input_schema": {"type": "object"}}
     if kind == "json_schema":
         spec = response_format.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict):
+            raise ConversionError("must be an object", "response_format.json_schema")
+        schema = spec.get("schema", {"type": "object"})  # optional in OpenAI's API: any object then
         if not isinstance(schema, dict):
             raise ConversionError("must be a JSON Schema object", "response_format.json_schema.schema")
         if schema.get("type", "object") != "object":

@@ -269,11 +269,14 @@ def _generation_config(request: dict[str, Any]) -> dict[str, Any]:
         config["responseMimeType"] = "application/json"
     elif kind == "json_schema":
         spec = response_format.get("json_schema")  # type: ignore[union-attr]
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
+        if not isinstance(spec, dict):
+            raise ConversionError("must be an object", "response_format.json_schema")
+        schema = spec.get("schema")  # optional in OpenAI's API: JSON of any shape then
+        if schema is not None and not isinstance(schema, dict):
             raise ConversionError("must be a JSON Schema object", "response_format.json_schema.schema")
         config["responseMimeType"] = "application/json"
-        config["responseJsonSchema"] = schema
+        if schema is not None:
+            config["responseJsonSchema"] = schema
     elif kind not in (None, "text") or (response_format is not None and kind is None):
         raise ConversionError(f"unsupported type {kind!r}", "response_format.type")
     return config
