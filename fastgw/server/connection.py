@@ -365,7 +365,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             if handler is not None and self.stream is not None and not self.stream.finished:
                 handler.crashed(lastresort.message(request_id))
-            elif self.gen is not None:
+            else:
                 self.abort_exchange()
         except Exception:  # answering failed too: at least the connection ends
             self.abort_exchange()

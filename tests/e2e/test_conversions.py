@@ -67,6 +67,7 @@ def gw(request, fake, tmp_path_factory):
             {"name": "gpt-faulty", "targets": [target("gpt", "gpt-4o")], "filters": [FAULTY]},
             {"name": "claude-faulty", "targets": [target("claude", "claude-sonnet-4-5")], "filters": [FAULTY]},
         ],
+        "routes": [{"name": "faulty", "match": {"path": "/faulty"}, "upstream": fake.url, "filters": [FAULTY]}],
     }
     gateway = Gateway(config, tmp, pure=request.param == "pure", workers=1)
     gateway.access_log = tmp / "access.log"
@@ -176,6 +177,11 @@ def test_an_internal_error_is_answered_counted_and_logged_once(gw):
         for _ in events:
             pass
     assert wait_metric(gw, "fastgw_internal_errors_total", before + 3, where="ai") >= before + 3
+    # the connection's own last resort, on a plain route
+    plain_before = metric(gw, "fastgw_internal_errors_total", where="connection")
+    status, body = http_json("GET", gw.url + "/faulty/x", headers={"x-fault": "target"})
+    assert status == 500 and body["error"]["code"] == "internal_error"
+    assert wait_metric(gw, "fastgw_internal_errors_total", plain_before + 1, where="connection") >= plain_before + 1
     lines = [line for line in gw.stderr_text().splitlines() if f"(request {request_id})" in line]
     assert len(lines) == 1 and "TypeError" in lines[0]
     assert "Traceback" not in gw.stderr_text()
