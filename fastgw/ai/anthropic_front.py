@@ -298,6 +298,9 @@ def _anthropic_usage(usage: Any) -> dict[str, int]:
 
 
 def _count(value: Any) -> int:
+    """A token count as JSON allows it (``12``, ``1.2e1``); anything else counts nothing."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 

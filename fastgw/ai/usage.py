@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from fastgw import fastjson
-from fastgw._speedups import relay_bytes, usage_events
+from fastgw._speedups import SSEParser, relay_bytes, usage_events
 from fastgw.ai.providers.anthropic import openai_usage
 
 MAX_KEPT_FOR_ESTIMATE = 4 * 1024 * 1024
@@ -42,12 +42,13 @@ def _is_usage_chunk(chunk: dict[str, Any]) -> bool:
 class UsageMeter:
     """Collects one request's usage; the exchange feeds it and asks for the result at the end."""
 
-    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native")
+    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native", "usage_relayed")
 
     def __init__(self, client_wants: bool) -> None:
         self.client_wants = client_wants
         self.usage: dict[str, Any] | None = None
         self.kept: list[bytes] = []  # relayed events, counted only if no usage ever arrives
+        self.usage_relayed = False  # a converted usage chunk went on to the client's dialect
         self.kept_size = 0
         self.last_chunk: dict[str, Any] | None = None
         self.native: dict[str, Any] = {}  # an Anthropic stream's usage counts, relayed natively
@@ -98,7 +99,7 @@ class UsageMeter:
                 if isinstance(usage, dict):
                     # message_delta repeats or updates message_start's counts: the latest non-null wins
                     native = self.native
-                    native.update((k, v) for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool))
+                    native.update((k, _count(v)) for k, v in usage.items() if v is not None)
                     self.usage = openai_usage(native)
 
     # -- streams converted chunk by chunk ---------------------------------------------------
@@ -110,15 +111,19 @@ class UsageMeter:
         if isinstance(usage, dict):
             self.usage = usage
         if _is_usage_chunk(chunk):
+            self.usage_relayed = self.usage_relayed or dialect_needs_usage
             return dialect_needs_usage
         self.last_chunk = chunk
         return True
 
-    def closing_chunk(self, converter_usage: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The final usage chunk a client that asked for it is owed, if the converter made none."""
+    def closing_chunk(self, converter_usage: dict[str, Any] | None, dialect_needs_usage: bool) -> dict[str, Any] | None:
+        """The final usage chunk the client is owed: when it asked for one (the converter's own
+        was dropped by chunk()), or when its dialect needs the counts (Anthropic's closing
+        message_delta) and the converter kept them to itself (Anthropic's message_stop)."""
         if converter_usage is not None:
             self.usage = converter_usage
-        if not self.client_wants or self.usage is None or self.last_chunk is None:
+        owed = self.client_wants or (dialect_needs_usage and not self.usage_relayed)
+        if not owed or self.usage is None or self.last_chunk is None:
             return None
         last = self.last_chunk
         return {
@@ -159,33 +164,45 @@ def cache_counts(usage: dict[str, Any]) -> dict[str, int]:
     (``prompt_tokens_details.cached_tokens``, OpenAI's and Gemini's; Anthropic's
     ``cache_read_input_tokens``) and writes (Anthropic's ``cache_creation_input_tokens``)."""
     details = usage.get("prompt_tokens_details")
-    read = details.get("cached_tokens") if isinstance(details, dict) else None
-    if not isinstance(read, int):
-        read = usage.get("cache_read_input_tokens")
-    written = usage.get("cache_creation_input_tokens")
+    read = _count(details.get("cached_tokens") if isinstance(details, dict) else None)
+    read = read or _count(usage.get("cache_read_input_tokens"))
+    written = _count(usage.get("cache_creation_input_tokens"))
     counts = {}
-    if isinstance(read, int) and not isinstance(read, bool) and read > 0:
+    if read:
         counts["cached_tokens"] = read
-    if isinstance(written, int) and not isinstance(written, bool) and written > 0:
+    if written:
         counts["cache_write_tokens"] = written
     return counts
 
 
+def _count(value: Any) -> int:
+    """A positive token count as JSON allows it (``12``, ``1.2e1``), else 0."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def _streamed_text(raw_events: list[bytes]) -> str:
-    """The content deltas of relayed OpenAI events (only used when no usage was reported)."""
+    """The content deltas of relayed OpenAI events (only used when no usage was reported),
+    parsed as SSE: an event's data may span several ``data:`` lines."""
     parts = []
-    for line in b"".join(raw_events).split(b"\n"):
-        if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+    parser = SSEParser()
+    for event in parser.feed(b"".join(raw_events) + b"\n\n"):
+        if event.is_done:
             continue
         try:
-            chunk = json.loads(line[5:])
+            chunk = json.loads(event.data)
         except ValueError:
             continue
         if not isinstance(chunk, dict):
             continue
         for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or choice.get("text")
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if text is None:
+                text = choice.get("text")  # completions-style chunks
             if isinstance(text, str):
                 parts.append(text)
     return "".join(parts)

@@ -387,6 +387,8 @@ def _count(usage: dict[str, Any], key: str) -> int:
     value = usage.get(key)
     if value is None:
         return 0
+    if isinstance(value, float) and value.is_integer():  # 1.2e1 is JSON's 12 too
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ProviderError(f"usage.{key} is not an integer")
     return value
