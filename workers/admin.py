@@ -31,6 +31,7 @@ from fastgw.limits.quotas import QuotaAdmin
 from fastgw.obs import diagnose
 from fastgw.obs.metrics import Snapshot
 from fastgw.obs.recent import RING_SIZE
+from workers.console import UI_DIR, UI_FILES
 from workers.shm import BlobTooLarge
 
 REDACTED = "***"
@@ -203,6 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
         "/config": ("GET", "POST"),
         "/quota": ("GET", "POST"),
         "/diagnose": ("GET",),
+        "/ui/data": ("GET",),
+        **{path: ("GET",) for path in UI_FILES},
     }
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -248,6 +251,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(*self._quota())
         elif path == "/diagnose":
             self._send_json(*self._diagnose())
+        elif path in UI_FILES:  # the console's static page, script and vendored uPlot
+            name, content_type = UI_FILES[path]
+            self._send(200, (UI_DIR / name).read_bytes(), content_type, ("Cache-Control", "no-cache"))
+        elif path == "/ui/data":
+            history = getattr(backend, "console", None)
+            status = backend.status()
+            series = history.series() if history is not None else {"t": []}
+            self._send_json(200, {"generation": status["generation"], "workers": status["workers"], "series": series})
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config
             self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))

@@ -39,6 +39,7 @@ from fastgw.obs.recent import RECENT
 from fastgw.proc import die_with_parent
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
+from workers.console import ConsoleHistory
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
 from workers.metrics_shm import MetricsArea, WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
@@ -139,6 +140,7 @@ class Supervisor:
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
         self._admin: AdminServer | None = None
+        self.console: ConsoleHistory | None = None
         self._push_lock = threading.Lock()
         self._quota_admin: QuotaAdmin | None = None
         self._follower: ConfigFollower | None = None
@@ -243,6 +245,8 @@ class Supervisor:
                 url = format_url(admin["host"], admin["port"])
                 raise OSError(exc.errno, f"cannot serve the admin API on {url}: {exc.strerror}") from None
             self._admin.start()
+            self.console = ConsoleHistory(self.metrics.collect)  # the /ui charts' last hour
+            self.console.start()
         if self.config.get("redis"):  # cluster mode: follow config versions pushed through Redis
             self._follower = ConfigFollower(self.config["redis"], self.push_config, log)
             self._follower.poll(time.monotonic())  # adopt the cluster's latest push before forking
@@ -486,6 +490,8 @@ class Supervisor:
         if self._admin:
             self._admin.stop()
             self._admin = None
+        if self.console is not None:
+            self.console.stop()
         self.metrics.close()
         self.recent_area.close()
         if self._listeners:
