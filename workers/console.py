@@ -21,6 +21,8 @@ UI_DIR = Path(__file__).resolve().parent / "ui"
 UI_FILES = {
     "/ui": ("index.html", "text/html; charset=utf-8"),
     "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/ui/errors": ("errors.html", "text/html; charset=utf-8"),
+    "/ui/errors.js": ("errors.js", "text/javascript; charset=utf-8"),
     "/ui/uPlot.iife.min.js": ("uPlot.iife.min.js", "text/javascript; charset=utf-8"),
     "/ui/uPlot.min.css": ("uPlot.min.css", "text/css; charset=utf-8"),
 }

@@ -15,6 +15,8 @@ from pathlib import Path
 import openai
 from playwright.sync_api import sync_playwright
 
+from tests.support.gateway import free_port, http_json
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 DRAWN_PIXELS = """(id) => {
@@ -26,9 +28,11 @@ DRAWN_PIXELS = """(id) => {
 }"""
 
 
-def test_console_shows_live_rates_tokens_and_workers(gateway, tmp_path: Path) -> None:
+def test_console_shows_live_rates_tokens_workers_and_explained_errors(gateway, tmp_path: Path) -> None:
     gw = gateway({"providers": [{"name": "mock", "type": "mock"}],
-                  "models": [{"name": "mock-gpt", "targets": [{"provider": "mock"}]}]}, workers=2)
+                  "models": [{"name": "mock-gpt", "targets": [{"provider": "mock"}]}],
+                  "routes": [{"name": "legacy", "match": {"path": {"prefix": "/legacy"}},
+                              "upstream": f"http://127.0.0.1:{free_port()}"}]}, workers=2)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
     stop = threading.Event()
 
@@ -59,6 +63,17 @@ def test_console_shows_live_rates_tokens_and_workers(gateway, tmp_path: Path) ->
             assert [row[2] for row in rows] == ["ready", "ready"] and [row[3] for row in rows] == ["1", "1"]
             assert page.text_content("#generation") == "1"
             page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
+
+            status, _ = http_json("GET", gw.url + "/legacy/report")  # a plain upstream that is down
+            assert status == 502
+            page.click("text=recent errors, explained")
+            page.wait_for_function("() => [...document.querySelectorAll('#causes td')]"
+                                   ".some(td => td.textContent === 'upstream_unavailable')", timeout=20_000)
+            request_id = page.text_content("#causes tbody tr td.id")
+            page.fill("#request-id", request_id)
+            page.click("#lookup")
+            page.wait_for_function("() => document.getElementById('one').textContent.includes(\"route 'legacy'\")")
+            page.screenshot(path=str(tmp_path / "console-errors.png"), full_page=True)
             browser.close()
     finally:
         stop.set()
@@ -66,3 +81,4 @@ def test_console_shows_live_rates_tokens_and_workers(gateway, tmp_path: Path) ->
     assert problems == []
     assert all(url.startswith(gw.admin) for url in urls), urls  # nothing from a CDN or the internet
     assert (tmp_path / "console.png").stat().st_size > 10_000
+    assert (tmp_path / "console-errors.png").stat().st_size > 5_000
