@@ -58,6 +58,12 @@ class Backend(Protocol):
     def recent_failures(self) -> list[dict]:
         """Every worker's recent failed requests, oldest first (``/diagnose``)."""
 
+    def config_history(self) -> list[dict]:
+        """The generations published, newest last (``/config/history``)."""
+
+    def rollback(self) -> tuple[int, int]:
+        """Publish the generation before the live one again (``POST /config/rollback``)."""
+
 
 def format_url(host: str, port: int) -> str:
     """``http://host:port``, bracketing IPv6 literals."""
@@ -202,6 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
         "/healthz": ("GET",),
         "/metrics": ("GET",),
         "/config": ("GET", "POST"),
+        "/config/history": ("GET",),
+        "/config/rollback": ("POST",),
         "/quota": ("GET", "POST"),
         "/diagnose": ("GET",),
         "/ui/data": ("GET",),
@@ -249,6 +257,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/quota":
             self._send_json(*self._quota())
+        elif path == "/config/history":
+            self._send_json(200, {"generation": backend.generation, "history": backend.config_history()})
+        elif path == "/config/rollback":
+            try:
+                generation, restored = backend.rollback()
+            except LookupError as exc:
+                self._send_json(*_error(409, str(exc), "no_earlier_generation"))
+            else:
+                self._send_json(200, {"generation": generation, "restored": restored})
         elif path == "/diagnose":
             self._send_json(*self._diagnose())
         elif path in UI_FILES:  # the console's static page, script and vendored uPlot

@@ -23,6 +23,8 @@ UI_FILES = {
     "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/ui/errors": ("errors.html", "text/html; charset=utf-8"),
     "/ui/errors.js": ("errors.js", "text/javascript; charset=utf-8"),
+    "/ui/config": ("config.html", "text/html; charset=utf-8"),
+    "/ui/config.js": ("config.js", "text/javascript; charset=utf-8"),
     "/ui/uPlot.iife.min.js": ("uPlot.iife.min.js", "text/javascript; charset=utf-8"),
     "/ui/uPlot.min.css": ("uPlot.min.css", "text/css; charset=utf-8"),
 }

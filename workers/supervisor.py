@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ from workers.metrics_shm import MetricsArea, WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
 from workers.sockets import Listeners, bind_listeners, migrate_req_warning
 
+HISTORY = 20
+"""Generations kept for /config/history and a rollback."""
 RECENT_SLOT_SIZE = 256 * 1024
 """Shared memory for one worker's ring of failed requests (pages are touched only when written)."""
 
@@ -141,6 +144,7 @@ class Supervisor:
         self._listeners: Listeners | None = None
         self._admin: AdminServer | None = None
         self.console: ConsoleHistory | None = None
+        self.history: deque[tuple[int, float, str, dict]] = deque(maxlen=HISTORY)  # (generation, time, source, config)
         self._push_lock = threading.Lock()
         self._quota_admin: QuotaAdmin | None = None
         self._follower: ConfigFollower | None = None
@@ -199,9 +203,32 @@ class Supervisor:
                     warnings.append(f"{key}: cannot change without a restart; keeping the running value")
                     config[key] = self.config.get(key)
             generation = self.generation + 1
-            self._publish(generation, config)
+            self._publish(generation, config, source)
         log(f"published generation {generation} from {source}")
         return generation, warnings
+
+    def config_history(self) -> list[dict]:
+        """The generations this supervisor published (newest last, at most ``HISTORY``), each
+        with the top-level keys it changed from the one before."""
+        out, before = [], None
+        for generation, published, source, config in list(self.history):
+            changed = sorted(k for k in config if before is not None and config[k] != before.get(k))
+            out.append({"generation": generation, "published_at": published, "source": source,
+                        "changed": changed if before is not None else None})
+            before = config
+        return out
+
+    def rollback(self) -> tuple[int, int]:
+        """Publish the config of the generation before the live one again, as a new generation;
+        returns (new generation, the one restored). ``LookupError`` when there is none."""
+        with self._push_lock:
+            if len(self.history) < 2:
+                raise LookupError("no earlier generation to roll back to")
+            restored, _, _, config = self.history[-2]
+            generation = self.generation + 1
+            self._publish(generation, config, f"rollback to generation {restored}")
+        log(f"published generation {generation}: rollback to generation {restored}")
+        return generation, restored
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -229,7 +256,7 @@ class Supervisor:
         warning = migrate_req_warning(reuse_port)
         if warning:
             log(f"warning: {warning}")
-        self._publish(1, self.config)
+        self._publish(1, self.config, str(self.config_source))
         host, port = listen["host"], listen["port"]
         try:
             self._listeners = bind_listeners(
@@ -251,9 +278,10 @@ class Supervisor:
             self._follower = ConfigFollower(self.config["redis"], self.push_config, log)
             self._follower.poll(time.monotonic())  # adopt the cluster's latest push before forking
 
-    def _publish(self, generation: int, config: dict) -> None:
+    def _publish(self, generation: int, config: dict, source: str) -> None:
         self.control.publish(generation, encode_generation(generation, config))
         self.config, self.generation = config, generation
+        self.history.append((generation, time.time(), source, config))
         self._quota_admin = None  # rebuilt from this generation's rules on first use
 
     def quota_admin(self) -> QuotaAdmin:

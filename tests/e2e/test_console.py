@@ -82,3 +82,38 @@ def test_console_shows_live_rates_tokens_workers_and_explained_errors(gateway, t
     assert all(url.startswith(gw.admin) for url in urls), urls  # nothing from a CDN or the internet
     assert (tmp_path / "console.png").stat().st_size > 10_000
     assert (tmp_path / "console-errors.png").stat().st_size > 5_000
+
+
+def test_config_page_lists_generations_and_rolls_back(gateway, tmp_path: Path) -> None:
+    first = {"providers": [{"name": "mock", "type": "mock"}],
+             "models": [{"name": "mock-gpt", "targets": [{"provider": "mock"}]}]}
+    gw = gateway(first, workers=2)
+    second = {**first, "models": [{"name": "mock-gpt-2", "targets": [{"provider": "mock"}]}]}
+    assert gw.push(second)[0] == 200
+    gw.wait_ready(2, generation=2)
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1100, "height": 600})
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.goto(gw.admin + "/ui")
+        page.click("text=config generations")
+        page.wait_for_function("() => document.querySelectorAll('#history tbody tr').length === 2")
+        rows = page.eval_on_selector_all("#history tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+        assert [row[0] for row in rows] == ["2", "1"]
+        assert rows[0][2] == "POST /config" and rows[0][3] == "models" and rows[1][3] == "(first)"
+        page.click("#rollback")
+        page.wait_for_function("() => document.getElementById('result').textContent.includes('restores generation 1')")
+        page.wait_for_function("() => document.getElementById('generation').textContent === '3'")
+        page.screenshot(path=str(tmp_path / "console-config.png"), full_page=True)
+        browser.close()
+    assert problems == []
+    gw.wait_ready(2, generation=3)
+    status, config = http_json("GET", gw.admin + "/config")
+    assert [m["name"] for m in config["models"]] == ["mock-gpt"]
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    assert client.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "hi"}]).choices
+    status, history = http_json("GET", gw.admin + "/config/history")
+    assert [(h["generation"], h["source"]) for h in history["history"]][1:] == [
+        (2, "POST /config"), (3, "rollback to generation 1")]
