@@ -309,6 +309,8 @@ class Gateway:
             "fastgw_internal_errors_total",
             "Exceptions no layer handled, answered 500 or ended with an error event (where: connection|ai).",
             ("where",))
+        self.waf_matches = r.counter(
+            "fastgw_waf_matches_total", "WAF rule matches by rule id and mode (block, detect).", ("rule", "mode"))
         self.guard_hits = r.counter(
             "fastgw_guard_hits_total", "Content-filter matches by rule, category and side (prompt, response).",
             ("rule", "category", "side"))
