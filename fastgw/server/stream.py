@@ -63,6 +63,10 @@ class Handler(Protocol):
     def reply_error(self, status: int, message: str, code: str | None) -> None:
         """Answer with an error in the client's dialect and finish the exchange."""
 
+    def drain_deadline(self) -> None:
+        """The worker's drain deadline passed: end the answer now, well-formed if possible
+        (the connection closes whatever is left)."""
+
 
 class FilterError(Exception):
     """A filter raised on the response side; the handler ends the answer well-formed (a 500
