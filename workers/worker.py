@@ -2,9 +2,14 @@
 
 The worker reads config generations from shared memory (checked per new request and on
 a 100 ms tick, so idle workers pick up a push too), reports a heartbeat and its counters
-from inside the event loop (a stalled loop stops the heartbeat, which is the point), and
-on SIGTERM stops accepting, lets in-flight exchanges finish up to the drain timeout,
-then exits.
+from inside the event loop (a stalled loop stops the heartbeat, which is the point).
+
+Draining (on SIGTERM, or while the supervisor's node-drain flag is set by ``POST /drain``):
+new connections are refused (:mod:`workers.listener`), keep-alive is declined for new
+requests only, and answers in flight finish with their framing. At the drain deadline
+(``http.drain_timeout``) what is still open is ended (an AI stream with an error event in
+its dialect, see ``HttpConnection.drain_deadline``). On SIGTERM the worker then exits; a
+node drain keeps it running, not accepting, until the flag is cleared (``POST /undrain``).
 """
 
 from __future__ import annotations
@@ -22,14 +27,18 @@ from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
 from fastgw.obs.metrics import GATEWAY
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
+from workers.listener import Acceptor
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
 
 TICK = 0.1
 """How often an idle worker looks for a new generation and writes its heartbeat."""
 SWEEP_INTERVAL = 5.0
+"""How often expired idle upstream connections are closed."""
 GC_YOUNG = 20_000
 """Allocations between collections of the youngest generation (CPython's default: 700)."""
-"""How often expired idle upstream connections are closed."""
+FLUSH_GRACE = 0.5
+"""After the drain deadline: how long ended answers may take to reach their clients before
+their connections are reset (a client that stopped reading would hold them forever)."""
 
 
 def log(message: str) -> None:
@@ -72,6 +81,10 @@ class Worker:
         self.state = STATE_BOOTING
         self._ticks = 0
         self._stopping: asyncio.Event | None = None
+        self.acceptor: Acceptor | None = None  # made in serve()
+        self.draining = False  # new connections are refused; connections close after their exchange
+        self.node_drained = False  # following the supervisor's node-drain flag (POST /drain)
+        self._drain_task: asyncio.Task | None = None
         snapshot = control.read()
         if snapshot is None:
             raise RuntimeError("no config generation published")
@@ -131,6 +144,8 @@ class Worker:
 
     def connection_opened(self, conn) -> None:
         self.connections.add(conn)
+        if self.draining:  # taken from the accept queue as the worker stopped accepting
+            conn.start_drain()
 
     def connection_closed(self, conn) -> None:
         self.connections.discard(conn)
@@ -169,6 +184,7 @@ class Worker:
         self._ticks += 1
         if self._ticks % max(1, round(SWEEP_INTERVAL / self.tick)) == 0:
             self.resources.pools.sweep()
+        self._follow_node_drain()
         self._write_record()
         self._mirror_limit_stats()
         GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
@@ -209,7 +225,8 @@ class Worker:
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._stopping.set)
-        server = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock)
+        backlog = self.generation.config["listen"]["backlog"]
+        self.acceptor = Acceptor(self.loop, self.sock, lambda: HttpConnection(self), backlog)
         from fastgw.ai.probes import HealthProber
 
         self.prober = HealthProber(self.loop)
@@ -221,28 +238,84 @@ class Worker:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG, 20, 20)
-        self.state = STATE_READY
+        if self.control.draining:  # respawned while the node is drained: wait for /undrain
+            self._start_node_drain()
+        else:
+            await self.acceptor.start()
+            self.state = STATE_READY
         self._tick()
         await self._stopping.wait()
-        await self._drain(server)
+        await self._shutdown()
 
-    async def _drain(self, server: asyncio.AbstractServer) -> None:
+    # -- draining ------------------------------------------------------------------------
+
+    def _begin_drain(self) -> None:
+        """Refuse new connections; every open one closes after its current exchange."""
+        self.draining = True
         self.state = STATE_DRAINING
-        self._write_record()
-        server.close()
-        self.prober.stop()
+        self.acceptor.stop()
         for conn in list(self.connections):
             conn.start_drain()
-        deadline = self.loop.time() + self.generation.drain_timeout
+        self._write_record()
+
+    def _follow_node_drain(self) -> None:
+        """Apply a change of the supervisor's node-drain flag (POST /drain, /undrain)."""
+        wanted = self.control.draining
+        if wanted == self.node_drained or self._stopping.is_set():
+            return
+        if wanted:
+            self._start_node_drain()
+        else:
+            self.node_drained = False
+            self.draining = False
+            if self._drain_task is not None:
+                self._drain_task.cancel()
+                self._drain_task = None
+            self.loop.create_task(self._accept_again())
+
+    def _start_node_drain(self) -> None:
+        self.node_drained = True
+        self._begin_drain()
+        log("node drain: not accepting; requests in flight finish (POST /undrain resumes)")
+        self._drain_task = self.loop.create_task(self._settle_connections(self.generation.drain_timeout))
+
+    async def _accept_again(self) -> None:
+        await self.acceptor.start()
+        if self.node_drained or self._stopping.is_set():  # drained again meanwhile
+            self.acceptor.stop()
+            return
+        self.state = STATE_READY
+        self._write_record()
+        log("node undrained: accepting again")
+
+    async def _settle_connections(self, timeout: float) -> None:
+        """Let exchanges in flight finish for up to ``timeout``; then end what is left."""
+        deadline = self.loop.time() + timeout
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
-        if self.connections:
-            log(f"drain timeout: closing {len(self.connections)} connections")
-            for conn in list(self.connections):
-                if conn.transport is not None:
-                    conn.transport.abort()
+        if not self.connections:
+            return
+        log(f"drain deadline: ending {len(self.connections)} connection(s)")
+        for conn in list(self.connections):
+            conn.drain_deadline()
+        grace = self.loop.time() + FLUSH_GRACE
+        while self.connections and self.loop.time() < grace:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def _shutdown(self) -> None:
+        """SIGTERM: drain (the deadline counts from now, as the supervisor's does), then release all."""
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            self._drain_task = None
+        self._begin_drain()
+        self.prober.stop()
+        await self._settle_connections(self.generation.drain_timeout)
         if self.usage_sink is not None:
             await self.usage_sink.close()
+        self.acceptor.close()
         self.resources.pools.close()
         if self.resources.redis_link is not None:
             await self.resources.redis_link.close()
