@@ -26,6 +26,7 @@ from typing import NoReturn
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
 from fastgw.obs.metrics import GATEWAY
+from fastgw.obs.spool import Spool
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.listener import Acceptor
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
@@ -191,21 +192,49 @@ class Worker:
         self.loop.call_later(self.tick, self._tick)
 
     def _configure_usage_sink(self) -> None:
-        """The billing stream (``log.usage_stream`` with ``redis``), replaced when its target changes."""
+        """The billing stream (``log.usage_stream`` with ``redis``), replaced when its target changes.
+
+        One writer on a spool at a time: a replacement starts once the old sink closed."""
         config = self.generation.config
         log_config = config["log"]
-        target = (config["redis"], log_config["usage_stream"], log_config["usage_maxlen"])
+        target = (config["redis"], log_config["usage_stream"], log_config["usage_maxlen"], log_config["spool"])
         if target == self._usage_target:
             return
+        same_spool = self._usage_target is not None and self._usage_target[3] == log_config["spool"]
         self._usage_target = target
         old, self.usage_sink = self.usage_sink, None
-        if old is not None:
-            self.loop.create_task(old.close())  # flushes what it still holds
         if config["redis"] and log_config["usage_stream"]:
+            kept = old.spool if old is not None and same_spool else None
             self.usage_sink = UsageSink(
-                config["redis"], log_config["usage_stream"], maxlen=log_config["usage_maxlen"], worker=self.slot
+                config["redis"], log_config["usage_stream"], maxlen=log_config["usage_maxlen"], worker=self.slot,
+                spool=kept or self._open_spool(log_config["spool"]),
             )
-            self.usage_sink.start()
+            if old is None:
+                self.usage_sink.start()
+        if old is not None:
+            self.loop.create_task(self._replace_sink(old, self.usage_sink))
+
+    async def _replace_sink(self, old: UsageSink, new: UsageSink | None) -> None:
+        await old.close()  # flushes what it still holds (to Redis, or its spool)
+        if old.spool is not None and (new is None or new.spool is not old.spool):
+            old.spool.close()
+        if new is not None and new is self.usage_sink:
+            new.start()
+
+    def _open_spool(self, spool_config: dict) -> Spool | None:
+        """The slot's spool file; records left in it by an earlier run are replayed first."""
+        try:
+            spool = Spool(spool_config["dir"], self.slot, spool_config["max_bytes"])
+        except OSError as exc:
+            log(f"ERROR: no usage spool ({exc}); records will be DROPPED while Redis is unavailable")
+            return None
+        if spool.torn:
+            log(f"ERROR: the usage spool {spool.path} ended in a record torn by a crash ({spool.torn} bytes); "
+                "that record is lost")
+            GATEWAY.usage_spool.inc(("dropped",))
+        if spool.pending:
+            log(f"usage spool {spool.path} holds {spool.size} bytes of records from before; replaying them")
+        return spool
 
     def _mirror_limit_stats(self) -> None:
         """The limiter counts Redis errors and fallbacks in a dict; metrics get the increments."""

@@ -46,7 +46,7 @@ class Observe(Filter):
             sink.record(
                 consumer=consumer or "", model=s.model, provider=s.provider,
                 prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
-                estimated=usage["estimated"], cost=cost or 0.0, served_model=s.served_model,
+                estimated=usage["estimated"], cost=cost or 0.0, served_model=s.served_model, owed=s.quota_owed,
             )
         log = services.access_log
         if log.enabled:

@@ -101,6 +101,7 @@ class Stream:
     retry_after: float | None = None
     usage: dict[str, Any] | None = None  # prompt/completion/total tokens + estimated, once known
     cost: float | None = None
+    quota_owed: list | None = None  # quota (key, amount) pairs to charge with the usage record (Redis was down)
     status = 0  # what the client got (0 until a head was written)
     error: str | None = None
     first_byte_at: float | None = None
