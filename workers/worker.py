@@ -228,6 +228,12 @@ class Worker:
         except OSError as exc:
             log(f"ERROR: no usage spool ({exc}); records will be DROPPED while Redis is unavailable")
             return None
+        moved, dropped = spool.absorb_orphans(self.generation.config["workers"])
+        if moved:
+            log(f"usage spool: took over {moved} record(s) of worker slots this run no longer has")
+        if dropped:
+            log(f"ERROR: {dropped} usage record(s) DROPPED: the spool {spool.path} is full")
+            GATEWAY.usage_spool.inc(("dropped",), dropped)
         if spool.torn:
             log(f"ERROR: the usage spool {spool.path} ended in a record torn by a crash ({spool.torn} bytes); "
                 "that record is lost")

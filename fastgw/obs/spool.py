@@ -111,6 +111,37 @@ class Spool:
             os.fsync(self._fd)
             self.size = self.read_at = 0
 
+    def absorb_orphans(self, workers: int) -> tuple[int, int]:
+        """Take over the files of slots a smaller restart no longer runs (slot ``j >= workers``
+        goes to slot ``j % workers``): their records are appended here, then the file removed.
+
+        Returns ``(moved, dropped)``. A crash before the removal leaves copies that the
+        stream's high-water marks skip on replay."""
+        directory, mine = os.path.split(self.path)
+        slot = int(mine[len("usage-") : -len(".spool")])
+        moved = dropped = 0
+        for name in sorted(os.listdir(directory)):
+            number = name[len("usage-") : -len(".spool")]
+            if not (name.startswith("usage-") and name.endswith(".spool") and number.isdigit()):
+                continue
+            other_slot = int(number)
+            if other_slot < workers or other_slot % workers != slot:
+                continue
+            try:
+                other = Spool(directory, other_slot, max_bytes=self.max_bytes)
+            except SpoolBusy:  # still written by a worker of another process: not an orphan
+                continue
+            try:
+                while other.pending:
+                    records, offset = other.read(10_000)
+                    dropped += self.append(records)
+                    moved += len(records)
+                    other.read_at = offset
+                os.unlink(other.path)
+            finally:
+                other.close()
+        return moved, dropped
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # releases the flock

@@ -114,6 +114,7 @@ def test_100_streams_survive_a_sigterm_drain_intact(tmp_path, provider, mode):
     assert len(complete) == 100, failures[:3]
     assert refused_while_draining == [True]
     assert gw.proc.wait(15) == 0
+    print(f"SIGTERM with 100 streams in flight ({mode}): {len(complete)} complete answers")
 
 
 def read_raw_stream(port: int, path: str, body: dict, headers: str = "") -> tuple[int, dict, bytes]:
@@ -130,8 +131,13 @@ def read_raw_stream(port: int, path: str, body: dict, headers: str = "") -> tupl
 
 def test_streams_past_the_drain_deadline_end_with_an_error_event_in_their_dialect(tmp_path):
     slow = SlowProvider(words=200, delay=0.1)  # 20 s: far past the 1 s deadline
+    stalled = SlowProvider(stall=30)  # has not begun its answer at the deadline
     try:
-        gw = Gateway(gateway_config(slow, "1s"), tmp_path)
+        config = gateway_config(slow, "1s")
+        config["providers"].append({"name": "stalled", "type": "openai", "base_url": stalled.url + "/v1",
+                                    "api_keys": ["sk-stalled"], "timeouts": {"first_byte": "60s", "idle": "60s"}})
+        config["models"].append({"name": "stalled-gpt", "targets": [{"provider": "stalled", "model": "gpt-4o"}]})
+        gw = Gateway(config, tmp_path)
         raw: dict[str, tuple] = {}
         sdk: dict[str, BaseException | None] = {}
 
@@ -163,10 +169,19 @@ def test_streams_past_the_drain_deadline_end_with_an_error_event_in_their_dialec
             except BaseException as exc:  # inspected below
                 sdk["anthropic"] = exc
 
-        threads = [threading.Thread(target=f) for f in (raw_openai, raw_anthropic, sdk_openai, sdk_anthropic)]
+        def sdk_not_begun() -> None:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=20)
+            try:
+                client.chat.completions.create(model="stalled-gpt", messages=MESSAGES)
+                sdk["not_begun"] = None
+            except BaseException as exc:  # inspected below
+                sdk["not_begun"] = exc
+
+        threads = [threading.Thread(target=f)
+                   for f in (raw_openai, raw_anthropic, sdk_openai, sdk_anthropic, sdk_not_begun)]
         for thread in threads:
             thread.start()
-        wait_until(lambda: slow.streams_started == 4, 10, "four streams to start")
+        wait_until(lambda: slow.streams_started == 4 and stalled.streams_started == 1, 10, "five requests to start")
         time.sleep(0.5)
         gw.proc.send_signal(signal.SIGTERM)
         for thread in threads:
@@ -192,8 +207,12 @@ def test_streams_past_the_drain_deadline_end_with_an_error_event_in_their_dialec
 
         assert isinstance(sdk["openai"], openai.APIError) and "shutting down" in str(sdk["openai"])
         assert isinstance(sdk["anthropic"], anthropic.APIError) and "shutting down" in str(sdk["anthropic"])
+        not_begun = sdk["not_begun"]  # nothing was sent yet: a 503 the client may retry elsewhere
+        assert isinstance(not_begun, openai.APIStatusError) and not_begun.status_code == 503
+        assert not_begun.code == "gateway_draining"
     finally:
         slow.stop()
+        stalled.stop()
 
 
 def test_post_drain_takes_the_node_out_while_streams_finish_and_undrain_restores_it(tmp_path, provider):

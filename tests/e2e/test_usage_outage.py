@@ -99,6 +99,8 @@ def test_a_frozen_redis_under_load_loses_no_usage_record(tmp_path, redis_server:
         time.sleep(1.2)  # metrics are published once a second
         assert metric(gw, "spooled") > 0 and metric(gw, "replayed") == metric(gw, "spooled")
         assert metric(gw, "dropped") == 0
+        print(f"frozen Redis under load: {load.ok} answers, {len(ids)} records, "
+              f"{metric(gw, 'spooled'):g} spooled and replayed, 0 dropped")
     finally:
         assert gw.stop() == 0
 
@@ -130,6 +132,7 @@ def test_usage_records_survive_a_gateway_restart_during_a_redis_outage(tmp_path,
         # open quota: what the outage served is charged to the ledger once Redis is back
         used = float(redis.Redis.from_url(redis_server.url).hget("fastgw:quota:budget:anonymous", "used") or 0)
         assert used >= sum(int(r["total_tokens"]) for r in records) - 1e-6
+        print(f"outage across a restart: {served} answers, {len(ids)} records, quota ledger {used:g} tokens")
     finally:
         assert second.stop() == 0
     assert all(f.stat().st_size == 0 for f in spool.iterdir())  # replayed and truncated

@@ -10,7 +10,8 @@
   output usage), ``message_stop``.
 
 Each event waits ``delay`` seconds, so a stream of ``words`` words lasts about
-``words * delay``. Valid forms vary on purpose: JSON written compact or spaced, key order,
+``words * delay``; ``stall`` delays the response head. Only streams are served (a request
+without ``"stream": true`` is answered 400 after the stall). Valid forms vary on purpose: JSON written compact or spaced, key order,
 and events split across two writes (chunk boundaries inside an event). One asyncio loop in
 a thread serves any number of concurrent streams.
 """
@@ -39,9 +40,10 @@ def _dumps(payload: dict, n: int) -> str:
 class SlowProvider:
     """Serve on a free loopback port until :meth:`stop`; ``url`` is the base (no ``/v1``)."""
 
-    def __init__(self, words: int = 20, delay: float = 0.1) -> None:
+    def __init__(self, words: int = 20, delay: float = 0.1, stall: float = 0.0) -> None:
         self.words = words
         self.delay = delay
+        self.stall = stall  # before the response head: a provider still thinking
         self.streams_started = 0
         self.streams_finished = 0
         self._loop = asyncio.new_event_loop()
@@ -59,9 +61,17 @@ class SlowProvider:
         self._loop.run_forever()
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
+        async def shutdown() -> None:
+            self._server.close()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -71,6 +81,12 @@ class SlowProvider:
                 path = lines[0].split(" ")[1]
                 headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
                 body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))) or b"{}")
+                if not body.get("stream"):
+                    self.streams_started += 1
+                    await asyncio.sleep(self.stall)
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 66\r\n\r\n"
+                                 b'{"error":{"message":"stream only","type":"invalid_request_error"}}')
+                    continue
                 if path.endswith("/chat/completions"):
                     events = self._openai(body)
                 elif path.endswith("/messages"):
@@ -86,6 +102,7 @@ class SlowProvider:
 
     async def _stream(self, writer: asyncio.StreamWriter, events: list[str]) -> None:
         self.streams_started += 1
+        await asyncio.sleep(self.stall)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
                      b"transfer-encoding: chunked\r\n\r\n")
         for n, event in enumerate(events):

@@ -166,3 +166,17 @@ def test_open_quota_use_during_an_outage_is_charged_when_redis_returns(redis_ser
     client = redis.Redis.from_url(redis_server.url)
     assert float(client.hget(ledger, "used")) == 350.0
     assert len(stream_ids(redis_server)) == 2
+
+
+def test_a_restart_with_fewer_workers_takes_over_the_orphaned_spools(tmp_path) -> None:
+    for slot in range(4):
+        spool = Spool(str(tmp_path), slot, max_bytes=1 << 20)
+        spool.append([{"slot": slot, "n": n} for n in range(3)])
+        spool.close()
+    first, second = Spool(str(tmp_path), 0, max_bytes=1 << 20), Spool(str(tmp_path), 1, max_bytes=1 << 20)
+    assert first.absorb_orphans(2) == (3, 0) and second.absorb_orphans(2) == (3, 0)
+    assert sorted(os.listdir(tmp_path)) == ["usage-0.spool", "usage-1.spool"]
+    assert [r["slot"] for r in first.read(100)[0]] == [0, 0, 0, 2, 2, 2]
+    assert [r["slot"] for r in second.read(100)[0]] == [1, 1, 1, 3, 3, 3]
+    first.close()
+    second.close()
