@@ -174,6 +174,9 @@ class AccessLog:
         self.target = None
 
 
+DROP_LOG_INTERVAL = 10.0
+"""Dropped usage records are logged at once, then at most this often (with the count since)."""
+
 USAGE_SCRIPT = """
 -- Append usage records to the stream exactly once, and charge the quota use they carry.
 -- KEYS[1]: the stream; KEYS[2]: a hash writer id -> highest sequence number already added.
@@ -252,6 +255,8 @@ class UsageSink:
         self._client: Redis | None = None
         self._script: Any = None
         self._down = False
+        self._unlogged_drops = 0
+        self._drop_logged_at = -DROP_LOG_INTERVAL
 
     def start(self) -> None:
         # Short timeouts: a hung Redis must send records to the spool, not hold a batch forever.
@@ -377,8 +382,13 @@ class UsageSink:
         if dropped:
             self.metrics.usage_spool.inc(("dropped",), dropped)
             self.metrics.log_dropped.inc(("usage", "spool_full" if self.spool is not None else "redis_error"), dropped)
-            where = f"the spool {self._spool_name()} is full" if self.spool is not None else "no spool is configured"
-            log(f"ERROR: {dropped} usage record(s) DROPPED: Redis is unavailable and {where}")
+            self._unlogged_drops += dropped
+            now = time.monotonic()
+            if now - self._drop_logged_at >= DROP_LOG_INTERVAL or self._closing:
+                where = f"the spool {self._spool_name()} is full" if self.spool is not None else "there is no spool"
+                log(f"ERROR: {self._unlogged_drops} usage record(s) DROPPED: Redis is unavailable and {where}")
+                self._unlogged_drops = 0
+                self._drop_logged_at = now
 
     async def _outage_pause(self) -> None:
         """Wait ``retry_delay`` before trying Redis again; records arriving meanwhile are spooled."""

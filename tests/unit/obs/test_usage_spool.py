@@ -180,3 +180,27 @@ def test_a_restart_with_fewer_workers_takes_over_the_orphaned_spools(tmp_path) -
     assert [r["slot"] for r in second.read(100)[0]] == [1, 1, 1, 3, 3, 3]
     first.close()
     second.close()
+
+
+def test_records_are_dropped_only_past_the_spool_bound_and_loudly(tmp_path, capfd) -> None:
+    from tests.support.gateway import free_port
+
+    metrics = Gateway(Registry())
+
+    async def run() -> None:
+        spool = Spool(str(tmp_path), 0, max_bytes=2000)  # room for a handful of records
+        sink = UsageSink(f"redis://127.0.0.1:{free_port()}/0", STREAM, maxlen=100, worker=0, spool=spool,
+                         retry_delay=0.05, metrics=metrics)
+        sink.start()
+        for n in range(40):
+            record(sink, n)
+        await asyncio.sleep(0.3)
+        await sink.close()
+        assert 0 < spool.size <= 2000
+        spool.close()
+
+    asyncio.run(run())
+    counts = {key[0]: value for key, value in metrics.usage_spool.values.items()}
+    assert counts["spooled"] + counts["dropped"] == 40 and counts["spooled"] >= 5
+    assert metrics.log_dropped.values[("usage", "spool_full")] == counts["dropped"]
+    assert f"ERROR: {counts['dropped']} usage record(s) DROPPED" in capfd.readouterr().err
