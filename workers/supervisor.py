@@ -237,6 +237,7 @@ class Supervisor:
         if warning:
             log(f"warning: {warning}")
         self._publish(1, self.config)
+        self._remove_stale_node_caches()
         host, port = listen["host"], listen["port"]
         try:
             self._listeners = bind_listeners(
@@ -462,11 +463,23 @@ class Supervisor:
             slot.pid = 0
         log("stopped")
 
+    def _remove_stale_node_caches(self) -> None:
+        """Node-cache files of supervisors that died without cleaning up (SIGKILL) hold memory."""
+        from fastgw.cache.nodefile import remove_stale_node_files
+
+        try:
+            removed = remove_stale_node_files()
+        except OSError as exc:
+            log(f"warning: cannot look for stale node-cache files: {exc}")
+            return
+        if removed:
+            log(f"removed {len(removed)} node-cache file(s) left by a gateway that did not stop cleanly")
+
     def _remove_node_cache(self) -> None:
         """The node's shared response cache lives on tmpfs (memory): remove it with the node."""
         if not (self.config.get("cache") and self.config["cache"]["store"] == "memory"):
             return
-        from fastgw.cache.store import node_path
+        from fastgw.cache.nodefile import node_path
 
         try:
             path = node_path(os.getpid())
