@@ -320,7 +320,7 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         self.state = S_IDLE
-        if self.draining:
+        if self.draining and not self.parser.buffered:  # a request already here is still answered (and closes)
             self._close()
             return
         self.set_timeout(T_KEEPALIVE, gen.keepalive_timeout)
