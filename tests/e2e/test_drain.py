@@ -268,6 +268,9 @@ def test_a_worker_respawned_while_the_node_is_drained_stays_out_until_undrain(tm
         gw.wait_ready(1)
         c = RawClient(gw.port)
         c.send(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n")
-        assert c.read_response()[0] == 200
+        try:
+            assert c.read_response()[0] == 200
+        except ConnectionError as exc:
+            raise AssertionError(gw.stderr_text()) from exc
     finally:
         assert gw.stop() == 0
