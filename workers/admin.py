@@ -5,8 +5,10 @@ event loop into the supervisor. Every response is JSON (or Prometheus text), inc
 errors for malformed requests, and no handler failure can reach the supervisor's loop.
 
 Endpoints: ``GET /status``, ``GET /healthz``, ``GET /metrics``, ``GET /config`` (secrets
-redacted), ``POST /config`` (validate, then publish a new generation), and ``GET /quota`` /
-``POST /quota`` (read, set, top up or reset one consumer's quota under one rule).
+redacted), ``POST /config`` (validate, then publish a new generation), ``GET /quota`` /
+``POST /quota`` (read, set, top up or reset one consumer's quota under one rule), and
+``POST /drain`` / ``POST /undrain`` (take the node out of service without exiting: new
+connections refused, answers in flight finish, ``/healthz`` 503; and back).
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ class Backend(Protocol):
     def push_config(self, text: str, source: str) -> tuple[int, list[str]]: ...
 
     def quota_admin(self) -> QuotaAdmin: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def drain(self) -> dict: ...
+
+    def undrain(self) -> dict: ...
 
     def recent_failures(self) -> list[dict]:
         """Every worker's recent failed requests, oldest first (``/diagnose``)."""
@@ -211,6 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
         "/config/history": ("GET",),
         "/config/rollback": ("POST",),
         "/quota": ("GET", "POST"),
+        "/drain": ("POST",),
+        "/undrain": ("POST",),
         "/diagnose": ("GET",),
         "/ui/data": ("GET",),
         **{path: ("GET",) for path in UI_FILES},
@@ -246,7 +257,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, backend.status())
         elif path == "/healthz":
             ready = sum(worker["ready"] for worker in backend.status()["workers"])
-            self._send_json(200 if ready else 503, {"ready_workers": ready})
+            if backend.draining:  # a load balancer takes the node out while its streams finish
+                self._send_json(503, {"ready_workers": ready, "draining": True})
+            else:
+                self._send_json(200 if ready else 503, {"ready_workers": ready})
+        elif path == "/drain":
+            self._send_json(200, backend.drain())
+        elif path == "/undrain":
+            self._send_json(200, backend.undrain())
         elif path == "/metrics":
             status = backend.status()
             metrics = [metric for collect in COLLECTORS for metric in collect(status)]
