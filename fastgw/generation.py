@@ -9,6 +9,7 @@ never changes the rules under an in-flight request or stream.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,8 +135,8 @@ class Resources:
         if old is not None and old.spec == spec:
             return old
         self.tracing = Tracing(spec)
-        if old is not None:
-            old.close()
+        if old is not None:  # its flush may wait on a stalled collector: never on the event loop
+            threading.Thread(target=old.close, name="fastgw-tracing-close", daemon=True).start()
         return self.tracing
 
     def close_tracing(self) -> None:

@@ -274,3 +274,22 @@ def test_redis_round_trips_are_child_spans(gateway, receiver: Receiver, upstream
     assert all(s["attributes"]["db.system.name"] == "redis" and s["parent"] in requests for s in lookups)
     limits = receiver.wait(lambda s: s["name"] == "EVALSHA limits")
     assert limits and all(s["parent"] in requests and s["attributes"]["fastgw.limit.allowed"] for s in limits)
+
+
+def test_a_push_changing_the_tracing_section_takes_effect(gateway, receiver: Receiver, upstream: Upstream) -> None:
+    endpoint = f"http://127.0.0.1:{receiver.server_address[1]}/v1/traces"
+    config = traced_config(upstream, endpoint)
+    gw = gateway(config, workers=1)
+    assert http_json("GET", gw.url + "/plain/one")[0] == 200
+    receiver.wait(lambda s: s["attributes"].get("url.path") == "/plain/one")
+    config["tracing"] = {**config["tracing"], "service_name": "renamed"}
+    assert gw.push(config)[0] == 200
+    gw.wait_ready(1, generation=2)
+    assert http_json("GET", gw.url + "/plain/two")[0] == 200
+    span = receiver.wait(lambda s: s["attributes"].get("url.path") == "/plain/two")[0]
+    assert span["resource"]["service.name"] == "renamed"
+    del config["tracing"]
+    assert gw.push(config)[0] == 200
+    gw.wait_ready(1, generation=3)
+    status, body = http_json("GET", gw.url + "/plain/three")
+    assert status == 200 and body["traceparent"] is None  # off: nothing added upstream
