@@ -10,7 +10,7 @@ import importlib
 import os
 from types import ModuleType
 
-from fastgw import jsonscan, matcher, sse, tokens
+from fastgw import compress, jsonscan, matcher, sse, tokens
 from fastgw.http import parser
 
 PURE = os.environ.get("FASTGW_PURE", "") == "1"
@@ -39,3 +39,4 @@ _twins(sse, "sse", "SSEParser", "serialize_event", "relay_bytes", "ends_stream")
 _twins(tokens, "tokens", "TokenCounter", "count_tokens")
 _twins(matcher, "matcher", "Matcher")
 _twins(jsonscan, "jsonscan", "scan_chunk", "usage_state", "usage_events", "model_span")
+_twins(compress, "compress", "Compressor", "negotiate")

@@ -16,6 +16,7 @@ from fastgw.ai.health import ProviderHealth
 from fastgw.filters import BuildEnv, Chain, build
 from fastgw.filters.observe import Observe
 from fastgw.filters.transform import TransformFilter
+from fastgw.http.encoding import Compression
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
@@ -80,6 +81,7 @@ class Route:
         "first_byte_timeout",
         "idle_timeout",
         "chain",
+        "compression",
     )
 
     def __init__(self, spec: dict[str, Any], upstream: Upstream, env: BuildEnv) -> None:
@@ -105,6 +107,7 @@ class Route:
             filters.append(TransformFilter(transform=Transform(spec["transform"])))
         filters.append(Observe())
         self.chain = Chain(filters)
+        self.compression = Compression.of(spec.get("compression"))
 
 
 @dataclass(slots=True)
@@ -147,6 +150,7 @@ class Generation:
         "keepalive_timeout",
         "drain_timeout",
         "max_pipelined",
+        "compression",
     )
 
     def __init__(self, number: int, config: dict[str, Any], resources: Resources) -> None:
@@ -174,3 +178,4 @@ class Generation:
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]
+        self.compression = Compression.of(config.get("compression"))

@@ -1,0 +1,120 @@
+"""Streaming response compression and ``Accept-Encoding`` negotiation (the pure twin of
+``csrc/compress.pyx``, which calls libzstd, libbrotlienc and zlib directly).
+
+A :class:`Compressor` keeps one coding's state for one response. ``flush`` makes every
+byte given so far decodable by the client at once (zstd ``FLUSH_BLOCK``, brotli
+``flush``, zlib ``Z_SYNC_FLUSH``): that is what keeps a compressed SSE stream live.
+Windows are bounded (``ZSTD_WINDOW_LOG``, ``BROTLI_LGWIN``) so an open stream holds well
+under a megabyte of encoder state, not the libraries' multi-megabyte defaults.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+import brotli
+import zstandard
+
+CODINGS = ("zstd", "br", "gzip")
+"""The codings the gateway can produce, as the ``Content-Encoding`` token says them."""
+LEVELS = {"zstd": (1, 19), "br": (0, 11), "gzip": (1, 9)}
+"""Valid levels per coding, inclusive."""
+ZSTD_WINDOW_LOG = 18
+BROTLI_LGWIN = 18
+GZIP_WBITS = 31  # 16 + 15: a gzip wrapper around a 32 KiB deflate window
+GZIP_MEM_LEVEL = 8
+
+
+class Compressor:
+    """One response's encoder. ``compress`` may hold data back; ``flush`` and ``finish``
+    return everything so far (``finish`` also ends the coded stream)."""
+
+    __slots__ = ("coding", "_obj", "_done")
+
+    def __init__(self, coding: str, level: int) -> None:
+        if coding == "gzip":
+            self._obj = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS, GZIP_MEM_LEVEL)
+        elif coding == "br":
+            self._obj = brotli.Compressor(quality=level, lgwin=BROTLI_LGWIN)
+        elif coding == "zstd":
+            params = zstandard.ZstdCompressionParameters.from_level(level, window_log=ZSTD_WINDOW_LOG)
+            self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        else:
+            raise ValueError(f"unknown coding {coding!r}; expected one of {', '.join(CODINGS)}")
+        self.coding = coding
+        self._done = False
+
+    def compress(self, data: bytes) -> bytes:
+        self._check()
+        if self.coding == "br":
+            return self._obj.process(data)
+        return self._obj.compress(data)
+
+    def flush(self, data: bytes = b"") -> bytes:
+        """``data`` compressed, then a flush: the client can decode all of it now."""
+        out = self.compress(data) if data else b""
+        coding = self.coding
+        if coding == "gzip":
+            return out + self._obj.flush(zlib.Z_SYNC_FLUSH)
+        if coding == "br":
+            return out + self._obj.flush()
+        return out + self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+    def finish(self, data: bytes = b"") -> bytes:
+        """``data`` compressed, then the end of the coded stream; the compressor is spent."""
+        out = self.compress(data) if data else b""
+        self._done = True
+        if self.coding == "br":
+            return out + self._obj.finish()
+        return out + self._obj.flush()
+
+    def _check(self) -> None:
+        if self._done:
+            raise ValueError("the compressor has finished")
+
+
+_Q_VALUE = re.compile(rb"[ \t]*(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)[ \t]*\Z")
+
+
+def _quality(text: bytes) -> float:
+    """A q-value (RFC 9110 12.4.2: 0 or 1, up to three decimals); -1 when malformed."""
+    m = _Q_VALUE.match(text)
+    return float(m.group(1)) if m else -1.0
+
+
+def negotiate(accept: bytes | None, offered: tuple[str, ...]) -> str | None:
+    """The coding of ``offered`` (server preference order) to answer with, or None for identity.
+
+    No header means identity (as nginx and every CDN do, though RFC 9110 would allow any
+    coding). Each listed coding takes its own q, else the q of ``*``; the highest q wins
+    and ties go to the server's order. ``x-gzip`` counts as ``gzip``; a malformed element
+    is ignored. When nothing offered is acceptable the answer is identity even if the
+    client refused that too (``identity;q=0``): an unencoded answer beats none.
+    """
+    if not accept or not offered:
+        return None
+    weights: dict[bytes, float] = {}
+    for element in accept.split(b","):
+        name, _, params = element.partition(b";")
+        name = name.strip(b" \t").lower()
+        if not name:
+            continue
+        q = 1.0
+        for param in params.split(b";"):
+            key, eq, value = param.partition(b"=")
+            if eq and key.strip(b" \t").lower() == b"q":
+                q = _quality(value)
+                break
+        if q < 0:
+            continue
+        if name == b"x-gzip":
+            name = b"gzip"
+        weights.setdefault(name, q)
+    star = weights.get(b"*", 0.0)
+    best, best_q = None, 0.0
+    for coding in offered:
+        q = weights.get(coding.encode(), star)
+        if q > best_q:
+            best, best_q = coding, q
+    return best
