@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fastgw.config.compression import compression
 from fastgw.config.fields import (
     Issues,
     duration,
@@ -38,7 +39,6 @@ from fastgw.config.fields import (
     text,
     unique_names,
 )
-from fastgw.config.compression import compression
 from fastgw.config.filters import filters
 from fastgw.config.net import endpoint, valid_host
 from fastgw.config.prompts import transform
