@@ -19,12 +19,16 @@ cdef extern from "zstd.h" nogil:
         ZSTD_e_continue
         ZSTD_e_flush
         ZSTD_e_end
+    ctypedef enum ZSTD_ResetDirective:
+        ZSTD_reset_session_only
+        ZSTD_reset_session_and_parameters
     ctypedef enum ZSTD_cParameter:
         ZSTD_c_compressionLevel
         ZSTD_c_windowLog
         ZSTD_c_checksumFlag
     ZSTD_CCtx* ZSTD_createCCtx()
     size_t ZSTD_freeCCtx(ZSTD_CCtx* cctx)
+    size_t ZSTD_CCtx_reset(ZSTD_CCtx* cctx, ZSTD_ResetDirective reset)
     size_t ZSTD_CCtx_setParameter(ZSTD_CCtx* cctx, ZSTD_cParameter param, int value)
     size_t ZSTD_compressStream2(ZSTD_CCtx* cctx, ZSTD_outBuffer* output, ZSTD_inBuffer* input, ZSTD_EndDirective end_op)
     unsigned ZSTD_isError(size_t code)

@@ -24,13 +24,17 @@ ZSTD_WINDOW_LOG = 18
 BROTLI_LGWIN = 18
 GZIP_WBITS = 31  # 16 + 15: a gzip wrapper around a 32 KiB deflate window
 GZIP_MEM_LEVEL = 8
+ZSTD_POOL = 64
+_zstd_idle: dict[int, list[zstandard.ZstdCompressor]] = {}
+"""Idle zstd compressors per level: a fresh one clears ~1 MB of tables on first use (~40 us);
+a reused one keeps them. One compressor serves one stream at a time."""
 
 
 class Compressor:
     """One response's encoder. ``compress`` may hold data back; ``flush`` and ``finish``
     return everything so far (``finish`` also ends the coded stream)."""
 
-    __slots__ = ("coding", "_obj", "_done")
+    __slots__ = ("coding", "level", "_obj", "_done", "_zstd")
 
     def __init__(self, coding: str, level: int) -> None:
         if coding == "gzip":
@@ -38,11 +42,17 @@ class Compressor:
         elif coding == "br":
             self._obj = brotli.Compressor(quality=level, lgwin=BROTLI_LGWIN)
         elif coding == "zstd":
-            params = zstandard.ZstdCompressionParameters.from_level(level, window_log=ZSTD_WINDOW_LOG)
-            self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+            idle = _zstd_idle.setdefault(level, [])
+            if idle:
+                self._zstd = idle.pop()
+            else:
+                params = zstandard.ZstdCompressionParameters.from_level(level, window_log=ZSTD_WINDOW_LOG)
+                self._zstd = zstandard.ZstdCompressor(compression_params=params)
+            self._obj = self._zstd.compressobj()
         else:
             raise ValueError(f"unknown coding {coding!r}; expected one of {', '.join(CODINGS)}")
         self.coding = coding
+        self.level = level
         self._done = False
 
     def compress(self, data: bytes) -> bytes:
@@ -67,7 +77,12 @@ class Compressor:
         self._done = True
         if self.coding == "br":
             return out + self._obj.finish()
-        return out + self._obj.flush()
+        out += self._obj.flush()
+        if self.coding == "zstd":
+            idle = _zstd_idle[self.level]
+            if len(idle) < ZSTD_POOL:
+                idle.append(self._zstd)
+        return out
 
     def _check(self) -> None:
         if self._done:
