@@ -63,6 +63,8 @@ cdef class Compressor:
 
     def __cinit__(self, str coding, int level):
         self.coding = coding
+        if coding in LEVELS and not LEVELS[coding][0] <= level <= LEVELS[coding][1]:
+            raise ValueError(f"{coding} level {level} is outside {LEVELS[coding][0]}..{LEVELS[coding][1]}")
         if coding == "zstd":
             self.kind = K_ZSTD
             self.zc = _zstd_take()

@@ -37,6 +37,8 @@ class Compressor:
     __slots__ = ("coding", "level", "_obj", "_done", "_zstd")
 
     def __init__(self, coding: str, level: int) -> None:
+        if coding in LEVELS and not LEVELS[coding][0] <= level <= LEVELS[coding][1]:
+            raise ValueError(f"{coding} level {level} is outside {LEVELS[coding][0]}..{LEVELS[coding][1]}")
         if coding == "gzip":
             self._obj = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS, GZIP_MEM_LEVEL)
         elif coding == "br":

@@ -99,6 +99,8 @@ def test_a_finished_compressor_refuses_more_and_unknown_codings_are_refused(mod)
         compressor.compress(b"more")
     with pytest.raises(ValueError, match="unknown coding"):
         mod.Compressor("lzma", 5)
+    with pytest.raises(ValueError, match="outside 1..9"):
+        mod.Compressor("gzip", 10)
 
 
 def test_flush_with_nothing_new_still_decodes(mod):
