@@ -51,8 +51,9 @@ def test_embedded_default() -> None:
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
         {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}], "max_attempts": 3, "transform": None,
-         "filters": []}
+         "filters": [], "compression": None}
     ]
+    assert config["compression"] is None
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
     assert config["redis"] is None
 
