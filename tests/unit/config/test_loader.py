@@ -434,7 +434,8 @@ models:
         {"provider": "m", "model": "gpt-4o-mini"},
     ]
     assert wildcard == {
-        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None, "filters": []
+        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None, "filters": [],
+        "compression": None,
     }
 
 
@@ -525,6 +526,7 @@ def test_route_defaults() -> None:
         },
         "transform": None,
         "filters": [],
+        "compression": None,
     }
 
 
