@@ -155,7 +155,7 @@ def plan_relay(policy: Compression, accept: bytes | None, rhead: Any) -> tuple[B
         coding = policy.choose(accept)
         encoder = policy.compressor(coding) if coding is not None else None
         return BodyCoder(Decoder(upstream), encoder), _coded_lines(coding, rhead) + vary, _RECODED_DROP
-    if 0 <= rhead.content_length < policy.min_size:
+    if 0 <= rhead.content_length < max(policy.min_size, 1):  # an empty body stays empty
         return None, vary, frozenset()
     cache_control = rhead.get(b"cache-control")
     if cache_control is not None and b"no-transform" in cache_control.lower():

@@ -54,6 +54,14 @@ def test_answers_relayed_as_they_are(accept, lines, vary):
     assert extra == (b"Vary: Accept-Encoding\r\n" if vary else b"")
 
 
+def test_an_empty_body_is_never_coded_even_without_a_size_floor():
+    policy = Compression({"algorithms": ["gzip"], "min_size": 0, "types": ["*/*"], "levels": {"gzip": 5}})
+    coder, _, _ = plan_relay(policy, b"gzip", head("Content-Type: text/plain", "Content-Length: 0"))
+    assert coder is None
+    coder, _, _ = plan_relay(policy, b"gzip", head("Content-Type: text/plain", "Content-Length: 1"))
+    assert coder is not None
+
+
 def test_ranges_and_bodiless_statuses_are_never_coded():
     for status in (204, 206, 304):
         assert plan(b"gzip", "Content-Type: application/json", status=status) == (None, b"", frozenset())
