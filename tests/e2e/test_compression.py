@@ -476,3 +476,38 @@ def test_an_http_10_client_gets_a_close_delimited_compressed_body(gw):
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"Content-Encoding: br" in head and b"Transfer-Encoding" not in head and b"Content-Length" not in head
     assert brotli.decompress(body) == JSON_BODY
+
+
+# -- cached replays and the Anthropic front door --------------------------------------------
+
+
+@pytest.mark.parametrize("build", ["compiled", "pure"])
+def test_a_cached_stream_replay_and_an_anthropic_stream_are_compressed(tmp_path, build):
+    import anthropic
+
+    config = {
+        "compression": {"min_size": 0},
+        "providers": [{"name": "mock", "type": "mock", "options": {"chunks": 6}}],
+        "models": [{"name": "m", "targets": [{"provider": "mock", "model": "mock-gpt"}]}],
+        "cache": {"ttl": "5m"},
+    }
+    gw = Gateway(config, tmp_path, workers=1, pure=build == "pure")
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+        texts, states = [], []
+        for _ in range(2):
+            with client.chat.completions.with_streaming_response.create(
+                    model="m", messages=[{"role": "user", "content": "cache me"}], stream=True) as response:
+                assert response.headers["content-encoding"] == "br"
+                states.append(response.headers.get("x-fastgw-cache"))
+                texts.append("".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices))
+        assert states == ["miss", "hit"] and texts[0] == texts[1] and texts[0]
+
+        claude = anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0, timeout=20)
+        with claude.messages.with_streaming_response.create(
+                model="m", max_tokens=50, messages=[{"role": "user", "content": "hello"}], stream=True) as response:
+            assert response.headers["content-encoding"] == "br"
+            kinds = [event.type for event in response.parse()]
+        assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and "content_block_delta" in kinds
+    finally:
+        gw.stop()
