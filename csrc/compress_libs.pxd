@@ -25,6 +25,8 @@ cdef extern from "zstd.h" nogil:
     ctypedef enum ZSTD_cParameter:
         ZSTD_c_compressionLevel
         ZSTD_c_windowLog
+        ZSTD_c_hashLog
+        ZSTD_c_chainLog
         ZSTD_c_checksumFlag
     ZSTD_CCtx* ZSTD_createCCtx()
     size_t ZSTD_freeCCtx(ZSTD_CCtx* cctx)
