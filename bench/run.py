@@ -99,12 +99,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("json-gzip", "plain-compress", "json", "/json/v1/chat/completions",
              coded(bodies.PLAIN_REQUESTS["json"], "gzip"), "decoded", "plain route, the JSON answer gzip-compressed",
              coding="gzip", compare="json-gzip"),
+    Scenario("ai-sse-gzip", "ai-compress", "sse", "/sse/v1/chat/completions",
+             coded(bodies.chat(AI_PATH, "bench-sse", True), "gzip"), "openai-sse-coded",
+             "ai-sse gzip-compressed (nginx: its gzip relay of the stream)", coding="gzip", compare="sse-gzip"),
+    Scenario("ai-sse-zstd", "ai-compress", "sse", "/sse/v1/chat/completions",
+             coded(bodies.chat(AI_PATH, "bench-sse", True), "zstd"), "openai-sse-coded",
+             "ai-sse zstd-compressed (nginx: its gzip relay of the stream)", coding="zstd", compare="sse-gzip"),
 )}
 COMPRESSED = tuple(name for name, sc in SCENARIOS.items() if sc.coding)
 EXTRAS = ("ttfb", "push")
 ALL = (*SCENARIOS, *EXTRAS)
 ALIASES = {"ai-full": ("ai-full-json", "ai-full-sse"), "compression": COMPRESSED, "all": ALL}
-CHECKS: dict[str, Callable[[check.Response], dict[str, object]]] = {
+CHECKS: dict[str, Callable[[check.Response], dict[str, object]]] = {  # "decoded", "openai-sse-coded": in verify
     "openai-json": check.openai_json, "openai-sse": check.openai_sse, "openai-sse-guarded": check.openai_sse_guarded}
 
 
@@ -118,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk measurement (default 10)")
     parser.add_argument("--scenarios", default="all",
                         help=f"comma-separated subset of {','.join(ALL)} (ai-full = both ai-full-*; "
-                             "compression = sse-gzip,sse-zstd,json-gzip; default: all)")
+                             "compression = the five *-gzip and *-zstd rows; default: all)")
     parser.add_argument("--out", type=Path, default=targets.BENCH_DIR / "results", help="results directory")
     parser.add_argument("--wrk-threads", type=int, default=1,
                         help="wrk threads (default 1: wrk shares one core with the upstream)")
@@ -329,6 +335,8 @@ class Bench:
             return resp, check.exact(resp, upstream_path)
         if kind == "decoded":
             return resp, check.decoded(resp, upstream_path, request.headers["Accept-Encoding"])
+        if kind == "openai-sse-coded":
+            return resp, check.openai_sse_coded(resp, request.headers["Accept-Encoding"])
         return resp, CHECKS[kind](resp)
 
     def record(self, scenario: str, target: str, run: Callable[[], dict[str, object]]) -> None:
@@ -499,10 +507,19 @@ def run_scenarios(bench: Bench) -> None:
         with bench.running("nginx-gzip", lambda: targets.start_nginx(workdir, workers, up_port, pins, stack,
                                                                      gzip=True)) as nginx:
             run_plain_relay(bench, "nginx", nginx, gzipped)
+    plain_coded = [sc.name for sc in compressed if sc.gateway == "plain-compress"]
+    if plain_coded:
         render = lambda port, admin: targets.fastgw_plain_config(port, admin, workers, up_port, compress=True)  # noqa: E731
         with bench.running("fastgw-compress",
                            lambda: targets.start_gateway(workdir, "fastgw-compress", render, workers, pins, stack)) as gw:
-            run_plain_relay(bench, "fastgw", gw, [sc.name for sc in compressed])
+            run_plain_relay(bench, "fastgw", gw, plain_coded)
+    ai_coded = [sc for sc in compressed if sc.gateway == "ai-compress"]
+    if ai_coded:
+        render = lambda port, admin: targets.fastgw_ai_config(port, admin, workers, up_port, compress=True)  # noqa: E731
+        with bench.running("fastgw-ai-compress",
+                           lambda: targets.start_gateway(workdir, "fastgw-ai-compress", render, workers, pins,
+                                                         stack)) as gw:
+            run_ai(bench, gw, ai_coded)
 
     ai = [sc for sc in chosen if sc.gateway == "ai"]
     if ai or want_ttfb:
@@ -698,14 +715,17 @@ def print_main(rows: list[dict[str, object]]) -> None:
     if coded:
         print("\ncompression: bytes on the wire per request (what wrk read, heads included) and the targets"
               "\n(>= 0.8x nginx gzip's streams/s at its bytes +-10%; zstd >= 1.2x fastgw gzip's streams/s, smaller)")
-        gzip_rps = {r["compared_with"]: r["fastgw_rps"] for r in coded if SCENARIOS[str(r["scenario"])].coding == "gzip"}
-        gzip_bytes = {r["compared_with"]: r["fastgw_wire_bytes_per_req"] for r in coded
-                      if SCENARIOS[str(r["scenario"])].coding == "gzip"}
+        def twin(r: dict[str, object]) -> tuple[str, str]:  # rows of one gateway and shape: gzip vs zstd
+            sc = SCENARIOS[str(r["scenario"])]
+            return sc.gateway, sc.shape
+
+        gzip_rows = {twin(r): r for r in coded if SCENARIOS[str(r["scenario"])].coding == "gzip"}
         body = []
         for r in coded:
             versus = ""
             if SCENARIOS[str(r["scenario"])].coding == "zstd":
-                g, b = gzip_rps.get(r["compared_with"]), gzip_bytes.get(r["compared_with"])
+                ref = gzip_rows.get(twin(r), {})
+                g, b = ref.get("fastgw_rps"), ref.get("fastgw_wire_bytes_per_req")
                 f, fb = r["fastgw_rps"], r["fastgw_wire_bytes_per_req"]
                 versus = (f"{f / g:.2f}x gzip's rate, {fb / b:.2f}x its bytes"  # type: ignore[operator]
                           if g and b and f is not None and fb is not None else "-")

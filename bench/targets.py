@@ -353,16 +353,21 @@ def start_redis(workdir: Path, pins: Pinning, stack: ExitStack) -> tuple[Process
 
 # ------------------------------------------------------------------------------------------------ fastgw
 
+def compression_line() -> str:
+    """fastgw's compression set as nginx_gzip() sets nginx's, zstd preferred, gzip too."""
+    return (f"compression: {{algorithms: [zstd, gzip], min_size: {COMPRESS_MIN_SIZE}, "
+            f"types: [{', '.join(COMPRESSED_TYPES)}], levels: {{zstd: {ZSTD_LEVEL}, gzip: {GZIP_LEVEL}}}}}")
+
+
 def fastgw_plain_config(port: int, admin_port: int, workers: int, upstream_port: int, extra_routes: int = 0,
                         compress: bool = False) -> str:
     """Plain proxying: one catch-all route to the upstream, paths passed as they are, so
     /json/v1/... and /sse/v1/... reach the answers of the same name. `extra_routes` exact
     routes go before the catch-all (the push scenario), so traffic still matches `/`.
-    `compress`: compression on as nginx_gzip() sets nginx's, zstd preferred, gzip too."""
+    `compress`: compression_line()."""
     lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}"]
     if compress:
-        lines.append(f"compression: {{algorithms: [zstd, gzip], min_size: {COMPRESS_MIN_SIZE}, "
-                     f"types: [{', '.join(COMPRESSED_TYPES)}], levels: {{zstd: {ZSTD_LEVEL}, gzip: {GZIP_LEVEL}}}}}")
+        lines.append(compression_line())
     lines.append("routes:")
     upstream = f"http://{HOST}:{upstream_port}"
     for i in range(extra_routes):
@@ -395,13 +400,15 @@ class FullFeatures:
 
 
 def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: int,
-                     full: FullFeatures | None = None) -> str:
+                     full: FullFeatures | None = None, compress: bool = False) -> str:
     """The AI front door: one provider per AI_MODELS entry, anonymous access. With `full`: a
     consumer whose API key clients send as `Authorization: Bearer`, two Redis-backed limits on it
     (tokens per minute and requests per minute, far above the load: the cost of checking and
     settling is measured, never a rejection), an answer-side guard of GUARD_TERMS word terms
-    that never match, and the JSON access log to a file."""
+    that never match, and the JSON access log to a file. `compress`: compression_line()."""
     lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}", "providers:"]
+    if compress:
+        lines.insert(3, compression_line())
     for name, (kind, path, _) in AI_MODELS.items():
         lines.append(f"  - {{name: {name}, type: {kind}, base_url: 'http://{HOST}:{upstream_port}{path}', "
                      "api_keys: [sk-provider-key]}")
