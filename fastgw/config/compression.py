@@ -28,7 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "types": ["application/json", "text/event-stream", "text/*"],
     "levels": {"zstd": 3, "br": 4, "gzip": 5},
 }
-_MEDIA_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/(\*|[!#$%&'+.^_`|~0-9a-z-]+)\Z")
+_TOKEN = r"[!#$%&'+.^_`|~0-9a-z-]+"
+_MEDIA_TYPE = re.compile(rf"(\*/\*|{_TOKEN}/(\*|{_TOKEN}))\Z")  # type/subtype, type/* or */*
 
 
 def compression(value: Any, path: str, issues: Issues, base: dict | None = None) -> dict | None:

@@ -54,7 +54,7 @@ def test_routes_and_models_inherit_and_override_key_by_key():
 
 def test_every_error_has_its_field_path():
     text = errors(
-        compression={"algorithms": ["zstd", "lz4", "zstd"], "min_size": "lots", "types": ["json", 3],
+        compression={"algorithms": ["zstd", "lz4", "zstd"], "min_size": "lots", "types": ["json", 3, "*/json"],
                      "levels": {"gzip": 10, "br": "x", "lzma": 1}, "level": 3},
         routes=[{"upstream": "http://127.0.0.1:1", "compression": {"algorithms": []}}],
         models=[{"name": "x", "targets": [{"provider": "m"}], "compression": "fast"}],
@@ -65,6 +65,7 @@ def test_every_error_has_its_field_path():
         "compression.min_size: expected a size",
         "compression.types[0]: expected a media type",
         "compression.types[1]: expected a media type",
+        "compression.types[2]: expected a media type",
         "compression.levels.gzip: expected an integer between 1 and 9; found integer 10",
         "compression.levels.br: expected an integer between 0 and 11",
         "compression.levels.lzma: unknown key",
