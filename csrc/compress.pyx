@@ -3,8 +3,8 @@
 
 Compiled twin of fastgw/compress.py (same parameters, same flush points, same
 negotiation); see that module for the contract. Output goes through one module-level
-scratch buffer: a worker runs one compressor call at a time, so no per-stream output
-buffer is kept.
+scratch buffer, so no per-stream output buffer is kept: the calls keep the GIL (they take
+microseconds), so no two of them ever share it.
 """
 
 from libc.stdint cimport uint8_t
@@ -146,8 +146,7 @@ cdef class Compressor:
             outb.dst = _scratch
             outb.size = SCRATCH
             outb.pos = 0
-            with nogil:
-                left = ZSTD_compressStream2(self.zc, &outb, &inb, directive)
+            left = ZSTD_compressStream2(self.zc, &outb, &inb, directive)
             if ZSTD_isError(left):
                 raise ValueError("zstd: " + ZSTD_getErrorName(left).decode())
             if outb.pos:
@@ -169,8 +168,7 @@ cdef class Compressor:
         while True:
             avail_out = SCRATCH
             next_out = _scratch
-            with nogil:
-                ok = BrotliEncoderCompressStream(self.br, operation, &avail_in, &next_in, &avail_out, &next_out, NULL)
+            ok = BrotliEncoderCompressStream(self.br, operation, &avail_in, &next_in, &avail_out, &next_out, NULL)
             if not ok:
                 raise ValueError("brotli: the encoder failed")
             if avail_out != SCRATCH:
@@ -189,8 +187,7 @@ cdef class Compressor:
         while True:
             self.zs.next_out = _scratch
             self.zs.avail_out = SCRATCH
-            with nogil:
-                rc = deflate(&self.zs, mode)
+            rc = deflate(&self.zs, mode)
             if rc == Z_STREAM_ERROR:
                 raise ValueError("zlib: the deflate stream is broken")
             if self.zs.avail_out != SCRATCH:
