@@ -19,7 +19,7 @@ DEF ZSTD_WINDOW_LOG = 17
 DEF ZSTD_HASH_LOG = 15
 DEF ZSTD_CHAIN_LOG = 14
 DEF BROTLI_LGWIN = 18
-DEF GZIP_WBITS = 31
+DEF GZIP_WBITS = 15
 DEF GZIP_MEM_LEVEL = 8
 DEF ZSTD_POOL = 16
 
@@ -63,7 +63,8 @@ cdef class Compressor:
     cdef z_stream zs
     cdef bint zs_ready
 
-    def __cinit__(self, str coding, int level):
+    def __cinit__(self, str coding, int level, Py_ssize_t size_hint=0):
+        cdef int wbits = GZIP_WBITS, mem_level = GZIP_MEM_LEVEL
         self.coding = coding
         if coding in LEVELS and not LEVELS[coding][0] <= level <= LEVELS[coding][1]:
             raise ValueError(f"{coding} level {level} is outside {LEVELS[coding][0]}..{LEVELS[coding][1]}")
@@ -86,7 +87,13 @@ cdef class Compressor:
         elif coding == "gzip":
             self.kind = K_GZIP
             memset(&self.zs, 0, sizeof(z_stream))
-            if deflateInit2(&self.zs, level, Z_DEFLATED, GZIP_WBITS, GZIP_MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK:
+            if size_hint > 0:  # nginx's rule: halve window and hash while the body fits in half
+                while size_hint < (1 << (wbits - 1)) - 262:
+                    wbits -= 1
+                    mem_level -= 1
+            if mem_level < 1:
+                mem_level = 1
+            if deflateInit2(&self.zs, level, Z_DEFLATED, 16 + wbits, mem_level, Z_DEFAULT_STRATEGY) != Z_OK:
                 raise ValueError(f"zlib refused level {level}")
             self.zs_ready = True
         else:

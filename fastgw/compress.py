@@ -25,7 +25,7 @@ ZSTD_WINDOW_LOG = 17
 ZSTD_HASH_LOG = 15
 ZSTD_CHAIN_LOG = 14
 BROTLI_LGWIN = 18
-GZIP_WBITS = 31  # 16 + 15: a gzip wrapper around a 32 KiB deflate window
+GZIP_WBITS = 15  # a 32 KiB deflate window (16 is added for the gzip wrapper)
 GZIP_MEM_LEVEL = 8
 ZSTD_POOL = 16
 _zstd_idle: dict[int, list[zstandard.ZstdCompressor]] = {}
@@ -33,17 +33,32 @@ _zstd_idle: dict[int, list[zstandard.ZstdCompressor]] = {}
 a reused one keeps them. One compressor serves one stream at a time."""
 
 
+def gzip_window(size_hint: int) -> tuple[int, int]:
+    """deflate's window bits and memory level for a body of about ``size_hint`` bytes (0:
+    unknown): nginx's rule, halving both while the body fits in half the window, so a 1 KB
+    answer does not set up (and clear) 256 KB of state. Any hint stays correct: a body
+    larger than its hint only compresses a little less."""
+    wbits, mem_level = GZIP_WBITS, GZIP_MEM_LEVEL
+    if size_hint > 0:
+        while size_hint < (1 << (wbits - 1)) - 262:
+            wbits -= 1
+            mem_level -= 1
+    return wbits, max(mem_level, 1)
+
+
 class Compressor:
     """One response's encoder. ``compress`` may hold data back; ``flush`` and ``finish``
-    return everything so far (``finish`` also ends the coded stream)."""
+    return everything so far (``finish`` also ends the coded stream). ``size_hint``: the
+    body's length when known (gzip sizes its window by it)."""
 
     __slots__ = ("coding", "level", "_obj", "_done", "_zstd")
 
-    def __init__(self, coding: str, level: int) -> None:
+    def __init__(self, coding: str, level: int, size_hint: int = 0) -> None:
         if coding in LEVELS and not LEVELS[coding][0] <= level <= LEVELS[coding][1]:
             raise ValueError(f"{coding} level {level} is outside {LEVELS[coding][0]}..{LEVELS[coding][1]}")
         if coding == "gzip":
-            self._obj = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS, GZIP_MEM_LEVEL)
+            wbits, mem_level = gzip_window(size_hint)
+            self._obj = zlib.compressobj(level, zlib.DEFLATED, 16 + wbits, mem_level)
         elif coding == "br":
             self._obj = brotli.Compressor(quality=level, lgwin=BROTLI_LGWIN)
         elif coding == "zstd":

@@ -59,8 +59,8 @@ class Compression:
         """The coding for a client's ``Accept-Encoding``, or None (identity)."""
         return negotiate(accept, self.algorithms)
 
-    def compressor(self, coding: str) -> Any:
-        return Compressor(coding, self.levels[coding])
+    def compressor(self, coding: str, size_hint: int = 0) -> Any:
+        return Compressor(coding, self.levels[coding], size_hint)
 
     def whole(self, accept: bytes | None, content_type: bytes, body: bytes) -> tuple[bytes, bytes]:
         """A whole answer the gateway writes: ``(body, extra header lines)``, encoded when it
@@ -72,7 +72,8 @@ class Compression:
         coding = self.choose(accept)
         if coding is None:
             return body, VARY
-        return self.compressor(coding).finish(body), b"Content-Encoding: %b\r\n%b" % (coding.encode(), VARY)
+        return (self.compressor(coding, len(body)).finish(body),
+                b"Content-Encoding: %b\r\n%b" % (coding.encode(), VARY))
 
 
 class Decoder:
@@ -163,7 +164,8 @@ def plan_relay(policy: Compression, accept: bytes | None, rhead: Any) -> tuple[B
     coding = policy.choose(accept)
     if coding is None:
         return None, vary, frozenset()
-    return BodyCoder(None, policy.compressor(coding)), _coded_lines(coding, rhead) + vary, _RECODED_DROP
+    encoder = policy.compressor(coding, max(rhead.content_length, 0))
+    return BodyCoder(None, encoder), _coded_lines(coding, rhead) + vary, _RECODED_DROP
 
 
 _RECODED_DROP = frozenset({b"content-length", b"content-encoding", b"etag"})

@@ -53,10 +53,11 @@ STEPS = st.lists(st.tuples(st.sampled_from(["compress", "flush"]),
                  min_size=1, max_size=12)
 
 
-@settings(max_examples=60, deadline=None)
-@given(coding=st.sampled_from(CODINGS), level=st.integers(0, 30), twin=st.sampled_from(TWINS), steps=STEPS)
-def test_every_flush_point_decodes_to_the_input_so_far(coding, level, twin, steps):
-    compressor = _module(twin).Compressor(coding, level_of(coding, level))
+@settings(max_examples=80, deadline=None)
+@given(coding=st.sampled_from(CODINGS), level=st.integers(0, 30), twin=st.sampled_from(TWINS), steps=STEPS,
+       size_hint=st.one_of(st.just(0), st.integers(1, 100_000)))
+def test_every_flush_point_decodes_to_the_input_so_far(coding, level, twin, steps, size_hint):
+    compressor = _module(twin).Compressor(coding, level_of(coding, level), size_hint)  # a wrong hint is only a hint
     decode = decoder(coding)
     given_so_far, decoded = b"", b""
     for op, data in steps:
@@ -101,6 +102,18 @@ def test_a_finished_compressor_refuses_more_and_unknown_codings_are_refused(mod)
         mod.Compressor("lzma", 5)
     with pytest.raises(ValueError, match="outside 1..9"):
         mod.Compressor("gzip", 10)
+
+
+def test_gzip_sizes_its_window_by_the_hint_as_nginx_does():
+    assert py_compress.gzip_window(0) == (15, 8)
+    assert py_compress.gzip_window(1064) == (11, 4)
+    assert py_compress.gzip_window(1) == (9, 2)
+    assert py_compress.gzip_window(16529) == (15, 8)
+    for twin in TWINS:  # the same window in both: the same bytes out
+        outs = [_module(twin).Compressor("gzip", 5, 1064).finish(b'{"k": "value"}' * 70) for _ in range(2)]
+        assert outs[0] == outs[1] and zlib.decompress(outs[0], 31) == b'{"k": "value"}' * 70
+    assert (_module("py").Compressor("gzip", 5, 1064).finish(b"x" * 1000)
+            == _module("c").Compressor("gzip", 5, 1064).finish(b"x" * 1000))
 
 
 def test_flush_with_nothing_new_still_decodes(mod):
