@@ -13,9 +13,10 @@ from glob import glob
 from setuptools import setup
 
 ext_modules = []
-LIBRARIES = {"compress": ["zstd", "brotlienc", "z"]}
-"""C libraries an extension links against."""
-HEADERS = {"compress": {"zstd.h": "libzstd-dev", "brotli/encode.h": "libbrotli-dev", "zlib.h": "zlib1g-dev"}}
+LIBRARIES = {"compress": ["zstd", "brotlienc", "z"], "modsec": ["modsecurity"]}
+"""C libraries an extension links against (Debian: libmodsecurity-dev for modsec)."""
+HEADERS = {"compress": {"zstd.h": "libzstd-dev", "brotli/encode.h": "libbrotli-dev", "zlib.h": "zlib1g-dev"},
+           "modsec": {"modsecurity/modsecurity.h": "libmodsecurity-dev"}}
 """Headers an extension needs, with the Debian package that ships each (Makefile APT_PACKAGES)."""
 
 
@@ -28,6 +29,7 @@ def _missing_headers(name: str) -> list[str]:
 
 def _name(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
+
 
 if os.environ.get("FASTGW_PURE") != "1":
     try:
