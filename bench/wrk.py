@@ -17,6 +17,7 @@ from bodies import Request
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "chat.lua"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_BYTES = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}  # wrk's units are binary
 _DURATION = re.compile(r"^\s*([\d.]+)(us|ms|s|m|h)\s*$")
 
 
@@ -32,6 +33,7 @@ class WrkResult:
     non2xx: int
     socket_errors: dict[str, int]
     raw: str
+    read_bytes: float | None = None  # what wrk read off the sockets, heads included: bytes on the wire
 
     @property
     def errors(self) -> int:
@@ -57,6 +59,7 @@ def latency_percentiles(raw: str) -> dict[int, float]:
 def parse(raw: str) -> WrkResult:
     """Parse `wrk --latency` output; raises ValueError if the summary lines are missing."""
     done = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", raw, re.M)
+    read = re.search(r"requests in [\d.]+\w+, ([\d.]+)(B|KB|MB|GB|TB) read", raw)
     rps = re.search(r"^Requests/sec:\s*([\d.]+)", raw, re.M)
     if not done or not rps:
         raise ValueError("wrk printed no summary:\n" + raw[-2000:])
@@ -73,6 +76,7 @@ def parse(raw: str) -> WrkResult:
         socket_errors=dict(zip(("connect", "read", "write", "timeout"), map(int, socket.groups()), strict=True))
         if socket else {"connect": 0, "read": 0, "write": 0, "timeout": 0},
         raw=raw,
+        read_bytes=float(read.group(1)) * _BYTES[read.group(2)] if read else None,
     )
 
 

@@ -18,6 +18,7 @@ from fastgw.filters import BuildEnv, Chain, build
 from fastgw.filters.observe import Observe
 from fastgw.filters.transform import TransformFilter
 from fastgw.filters.waf import WafFilter
+from fastgw.http.encoding import Compression
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
@@ -83,6 +84,7 @@ class Route:
         "first_byte_timeout",
         "idle_timeout",
         "chain",
+        "compression",
     )
 
     def __init__(self, spec: dict[str, Any], upstream: Upstream, env: BuildEnv) -> None:
@@ -112,6 +114,7 @@ class Route:
         if env.trace is not None:
             filters.append(env.trace)
         self.chain = Chain(filters)
+        self.compression = Compression.of(spec.get("compression"))
 
 
 @dataclass(slots=True)
@@ -174,6 +177,7 @@ class Generation:
         "keepalive_timeout",
         "drain_timeout",
         "max_pipelined",
+        "compression",
         "tls",
     )
 
@@ -202,5 +206,6 @@ class Generation:
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]
+        self.compression = Compression.of(config.get("compression"))
         tls = config["listen"].get("tls")
         self.tls = Certificates(tls) if tls else None  # files read afresh: a push swaps certificates

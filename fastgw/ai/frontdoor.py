@@ -37,6 +37,7 @@ from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.filters.usage import Usage
 from fastgw.filters.waf import WafFilter
+from fastgw.http.encoding import Compression
 from fastgw.mock.core import MockLLM
 from fastgw.proxy.upstream import PoolSet
 from fastgw.server.stream import Stream
@@ -59,7 +60,7 @@ MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_afte
 class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
-    __slots__ = ("name", "spec", "target_chain", "max_attempts", "filters", "chain")
+    __slots__ = ("name", "spec", "target_chain", "max_attempts", "filters", "chain", "compression")
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
@@ -68,6 +69,7 @@ class ModelEntry:
         self.max_attempts = spec["max_attempts"]
         self.filters: list[Filter] = []
         self.chain: Chain | None = None  # the AI chain plus this model's filters (AIFrontDoor)
+        self.compression = Compression.of(spec.get("compression"))
 
     def compile(self, base: list[Filter], env: BuildEnv) -> None:
         """This model's chain: the front door's filters, then its own (which run once the

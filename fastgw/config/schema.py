@@ -55,6 +55,9 @@ plain JSON-serialisable dict, shipped to workers as is.
     Access log and usage stream, see :mod:`fastgw.config.logging`.
 ``tracing``
     OpenTelemetry traces over OTLP/HTTP, see :mod:`fastgw.config.tracing`.
+``compression``
+    Response compression (off when absent), overridable per route and per model; see
+    :mod:`fastgw.config.compression`.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from typing import Any
 
 from fastgw.config import net
 from fastgw.config.cache import cache
+from fastgw.config.compression import compression
 from fastgw.config.consumers import access
 from fastgw.config.fields import (
     Issues,
@@ -110,6 +114,7 @@ TOP_LEVEL_KEYS = (
     "cache",
     "guard",
     "tracing",
+    "compression",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -166,13 +171,15 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         "redis": net.redis_url(data.get("redis"), "redis", issues),
         "http": fields(data.get("http", {}), "http", issues, _HTTP),
         "providers": _providers(data.get("providers", []), issues),
+        "compression": compression(data.get("compression"), "compression", issues),
     }
-    config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues)
+    config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues,
+                               config["compression"])
     config["consumers"], config["auth"] = access(
         data.get("consumers", []), data.get("auth", {}), [m["name"] for m in config["models"] if m["name"]], issues
     )
     config["limits"] = _limits(data.get("limits", []), issues)
-    config["routes"] = routes(data.get("routes", []), issues)
+    config["routes"] = routes(data.get("routes", []), issues, config["compression"])
     config["log"] = log_section(data.get("log"), config["redis"], issues)
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["guard"] = guard(data.get("guard", {}), issues)
@@ -268,11 +275,12 @@ def _check_json(value: Any, path: str, issues: Issues) -> None:
 _NO_RULES = {"add": {}, "remove": [], "rename": {}}
 
 
-def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
+def _models(value: Any, providers: set[str], issues: Issues, compressing: dict | None = None) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
-        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters"))
+        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters",
+                                             "compression"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -297,7 +305,9 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
                 issues.add(f"{path}.filters[{j}]", f"'{spec['use']}' {NOT_ON_MODELS[spec['use']]}")
         out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules,
                     "waf": waf(given["waf"], f"{path}.waf", issues) if given.get("waf") is not None else None,
-                    "filters": model_filters})
+                    "filters": model_filters,
+                    "compression": compression(given["compression"], f"{path}.compression", issues, compressing)
+                    if "compression" in given else compressing})
     unique_names("models", names, issues)
     return out
 

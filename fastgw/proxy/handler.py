@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastgw._speedups import serialize_head
 from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Route
+from fastgw.http.encoding import BodyCoder, plan_relay
 from fastgw.http.errors import END, ParseError
 from fastgw.http.response import LAST_CHUNK, chunk, chunk_into
 from fastgw.proxy import replies
@@ -77,6 +78,7 @@ class ProxyHandler:
         "started",
         "tunnel",
         "deferred",
+        "coder",
     )
 
     def __init__(self, conn: HttpConnection) -> None:
@@ -105,6 +107,7 @@ class ProxyHandler:
         self.started = False
         self.tunnel = False
         self.deferred = False  # the upstream connect waits for a body that is already buffered
+        self.coder: BodyCoder | None = None  # the answer is re-encoded for the client (compression)
 
     # -- Handler --------------------------------------------------------------------------
 
@@ -364,6 +367,9 @@ class ProxyHandler:
                     if self.tunnel:
                         self._start_tunnel(conn, out)
                         return
+                    if self.coder is not None:
+                        self._coded(out, self.coder.finish())
+                        self.coder = None
                     if self.rechunk:
                         out.append(LAST_CHUNK)
                     if out:
@@ -371,12 +377,16 @@ class ProxyHandler:
                     self._response_complete(conn)
                     return
                 if self.resp_started:
-                    if self.rechunk:
+                    if self.coder is not None:
+                        self._coded(out, self.coder.feed(event))
+                    elif self.rechunk:
                         chunk_into(out, event)
                     else:
                         out.append(event)
                 else:
                     self._on_response_head(event, out)
+            if self.coder is not None:  # each upstream read reaches the client decodable: streams stay live
+                self._coded(out, self.coder.flush())
         except ParseError as exc:
             self._write(out)
             if self.resp_started:
@@ -414,16 +424,21 @@ class ProxyHandler:
             return
         no_body = client.head_only or status in (204, 304)
         extra = b""
-        if not no_body and rhead.content_length < 0:
+        drop = RESPONSE_HOP_BY_HOP
+        policy = self.stream.compression
+        if policy is not None and not no_body:
+            self.coder, extra, recoded = plan_relay(policy, head.get(b"accept-encoding"), rhead)
+            if self.coder is not None:
+                drop = drop | recoded
+        if not no_body and (rhead.content_length < 0 or self.coder is not None):
             if head.version == 11:
                 self.rechunk = True
-                extra = b"Transfer-Encoding: chunked\r\n"
+                extra += b"Transfer-Encoding: chunked\r\n"
             else:
                 client.keep_alive = False  # HTTP/1.0: the body ends when we close
         if not client.keep_alive:
             extra += b"Connection: close\r\n"
         self.resp_keep_alive = rhead.keep_alive
-        drop = RESPONSE_HOP_BY_HOP
         if rhead.connection_tokens:
             drop = drop | frozenset(rhead.connection_tokens)
         out.append(self._response_head(rhead, drop, extra))
@@ -504,6 +519,13 @@ class ProxyHandler:
         return False
 
     # -- finishing -------------------------------------------------------------------------
+
+    def _coded(self, out: list[bytes], data: bytes) -> None:
+        if data:
+            if self.rechunk:
+                chunk_into(out, data)
+            else:
+                out.append(data)
 
     def _write(self, out: list[bytes]) -> None:
         if out:

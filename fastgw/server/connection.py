@@ -227,6 +227,7 @@ class HttpConnection(asyncio.Protocol):
         ai = gen.ai
         if ai is not None and ai.handles(head.path):
             stream = Stream(self, gen, head, ai.chain, started)
+            stream.compression = gen.compression  # until the model's own settings are known
             handler = ai.start(stream)
         else:
             route = gen.router.match(head.method, head.host, head.path, head.get)
@@ -236,6 +237,7 @@ class HttpConnection(asyncio.Protocol):
                 return
             stream = Stream(self, gen, head, route.chain, started)
             stream.route_name = route.name
+            stream.compression = route.compression
             handler = self.proxy
             handler.begin(stream, route)
         stream.handler = handler

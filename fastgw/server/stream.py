@@ -103,6 +103,7 @@ class Stream:
     answer_changed = False  # a filter changed what the provider answered (guard mask or block)
     stream_ending = False  # the last on_sse_events call of a stream
     response_headers = b""  # extra response header lines, "Name: value\r\n" each
+    compression: Any = None  # the route's or model's fastgw.http.encoding.Compression; None: off
     retry_after: float | None = None
     usage: dict[str, Any] | None = None  # prompt/completion/total tokens + estimated, once known
     cost: float | None = None

@@ -51,8 +51,9 @@ def test_embedded_default() -> None:
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
         {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}], "max_attempts": 3, "transform": None,
-         "waf": None, "filters": []}
+         "waf": None, "filters": [], "compression": None}
     ]
+    assert config["compression"] is None
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
     assert config["redis"] is None
 
@@ -433,7 +434,8 @@ models:
         {"provider": "m", "model": "gpt-4o-mini"},
     ]
     assert wildcard == {
-        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None, "waf": None, "filters": []
+        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None, "waf": None, "filters": [],
+        "compression": None,
     }
 
 
@@ -525,6 +527,7 @@ def test_route_defaults() -> None:
         "transform": None,
         "waf": None,
         "filters": [],
+        "compression": None,
     }
 
 
