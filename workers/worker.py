@@ -21,6 +21,7 @@ from typing import NoReturn
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
 from fastgw.obs.metrics import GATEWAY
+from fastgw.server.admission import Admission
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
 
@@ -65,6 +66,7 @@ class Worker:
         self._limit_stats_seen: dict[str, int] = {}
         self.started = time.monotonic()
         self.connections: set = set()
+        self.admission = Admission()
         self.requests_total = 0
         self.active_requests = 0
         self.upstream_errors = 0

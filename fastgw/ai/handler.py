@@ -515,8 +515,11 @@ class ModelHandler:
             self.attempt.pause()
 
     def resume(self) -> None:
+        """The client reads again: the provider's idle timer runs afresh (it was suspended)."""
         if self.attempt is not None:
             self.attempt.resume()
+        if self.waiting != W_NONE and not self.cancelled:
+            self.conn.set_timeout(T_HANDLER, self.provider.timeouts["idle"])
 
     def cancel(self) -> None:
         self.cancelled = True

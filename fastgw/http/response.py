@@ -28,6 +28,16 @@ def chunk_into(out: list, data: bytes | memoryview) -> None:
     out.append(b"\r\n")
 
 
+def is_http10(conn: Any) -> bool:
+    head = conn.head
+    return head is not None and head.version == 10
+
+
+def keep_alive_header(conn: Any) -> bytes:
+    """RFC 9112 9.3: an HTTP/1.0 connection kept open must say so, or the client waits for a close."""
+    return b"Connection: keep-alive\r\n" if conn.keep_alive and is_http10(conn) else b""
+
+
 class ResponseWriter:
     """Writes the answer of the connection's current exchange (one writer per connection)."""
 
@@ -43,14 +53,15 @@ class ResponseWriter:
         conn = self.conn
         if conn.reading_body:
             conn.keep_alive = False  # answered before the body was read: it can't be skipped
+        extra += keep_alive_header(conn)
         conn.write(replies.simple_response(status, body, content_type=content_type, keep_alive=conn.keep_alive,
                                            extra=extra, head_only=conn.head_only))
 
     def start_stream(self, status: int = 200, *, extra: bytes = b"", sse: bool = True, data: bytes = b"") -> None:
         """The head of a streamed answer, and its first data if any, in one write."""
         conn = self.conn
-        if conn.reading_body:
-            conn.keep_alive = False
+        if conn.reading_body or is_http10(conn):
+            conn.keep_alive = False  # an HTTP/1.0 client knows no chunked: the body ends at close
         self.chunked = conn.keep_alive
         head = [replies.status_line(status), b"\r\n", replies.SERVER_HEADER, replies.DATE.header()]
         if sse:
@@ -75,6 +86,8 @@ class ResponseWriter:
     def stream_whole(self, events: bytes, *, extra: bytes = b"") -> None:
         """A stream known in full (a cached answer replayed): head, body and end at once."""
         conn = self.conn
+        if is_http10(conn):
+            conn.keep_alive = False
         head = [replies.status_line(200), b"\r\n", replies.SERVER_HEADER, replies.DATE.header(), SSE_HEADERS, extra]
         if conn.keep_alive:
             head.append(b"Transfer-Encoding: chunked\r\n\r\n%b%b" % (chunk(events), LAST_CHUNK))
