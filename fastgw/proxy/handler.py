@@ -384,11 +384,13 @@ class ProxyHandler:
                 else:
                     self._on_response_head(event, out)
         except ParseError as exc:
-            self._write(out)
-            if self.resp_started:
-                self.conn.abort_exchange()
-            else:
-                self._upstream_failed(502, f"upstream sent an invalid response: {exc.reason}", retry=False)
+            if self.resp_started and self.conn.bytes_out:
+                self._write(out)
+                self.conn.abort_exchange()  # too late for a 502: the client sees a cut answer
+                return
+            # Nothing reached the client yet (a bad body right after its head): a clean 502.
+            self.resp_started = self.rechunk = self.tunnel = False
+            self._upstream_failed(502, f"upstream sent an invalid response: {exc.reason}", retry=False)
             return
         except FilterError as exc:  # raised while the head was built: nothing of it went out
             conn.abort()
