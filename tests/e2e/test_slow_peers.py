@@ -167,6 +167,7 @@ def test_clients_that_stop_reading_never_open_the_providers_breaker(tmp_path):
         client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=10)
         answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
         assert answer.choices[0].message.content == "hi"  # not 503 circuit_open
+        time.sleep(1.5)  # workers publish their metrics about once a second
         with urllib.request.urlopen(gateway.admin + "/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
         assert 'fastgw_connection_events_total{reason="send_timeout"} 3' in metrics  # each stalled reader was cut
