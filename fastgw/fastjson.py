@@ -20,10 +20,15 @@ DecodeError = ValueError  # what loads raises on bad JSON (json.JSONDecodeError 
 
 
 def loads(data: bytes | str) -> Any:
+    """Decode JSON; ValueError for anything that is not (also for nesting too deep to decode,
+    which both decoders report as RecursionError: a client's garbage, not our crash)."""
     try:
-        return _decode(data)
-    except msgspec.DecodeError:
-        return json.loads(data)  # raises ValueError on real garbage
+        try:
+            return _decode(data)
+        except msgspec.DecodeError:
+            return json.loads(data)  # raises ValueError on real garbage
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def dumps(obj: Any) -> bytes:

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
+from fastgw.obs.errorlog import ErrorLog
 from fastgw.obs.metrics import GATEWAY
 from fastgw.server.admission import Admission
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
@@ -209,6 +210,7 @@ class Worker:
         from fastgw.server.connection import HttpConnection
 
         self._stopping = asyncio.Event()
+        self.loop.set_exception_handler(ErrorLog(log).handle)  # no traceback per bad request
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._stopping.set)
         server = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock)
