@@ -99,13 +99,12 @@ class BadUpstream:
                     lines = raw.split(b"\r\n")
                     method, target, _ = lines[0].split(b" ", 2)
                     headers = [tuple(x.strip() for x in line.split(b":", 1)) for line in lines[1:]]
-                    length = sum(int(v) for k, v in headers if k.lower() == b"content-length")
-                    while len(buf) < length:
-                        data = conn.recv(65536)
-                        if not data:
-                            return
-                        buf += data
-                    body, buf = buf[:length], buf[length:]
+                    if any(k.lower() == b"transfer-encoding" for k, _ in headers):
+                        body, buf = self._chunked(conn, buf)
+                    else:
+                        length = sum(int(v) for k, v in headers if k.lower() == b"content-length")
+                        buf = self._fill(conn, buf, length)
+                        body, buf = buf[:length], buf[length:]
                     seen = Seen(conn_id, method, target, headers, body)
                     self.seen.append(seen)
                     if not self._answer(conn, seen, buf):
@@ -116,6 +115,28 @@ class BadUpstream:
         finally:
             with self.lock:
                 self.closed += 1
+
+    @staticmethod
+    def _fill(conn: socket.socket, buf: bytes, n: int) -> bytes:
+        while len(buf) < n:
+            data = conn.recv(65536)
+            if not data:
+                raise OSError("closed inside a body")
+            buf += data
+        return buf
+
+    def _chunked(self, conn: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
+        """A chunked body (RFC 9112 7.1; the gateway sends no extensions or trailers)."""
+        body = b""
+        while True:
+            while b"\r\n" not in buf:
+                buf = self._fill(conn, buf, len(buf) + 1)
+            line, buf = buf.split(b"\r\n", 1)
+            size = int(line, 16)
+            buf = self._fill(conn, buf, size + 2)
+            if size == 0:
+                return body, buf[2:]
+            body, buf = body + buf[:size], buf[size + 2:]
 
     def _answer(self, conn: socket.socket, seen: Seen, early: bytes) -> bool:
         """Write the scripted answer; False ends the connection (after a tunnel)."""
