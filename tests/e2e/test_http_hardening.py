@@ -270,3 +270,30 @@ def wait_for_metric(gateway: Gateway, line: str, timeout: float = 5.0) -> bool:
 
 def test_status_endpoint_still_answers(gw):
     assert http_json("GET", gw.admin + "/status")[0] == 200
+
+
+# -- the AI front door -------------------------------------------------------------------------------
+
+
+def test_ai_door_never_tunnels_and_garbage_json_is_a_400_without_traceback(tmp_path):
+    config = {"providers": [{"name": "mock", "type": "mock"}],
+              "models": [{"name": "m", "targets": [{"provider": "mock", "model": "m"}]}]}
+    gateway = Gateway(config, tmp_path, workers=1)
+    try:
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        c = RawClient(gateway.port)
+        status, raw_head, answer = raw_exchange(
+            c, b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        assert status == 200 and json.loads(answer)["object"] == "chat.completion"
+        assert b"upgrade" not in raw_head.lower()
+        deep = b'{"model": "m", "messages": ' + b"[" * 100_000
+        for _ in range(50):
+            c = RawClient(gateway.port)
+            status, _, answer = raw_exchange(c, b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n"
+                                                b"Content-Length: %d\r\n\r\n%b" % (len(deep), deep))
+            assert status == 400 and json.loads(answer)["error"]["code"] == "invalid_json"
+            c.close()
+        assert "Traceback" not in gateway.stderr_text()
+    finally:
+        gateway.stop()
