@@ -150,7 +150,7 @@ def test_clients_that_stop_reading_never_open_the_providers_breaker(tmp_path):
     config = {
         "http": {"send_timeout": "1s"},
         "providers": [{"name": "p", "type": "openai", "base_url": f"http://127.0.0.1:{provider.port}/v1",
-                       "api_keys": ["k"], "timeouts": {"idle": "1s"}, "breaker": {"failures": 3, "cooldown": "60s"}}],
+                       "api_keys": ["k"], "timeouts": {"idle": "1s"}, "breaker": {"failures": 1, "cooldown": "60s"}}],
         "models": [{"name": "m", "targets": [{"provider": "p", "model": "m"}]}],
     }
     gateway = Gateway(config, tmp_path, workers=1)
@@ -166,7 +166,7 @@ def test_clients_that_stop_reading_never_open_the_providers_breaker(tmp_path):
         time.sleep(6)  # well past the provider's idle timeout (1s) and the send timeout (1s)
         client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=10)
         answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
-        assert answer.choices[0].message.content == "hi"  # not 503 circuit_open
+        assert answer.choices[0].message.content == "hi"  # not 503 circuit_open (one blamed failure opens it)
         time.sleep(1.5)  # workers publish their metrics about once a second
         with urllib.request.urlopen(gateway.admin + "/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
