@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fastgw.http import ParseError
 from fastgw.http.target import normalise_target
 from tests.unit.http.test_parser import _module
 
@@ -43,7 +44,7 @@ def test_absolute_form_without_a_path_is_the_root(parse):
 def test_bad_targets(parse, target, why):
     data = b"GET %b HTTP/1.1\r\nHost: h\r\n\r\n" % target
     if why is None:
-        with pytest.raises(Exception):
+        with pytest.raises(ParseError):
             parse(data)
         return
     assert normalise_target(parse(data)) == why
