@@ -65,6 +65,7 @@ class HttpConnection(asyncio.Protocol):
         "state",
         "keep_alive",
         "draining",
+        "scheme",
         "reading_paused",
         "writing_paused",
         "_pumping",
@@ -124,6 +125,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b""
+        self.scheme = b"https" if transport.get_extra_info("sslcontext") is not None else b"http"
         gen = self.services.current_generation()
         refused = self.services.admission.admit(self.peer, gen)
         if refused is not None:  # over http.max_connections(_per_ip): say so, and close
