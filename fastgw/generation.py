@@ -17,6 +17,7 @@ from fastgw.ai.health import ProviderHealth
 from fastgw.filters import BuildEnv, Chain, build
 from fastgw.filters.observe import Observe
 from fastgw.filters.transform import TransformFilter
+from fastgw.filters.waf import WafFilter
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
@@ -107,6 +108,8 @@ class Route:
         self.tunnel_idle_timeout = timeouts["tunnel_idle"]
         self.websocket = spec.get("websocket", True)
         filters = build(spec.get("filters") or [], env)
+        if spec.get("waf"):
+            filters.append(WafFilter(spec["waf"]))
         if spec.get("transform"):
             filters.append(TransformFilter(transform=Transform(spec["transform"])))
         filters.append(Observe())

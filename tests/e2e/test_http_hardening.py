@@ -292,7 +292,7 @@ def test_ai_door_never_tunnels_and_garbage_json_is_a_400_without_traceback(tmp_p
             c = RawClient(gateway.port)
             status, _, answer = raw_exchange(c, b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n"
                                                 b"Content-Length: %d\r\n\r\n%b" % (len(deep), deep))
-            assert status == 400 and json.loads(answer)["error"]["code"] == "invalid_json"
+            assert status == 400 and json.loads(answer)["error"]["code"] == "json_too_deep"
             c.close()
         assert "Traceback" not in gateway.stderr_text()
     finally:
