@@ -57,7 +57,8 @@ SCRIPTS: dict[bytes, bytes] = {
 
 @dataclass
 class BadUpstream:
-    sock: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+    # A deep accept queue: the slow-body test opens ~1,000 upstream connections at once.
+    sock: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0), backlog=4096))
     seen: list[Seen] = field(default_factory=list)
     connections: int = 0
     closed: int = 0
