@@ -9,6 +9,7 @@ never changes the rules under an in-flight request or stream.
 from __future__ import annotations
 
 import json
+import resource
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,8 @@ class Route:
         "connect_timeout",
         "first_byte_timeout",
         "idle_timeout",
+        "tunnel_idle_timeout",
+        "websocket",
         "chain",
         "compression",
     )
@@ -105,6 +108,8 @@ class Route:
         self.connect_timeout = timeouts["connect"]
         self.first_byte_timeout = timeouts["first_byte"]
         self.idle_timeout = timeouts["idle"]
+        self.tunnel_idle_timeout = timeouts["tunnel_idle"]
+        self.websocket = spec.get("websocket", True)
         filters = build(spec.get("filters") or [], env)
         if spec.get("waf"):
             filters.append(WafFilter(spec["waf"]))
@@ -160,6 +165,14 @@ class Resources:
         return found
 
 
+def auto_connection_cap() -> int:
+    """Half the fd limit: a proxied connection holds two (client and upstream), plus a reserve."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(16, (soft - 64) // 2)
+
+
 class Generation:
     """Everything a worker needs to serve requests under one config version."""
 
@@ -174,6 +187,11 @@ class Generation:
         "max_headers",
         "max_body_size",
         "header_timeout",
+        "body_timeout",
+        "body_min_rate",
+        "send_timeout",
+        "max_connections",
+        "max_connections_per_ip",
         "keepalive_timeout",
         "drain_timeout",
         "max_pipelined",
@@ -203,6 +221,12 @@ class Generation:
         self.max_headers = http["max_headers"]
         self.max_body_size = http["max_body_size"]
         self.header_timeout = http["header_timeout"]
+        self.body_timeout = http["body_timeout"]
+        self.body_min_rate = http["body_min_rate"]
+        self.send_timeout = http["send_timeout"]
+        cap = http["max_connections"]
+        self.max_connections = auto_connection_cap() if cap == "auto" else cap
+        self.max_connections_per_ip = http["max_connections_per_ip"]
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]

@@ -25,9 +25,11 @@ from typing import NoReturn
 
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
+from fastgw.obs.errorlog import ErrorLog
 from fastgw.obs.metrics import GATEWAY
 from fastgw.obs.recent import RECENT
 from fastgw.obs.spool import Spool
+from fastgw.server.admission import Admission
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.listener import Acceptor
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
@@ -81,6 +83,7 @@ class Worker:
         self._limit_stats_seen: dict[str, int] = {}
         self.started = time.monotonic()
         self.connections: set = set()
+        self.admission = Admission()
         self.requests_total = 0
         self.active_requests = 0
         self.upstream_errors = 0
@@ -272,6 +275,7 @@ class Worker:
         from fastgw.server.connection import HttpConnection
 
         self._stopping = asyncio.Event()
+        self.loop.set_exception_handler(ErrorLog(log).handle)  # no traceback per bad request
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._stopping.set)
         tls = self.generation.config["listen"].get("tls")

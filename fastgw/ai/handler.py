@@ -609,8 +609,11 @@ class ModelHandler:
             self.attempt.pause()
 
     def resume(self) -> None:
+        """The client reads again: the provider's idle timer runs afresh (it was suspended)."""
         if self.attempt is not None:
             self.attempt.resume()
+        if self.waiting != W_NONE and not self.cancelled:
+            self.conn.set_timeout(T_HANDLER, self.provider.timeouts["idle"])
 
     def drain_deadline(self) -> None:
         """The gateway stops: a stream already started ends with an error event in the client's

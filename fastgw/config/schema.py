@@ -21,6 +21,14 @@ plain JSON-serialisable dict, shipped to workers as is.
     - ``max_headers`` (100): number of header lines; more -> 431.
     - ``max_body_size`` (10MiB): request body; larger -> 413.
     - ``header_timeout`` (10s): time to receive a whole request head (slowloris) -> 408.
+    - ``body_timeout`` (10s): longest silence inside a request body -> 408.
+    - ``body_min_rate`` (240 bytes/s; 0 = off): after a ``body_timeout`` grace a body must
+      average this rate, so a trickle that is never silent is cut too -> 408.
+    - ``send_timeout`` (30s): how long a client may leave our answer unread before it is
+      disconnected (the upstream is released and never blamed).
+    - ``max_connections`` (``auto``: half the worker's file-descriptor limit; 0 = no cap):
+      open client connections per worker; beyond it a new one gets a 503 and is closed.
+    - ``max_connections_per_ip`` (0 = off): open client connections per worker and client address.
     - ``keepalive_timeout`` (75s): idle time allowed between requests; 0 turns keep-alive off.
     - ``drain_timeout`` (30s): on shutdown, how long in-flight requests and streams may finish.
     - ``max_pipelined`` (32): pipelined requests queued per connection before reading pauses.
@@ -136,6 +144,11 @@ _HTTP = {
     "max_headers": (integer(1), 100),
     "max_body_size": (size, 10 * 1024 * 1024),
     "header_timeout": (duration(), 10.0),
+    "body_timeout": (duration(), 10.0),
+    "body_min_rate": (integer(0), 240),
+    "send_timeout": (duration(), 30.0),
+    "max_connections": (lambda value, path, issues: _connection_cap(value, path, issues), "auto"),
+    "max_connections_per_ip": (integer(0), 0),
     "keepalive_timeout": (duration(allow_zero=True), 75.0),
     "drain_timeout": (duration(allow_zero=True), 30.0),
     "max_pipelined": (integer(1), 32),
@@ -191,6 +204,15 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         [c["name"] for c in config["consumers"] if c.get("name")],
     )
     return config
+
+
+def _connection_cap(value: Any, path: str, issues: Issues) -> int | str | None:
+    if value == "auto":
+        return value
+    if type(value) is int and value >= 0:
+        return value
+    issues.add(path, f"expected 'auto' or a number of connections >= 0 (0 = no cap), found {issues.describe(value)}")
+    return None
 
 
 def _listen(value: Any, issues: Issues) -> dict:

@@ -33,6 +33,16 @@ def chunk_into(out: list, data: bytes | memoryview) -> None:
     out.append(b"\r\n")
 
 
+def is_http10(conn: Any) -> bool:
+    head = conn.head
+    return head is not None and head.version == 10
+
+
+def keep_alive_header(conn: Any) -> bytes:
+    """RFC 9112 9.3: an HTTP/1.0 connection kept open must say so, or the client waits for a close."""
+    return b"Connection: keep-alive\r\n" if conn.keep_alive and is_http10(conn) else b""
+
+
 class ResponseWriter:
     """Writes the answer of the connection's current exchange (one writer per connection)."""
 
@@ -53,6 +63,7 @@ class ResponseWriter:
         if stream is not None and stream.compression is not None and body and status not in (204, 304):
             body, coded = stream.compression.whole(stream.head.get(b"accept-encoding"), content_type, body)
             extra += coded
+        extra += keep_alive_header(conn)
         conn.write(replies.simple_response(status, body, content_type=content_type, keep_alive=conn.keep_alive,
                                            extra=extra, head_only=conn.head_only))
 

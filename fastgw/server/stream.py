@@ -26,6 +26,7 @@ from fastgw.obs.recent import new_request_id
 if TYPE_CHECKING:
     from fastgw.generation import Generation
     from fastgw.obs.accesslog import AccessLog, UsageSink
+    from fastgw.server.admission import Admission
 
 STAGE_HEADERS, STAGE_BODY, STAGE_REQUEST = 0, 1, 2
 
@@ -38,6 +39,8 @@ class WorkerServices(Protocol):
     usage_sink: UsageSink | None
 
     def current_generation(self) -> Generation: ...
+    admission: Admission  # http.max_connections(_per_ip)
+
     def connection_opened(self, conn: Any) -> None: ...
     def connection_closed(self, conn: Any) -> None: ...
     def request_started(self) -> None: ...
