@@ -15,6 +15,7 @@ from typing import Any
 from fastgw.ai.health import ProviderHealth
 from fastgw.filters import BuildEnv, Chain, build
 from fastgw.filters.observe import Observe
+from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
@@ -100,7 +101,11 @@ class Route:
         self.connect_timeout = timeouts["connect"]
         self.first_byte_timeout = timeouts["first_byte"]
         self.idle_timeout = timeouts["idle"]
-        filters = build(spec.get("filters") or [], env)
+        specs = spec.get("filters") or []
+        filters = build(specs, env)
+        limiter = env.limiter
+        if limiter is not None and limiter.limits_route(self.name) and not any(f.name == "ratelimit" for f in filters):
+            filters.append(RateLimit(limiter=limiter))  # a rule names this route in match.routes
         if spec.get("transform"):
             filters.append(TransformFilter(transform=Transform(spec["transform"])))
         filters.append(Observe())
