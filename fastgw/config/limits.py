@@ -126,6 +126,11 @@ def _rule(given: dict, path: str, issues: Issues) -> dict:
                 )
     elif "tokens" not in given and "requests" not in given:
         issues.add(path, "a rule needs tokens, requests, concurrency or quota")
+    if rule["match"]["routes"] is not None and "tokens" in given:
+        issues.add(
+            join(path, "tokens"),
+            "a plain route has no token count (its bodies are not AI requests); limit it by requests or concurrency",
+        )
     if "on_redis_down" in given:
         choices = ("open", "closed") if is_quota else ("local", "open", "closed")
         rule["on_redis_down"] = one_of(*choices)(given["on_redis_down"], f"{path}.on_redis_down", issues)

@@ -113,3 +113,9 @@ def test_config_errors_name_the_field(text: str, error: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_text("limits:\n" + text, env={})
     assert any(e.startswith(error) for e in info.value.errors), info.value.errors
+
+
+def test_a_route_rule_cannot_count_tokens() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text("limits:\n  - {name: a, tokens: {per_minute: 9}, match: {routes: [web]}}\n", env={})
+    assert info.value.errors[0].startswith("limits[0].tokens: a plain route has no token count")
