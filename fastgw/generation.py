@@ -15,6 +15,7 @@ from typing import Any
 from fastgw.ai.health import ProviderHealth
 from fastgw.filters import BuildEnv, Chain, build
 from fastgw.filters.observe import Observe
+from fastgw.filters.overload import Overload
 from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.limits.cluster import RedisLink
@@ -106,6 +107,9 @@ class Route:
         limiter = env.limiter
         if limiter is not None and limiter.limits_route(self.name) and not any(f.name == "ratelimit" for f in filters):
             filters.append(RateLimit(limiter=limiter))  # a rule names this route in match.routes
+        overload = env.config["http"]["overload"]
+        if overload:
+            filters.append(Overload(overload, env.config["consumers"], spec.get("priority")))
         if spec.get("transform"):
             filters.append(TransformFilter(transform=Transform(spec["transform"])))
         filters.append(Observe())
