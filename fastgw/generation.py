@@ -18,11 +18,13 @@ from fastgw.filters.observe import Observe
 from fastgw.filters.overload import Overload
 from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
+from fastgw.filters.waf import WafFilter
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
 from fastgw.proxy.upstream import Pool, PoolSet
 from fastgw.router import Router
+from fastgw.server.tls import Certificates
 from fastgw.transform import Transform
 
 HOST_PRESERVE = 0
@@ -102,8 +104,9 @@ class Route:
         self.connect_timeout = timeouts["connect"]
         self.first_byte_timeout = timeouts["first_byte"]
         self.idle_timeout = timeouts["idle"]
-        specs = spec.get("filters") or []
-        filters = build(specs, env)
+        filters = build(spec.get("filters") or [], env)
+        if spec.get("waf"):
+            filters.append(WafFilter(spec["waf"]))
         limiter = env.limiter
         if limiter is not None and limiter.limits_route(self.name) and not any(f.name == "ratelimit" for f in filters):
             filters.append(RateLimit(limiter=limiter))  # a rule names this route in match.routes
@@ -156,6 +159,7 @@ class Generation:
         "keepalive_timeout",
         "drain_timeout",
         "max_pipelined",
+        "tls",
     )
 
     def __init__(self, number: int, config: dict[str, Any], resources: Resources) -> None:
@@ -183,3 +187,5 @@ class Generation:
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]
+        tls = config["listen"].get("tls")
+        self.tls = Certificates(tls) if tls else None  # files read afresh: a push swaps certificates

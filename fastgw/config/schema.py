@@ -89,6 +89,8 @@ from fastgw.config.logging import log_section
 from fastgw.config.overload import overload
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
+from fastgw.config.tls import tls_section
+from fastgw.config.waf import waf
 from fastgw.filters import NOT_ON_MODELS
 
 TOP_LEVEL_KEYS = (
@@ -144,7 +146,7 @@ _HEALTH_CHECK = {"interval": (duration(), 10.0), "timeout": (duration(), 2.0)}
 _PROVIDER_KEYS = (
     "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check"
 )
-_LISTEN_KEYS = ("address", "reuse_port", "backlog")
+_LISTEN_KEYS = ("address", "reuse_port", "backlog", "tls")
 
 
 def normalise(data: Any, source: str, issues: Issues) -> dict:
@@ -198,6 +200,7 @@ def _listen(value: Any, issues: Issues) -> dict:
         if "reuse_port" in given
         else True,
         "backlog": integer(1)(given["backlog"], "listen.backlog", issues) if "backlog" in given else 2048,
+        "tls": tls_section(given.get("tls"), issues),
     }
 
 
@@ -268,7 +271,7 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
-        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "filters"))
+        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -292,6 +295,7 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
             if spec["use"] in NOT_ON_MODELS:
                 issues.add(f"{path}.filters[{j}]", f"'{spec['use']}' {NOT_ON_MODELS[spec['use']]}")
         out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules,
+                    "waf": waf(given["waf"], f"{path}.waf", issues) if given.get("waf") is not None else None,
                     "filters": model_filters})
     unique_names("models", names, issues)
     return out
