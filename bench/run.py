@@ -757,6 +757,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_results(args.out, report)
     print(f"\nresults: {path} (and {args.out / 'latest.json'}); {elapsed:.0f} s")
+    try:
+        from report import write_report
+    except ImportError as exc:  # matplotlib is the bench extra
+        print(f"no plots ({exc}): pip install 'fastgw[bench]', then python bench/report.py {path}")
+    else:
+        if rows:
+            print("report: " + ", ".join(str(p) for p in write_report(path).values()))
     return 0
 
 

@@ -41,11 +41,17 @@ class WrkResult:
         return {**asdict(self), "errors": self.errors}
 
 
-def _ms(text: str) -> float:
+def duration_ms(text: str) -> float:
+    """A wrk duration (``1.20ms``, ``3.4s``) in milliseconds."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"not a wrk duration: {text!r}")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def latency_percentiles(raw: str) -> dict[int, float]:
+    """The ``--latency`` distribution of a wrk output: percentile -> milliseconds."""
+    return {int(p): duration_ms(v) for p, v in re.findall(r"^\s*(\d+)%\s+(\S+)\s*$", raw, re.M)}
 
 
 def parse(raw: str) -> WrkResult:
@@ -54,12 +60,12 @@ def parse(raw: str) -> WrkResult:
     rps = re.search(r"^Requests/sec:\s*([\d.]+)", raw, re.M)
     if not done or not rps:
         raise ValueError("wrk printed no summary:\n" + raw[-2000:])
-    percentiles = {int(p): _ms(v) for p, v in re.findall(r"^\s*(\d+)%\s+(\S+)\s*$", raw, re.M)}
+    percentiles = latency_percentiles(raw)
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", raw)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", raw)
     return WrkResult(
         requests=int(done.group(1)),
-        seconds=_ms(done.group(2) + done.group(3)) / 1e3,
+        seconds=duration_ms(done.group(2) + done.group(3)) / 1e3,
         rps=float(rps.group(1)),
         p50_ms=percentiles.get(50),
         p99_ms=percentiles.get(99),

@@ -9,6 +9,7 @@ never changes the rules under an in-flight request or stream.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,8 @@ class Route:
         if spec.get("transform"):
             filters.append(TransformFilter(transform=Transform(spec["transform"])))
         filters.append(Observe())
+        if env.trace is not None:
+            filters.append(env.trace)
         self.chain = Chain(filters)
 
 
@@ -129,6 +132,26 @@ class Resources:
     limit_stats: dict[str, int] = field(default_factory=dict)
     redis_link: RedisLink | None = None  # the worker replaces it when the redis URL changes
     caches: dict[str, tuple] = field(default_factory=dict)  # cache spec -> (store, semantic index)
+    tracing: Any = None  # fastgw.obs.tracing Tracing of the current tracing section
+
+    def tracing_for(self, spec: dict[str, Any]) -> Any:
+        """The tracer for a ``tracing`` section: the same one (and export thread) while it is
+        unchanged; a changed section replaces it and the old one flushes and stops."""
+        from fastgw.obs.tracing import Tracing
+
+        old = self.tracing
+        if old is not None and old.spec == spec:
+            return old
+        self.tracing = Tracing(spec)
+        if old is not None:  # its flush may wait on a stalled collector: never on the event loop
+            threading.Thread(target=old.close, name="fastgw-tracing-close", daemon=True).start()
+        return self.tracing
+
+    def close_tracing(self) -> None:
+        """The worker leaves: export the spans still queued."""
+        if self.tracing is not None:
+            self.tracing.close()
+            self.tracing = None
 
     def cache_for(self, spec: dict[str, Any], redis_url: str | None) -> tuple:
         """The store and index for a cache section; the same ones while it is unchanged, so
@@ -177,7 +200,7 @@ class Generation:
                 upstream = upstreams[key] = Upstream(spec["upstream"], resources.pools)
             self.routes.append(Route(spec, upstream, env))
         self.router = Router(config["routes"], self.routes)
-        self.unrouted_chain = Chain([Observe()])
+        self.unrouted_chain = Chain([Observe()] if env.trace is None else [Observe(), env.trace])
         self.ai = AIFrontDoor(config, resources, env) if config.get("models") else None
         http = config["http"]
         self.max_header_size = http["max_header_size"]

@@ -26,6 +26,7 @@ from typing import NoReturn
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
 from fastgw.obs.metrics import GATEWAY
+from fastgw.obs.recent import RECENT
 from fastgw.obs.spool import Spool
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.listener import Acceptor
@@ -201,6 +202,7 @@ class Worker:
         self._write_record()
         self._mirror_limit_stats()
         GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
+        RECENT.publish()  # the failed requests /diagnose explains, when there are new ones
         self.loop.call_later(self.tick, self._tick)
 
     def _configure_usage_sink(self) -> None:
@@ -379,8 +381,10 @@ class Worker:
         self.resources.pools.close()
         if self.resources.redis_link is not None:
             await self.resources.redis_link.close()
+        self.resources.close_tracing()  # the queued spans, bounded by the exporter's timeout
         self._write_record()
         GATEWAY.registry.publish(force=True)
+        RECENT.publish()
 
 
 def run_worker(

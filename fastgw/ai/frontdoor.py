@@ -192,6 +192,8 @@ class AIFrontDoor:
         }
         authenticator = env.authenticator
         base: list[Filter] = [Observe(), Auth(env=env, anonymous=True), Decode()]
+        if env.trace is not None:
+            base.append(env.trace)
         if config["http"]["overload"]:
             base.append(Overload(config["http"]["overload"], config["consumers"]))
         spec = config["prompts"]

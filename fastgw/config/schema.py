@@ -55,6 +55,8 @@ plain JSON-serialisable dict, shipped to workers as is.
     Plain HTTP routes, see :mod:`fastgw.config.routes`.
 ``log``
     Access log and usage stream, see :mod:`fastgw.config.logging`.
+``tracing``
+    OpenTelemetry traces over OTLP/HTTP, see :mod:`fastgw.config.tracing`.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ from fastgw.config.overload import overload
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 from fastgw.config.tls import tls_section
+from fastgw.config.tracing import tracing
 from fastgw.config.waf import waf
 from fastgw.filters import NOT_ON_MODELS
 
@@ -109,6 +112,7 @@ TOP_LEVEL_KEYS = (
     "prompts",
     "cache",
     "guard",
+    "tracing",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -176,6 +180,7 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     config["log"] = log_section(data.get("log"), config["redis"], issues)
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["guard"] = guard(data.get("guard", {}), issues)
+    config["tracing"] = tracing(data.get("tracing"), issues)
     config["prompts"] = prompts(
         data.get("prompts", {}),
         issues,

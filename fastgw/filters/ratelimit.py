@@ -88,9 +88,19 @@ class RateLimit(Filter):
         # Reserve before the call, from estimates; on_done charges the real usage.
         decision = limiter.reserve_nowait(ctx, prompt, completion)
         if decision is None:  # a Redis round trip: continue when it answers
+            if s.trace is not None:
+                span = s.trace.child("EVALSHA limits", {"db.system.name": "redis", "db.operation.name": "EVALSHA"})
+                return s.spawn(
+                    limiter.reserve(ctx, prompt, completion), lambda result: self._traced(s, held, result, span)
+                )
             return s.spawn(
                 limiter.reserve(ctx, prompt, completion), lambda result: self._decided(s, held, result)
             )
+        return self._decided(s, held, decision)
+
+    def _traced(self, s: Stream, held: list, decision: Any, span: Any) -> Status:
+        span.set_attribute("fastgw.limit.allowed", bool(getattr(decision, "allowed", False)))
+        span.end()
         return self._decided(s, held, decision)
 
     def _decided(self, s: Stream, held: list, decision: Any) -> Status:
@@ -109,6 +119,7 @@ class RateLimit(Filter):
     def _refuse(self, s: Stream, decision: Any) -> Status:
         GATEWAY.ratelimit_rejections.inc((decision.rule, decision.kind or decision.code))
         s.retry_after = decision.retry_after
+        s.limit_name = decision.rule
         if decision.kind == "concurrency":
             s.response_headers += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in decision.headers)
         return s.reply(decision.status, decision.message, decision.code)

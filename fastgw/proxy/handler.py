@@ -251,6 +251,10 @@ class ProxyHandler:
                 drop = drop | frozenset(head.connection_tokens)
         if body_length is not None:
             drop = drop | {b"content-length"}
+        trace = stream.trace
+        if trace is not None and trace.traceparent is not None:  # the upstream is a child of our span
+            drop = drop | {b"traceparent"}
+            extra += b"traceparent: %b\r\n" % trace.traceparent
         headers = stream.upstream_headers if stream.upstream_headers is not None else head.headers
         return serialize_head(first, headers, drop, extra)
 

@@ -363,6 +363,8 @@ class HttpConnection(asyncio.Protocol):
     def _crashed(self, exc: Exception) -> None:
         """The last resort for the client side (parsing, filters, handlers' request paths)."""
         request_id = lastresort.report("connection", exc)
+        if self.stream is not None:  # the answer's x-request-id finds the log line and the /diagnose record
+            self.stream.request_id = request_id
         handler = self.handler
         try:
             if handler is not None and self.stream is not None and not self.stream.finished:
@@ -379,6 +381,10 @@ class HttpConnection(asyncio.Protocol):
         if self.state == S_BODY:
             self.keep_alive = False  # the unread body would be taken for the next request
         self.resp_status = status
+        stream = self.stream
+        if stream is not None:
+            stream.error, stream.error_code = message, code
+            extra += stream.request_id_header()
         self.write(replies.error_response(status, message, code=code, keep_alive=self.keep_alive,
                                           head_only=self.head_only, extra=extra))
         self.finish_exchange()

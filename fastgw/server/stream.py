@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fastgw.filters.api import Status
 from fastgw.filters.chain import Chain
+from fastgw.obs.recent import new_request_id
 
 if TYPE_CHECKING:
     from fastgw.generation import Generation
@@ -109,6 +110,11 @@ class Stream:
     quota_owed: list | None = None  # quota (key, amount) pairs to charge with the usage record (Redis was down)
     status = 0  # what the client got (0 until a head was written)
     error: str | None = None
+    error_code: str | None = None  # the machine-readable code of the error answer, when there was one
+    trace: Any = None  # fastgw.obs.tracing RequestTrace, when the config traces
+    request_id: str | None = None  # given to answers that failed (x-request-id), the key of /diagnose
+    failures: list[dict[str, Any]] | None = None  # AI: the attempts that failed, in order
+    limit_name: str | None = None  # the limit or quota rule that refused the request
     first_byte_at: float | None = None
     provider = ""  # who answered
     served_model = ""
@@ -206,6 +212,12 @@ class Stream:
         if not self.finished:
             self.handler.reply_error(status, message, code)
         return Status.REPLY
+
+    def request_id_header(self) -> bytes:
+        """``x-request-id`` for an error answer (or a failover): the id of its /diagnose record."""
+        if self.request_id is None:
+            self.request_id = new_request_id()
+        return b"x-request-id: %b\r\n" % self.request_id.encode()
 
     def add_response_header(self, name: bytes, value: bytes) -> None:
         self.response_headers += b"%b: %b\r\n" % (name, value)
