@@ -28,6 +28,7 @@ from types import FrameType
 
 import bodies
 import check
+import overload
 import push
 import targets
 import ttfb
@@ -107,7 +108,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "ai-sse zstd-compressed (nginx: its gzip relay of the stream)", coding="zstd", compare="sse-gzip"),
 )}
 COMPRESSED = tuple(name for name, sc in SCENARIOS.items() if sc.coding)
-EXTRAS = ("ttfb", "push")
+EXTRAS = ("ttfb", "push", "overload")
 ALL = (*SCENARIOS, *EXTRAS)
 ALIASES = {"ai-full": ("ai-full-json", "ai-full-sse"), "compression": COMPRESSED, "all": ALL}
 CHECKS: dict[str, Callable[[check.Response], dict[str, object]]] = {  # "decoded", "openai-sse-coded": in verify
@@ -209,6 +210,7 @@ def time_budget(args: argparse.Namespace) -> int:
     seconds = 120 + wrk_runs * (1 + args.retries) * (args.duration + args.warmup + 30) + 6 * 90  # 6 starts at most
     seconds += ("ttfb" in args.scenarios) * 4 * 60
     seconds += ("push" in args.scenarios) * (2 * args.duration + 200)
+    seconds += ("overload" in args.scenarios) * 2 * (3 * args.duration + 150)
     return int(seconds)
 
 
@@ -533,6 +535,24 @@ def run_scenarios(bench: Bench) -> None:
     full = [sc for sc in chosen if sc.gateway == "ai-full"]
     if full:
         run_full(bench, full, up_port)
+    if "overload" in args.scenarios:
+        run_overload(bench, up_port)
+
+
+def run_overload(bench: Bench, up_port: int) -> None:
+    """The probe's p99 under a 2x low-priority flood, with shedding off then on (bench/overload.py)."""
+    args, workdir, pins, stack, workers = bench.args, bench.workdir, bench.pins, bench.stack, bench.args.workers
+    for shedding in (False, True):
+        name = f"fastgw-overload-{'on' if shedding else 'off'}"
+        render = lambda port, admin, on=shedding: overload.config(port, admin, workers, up_port, on)  # noqa: E731
+        with bench.running(name, lambda n=name, r=render: targets.start_gateway(workdir, n, r, workers, pins, stack)
+                           ) as gw:
+            target = f"fastgw shedding {'on' if shedding else 'off'}"
+            if gw is None:
+                _skip(bench, ["overload"], target, f"{name} not running")
+                continue
+            bench.record("overload", target, lambda g=gw: overload.measure(
+                g, 2 * args.json_connections, args.duration, args.wrk_threads, pins.prefix("load")))
 
 
 def run_full(bench: Bench, full: list[Scenario], up_port: int) -> None:
@@ -759,6 +779,17 @@ def print_extras(results: dict[str, dict[str, object]]) -> None:
               f"errors {load['errors']}")  # type: ignore[index]
     elif isinstance(gw_push, dict) and "error" in gw_push:
         print(f"\npush: {gw_push['error']}")
+    if "overload" in results:
+        print("\noverload: a normal-priority probe's p99 (ms) under a 2x low-priority flood of a plain route")
+        body = []
+        for target, r in results["overload"].items():
+            if "error" in r:
+                body.append([target, "-", "-", "-", "-", r["error"][:60]])  # type: ignore[index]
+                continue
+            body.append([target, _fmt(r["unloaded_p99_ms"], ".2f"), _fmt(r["loaded_p99_ms"], ".2f"),
+                         _fmt(r["p99_ratio"], ".2f"), f"{r['flood_shed']}/{r['flood_requests']}",
+                         f"{r['probe_shed']}/{r['probe_requests']}"])
+        _print(["target", "unloaded p99", "loaded p99", "ratio", "flood shed", "probe shed"], body)
 
 
 def write_results(out: Path, report: dict[str, object]) -> Path:

@@ -17,6 +17,8 @@ from typing import Any
 from fastgw.ai.health import ProviderHealth
 from fastgw.filters import BuildEnv, Chain, build
 from fastgw.filters.observe import Observe
+from fastgw.filters.overload import Overload
+from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.filters.waf import WafFilter
 from fastgw.http.encoding import Compression
@@ -113,6 +115,12 @@ class Route:
         filters = build(spec.get("filters") or [], env)
         if spec.get("waf"):
             filters.append(WafFilter(spec["waf"]))
+        limiter = env.limiter
+        if limiter is not None and limiter.limits_route(self.name) and not any(f.name == "ratelimit" for f in filters):
+            filters.append(RateLimit(limiter=limiter))  # a rule names this route in match.routes
+        overload = env.config["http"]["overload"]
+        if overload:
+            filters.append(Overload(overload, env.config["consumers"], spec.get("priority")))
         if spec.get("transform"):
             filters.append(TransformFilter(transform=Transform(spec["transform"])))
         filters.append(Observe())

@@ -460,6 +460,9 @@ class Supervisor:
             if slot is None:
                 continue
             self.metrics.retire(slot.index, pid)  # its counts stay in the totals: counters never go back
+            freed = self.limit_store.slots.release_pid(pid)  # it never ran on_done for these
+            if freed:
+                log(f"worker {slot.index} (pid {pid}) held {freed} concurrency slot(s); freed")
             record = self._record(slot.index)
             ever_ready = slot.ready or (record.pid == pid and record.state in (STATE_READY, STATE_DRAINING))
             code = os.waitstatus_to_exitcode(status)

@@ -32,6 +32,7 @@ from fastgw.filters.auth import Auth
 from fastgw.filters.cache import CacheFilter
 from fastgw.filters.guard import GuardFilter
 from fastgw.filters.observe import Observe
+from fastgw.filters.overload import Overload
 from fastgw.filters.prompts import PromptsFilter
 from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
@@ -195,6 +196,8 @@ class AIFrontDoor:
         base: list[Filter] = [Observe(), Auth(env=env, anonymous=True), Decode()]
         if env.trace is not None:
             base.append(env.trace)
+        if config["http"]["overload"]:
+            base.append(Overload(config["http"]["overload"], config["consumers"]))
         spec = config["prompts"]
         if spec["templates"] or spec["decorators"]:
             base.append(PromptsFilter(Prompts(spec)))

@@ -43,10 +43,11 @@ from fastgw.config.fields import (
 )
 from fastgw.config.filters import filters
 from fastgw.config.net import endpoint, valid_host
+from fastgw.config.overload import priority
 from fastgw.config.prompts import transform
 from fastgw.config.waf import waf
 
-_ROUTE_KEYS = ("name", "match", "upstream", "transform", "waf", "filters", "compression", "websocket")
+_ROUTE_KEYS = ("name", "match", "upstream", "transform", "waf", "filters", "compression", "websocket", "priority")
 _MATCH_KEYS = ("host", "path", "methods", "headers")
 _PATH_TYPES = ("exact", "prefix", "regex")
 _UPSTREAM_KEYS = ("endpoints", "balance", "host_header", "strip_prefix", "timeouts", "pool")
@@ -89,7 +90,8 @@ def routes(value: Any, issues: Issues, compressing: dict | None = None) -> list[
                     "compression": compression(given["compression"], f"{path}.compression", issues, compressing)
                     if "compression" in given else compressing,
                     "websocket": boolean(given["websocket"], f"{path}.websocket", issues)
-                    if "websocket" in given else True})
+                    if "websocket" in given else True,
+                    "priority": priority(given["priority"], f"{path}.priority", issues) if "priority" in given else None})
         names.append((i, name))
     unique_names("routes", names, issues)
     return out

@@ -32,6 +32,8 @@ plain JSON-serialisable dict, shipped to workers as is.
     - ``keepalive_timeout`` (75s): idle time allowed between requests; 0 turns keep-alive off.
     - ``drain_timeout`` (30s): on shutdown, how long in-flight requests and streams may finish.
     - ``max_pipelined`` (32): pipelined requests queued per connection before reading pauses.
+    - ``overload`` (off): ``{max_in_flight, max_loop_lag, retry_after}``, shed low-priority
+      requests with 503 when a worker is loaded, see :mod:`fastgw.config.overload`.
 ``providers``
     ``[{name, type, base_url, api_keys: [], timeouts: {connect, first_byte, idle}, options: {},
     breaker: {failures, cooldown}, key_cooldown: {rate_limited, unauthorized}, health_check: null | {interval, timeout}}]``;
@@ -98,6 +100,7 @@ from fastgw.config.filters import filters
 from fastgw.config.guard import guard
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
+from fastgw.config.overload import overload
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 from fastgw.config.tls import tls_section
@@ -152,6 +155,7 @@ _HTTP = {
     "keepalive_timeout": (duration(allow_zero=True), 75.0),
     "drain_timeout": (duration(allow_zero=True), 30.0),
     "max_pipelined": (integer(1), 32),
+    "overload": (overload, None),
 }
 _PROVIDER_TIMEOUTS = {
     "connect": (duration(), 2.0),

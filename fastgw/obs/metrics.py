@@ -298,6 +298,9 @@ class Gateway:
         self.ratelimit_rejections = r.counter(
             "fastgw_ratelimit_rejections_total", "Requests rejected by a limit rule (kind: tokens|requests|quota).",
             ("rule", "kind"))
+        self.overload_shed = r.counter(
+            "fastgw_overload_shed_total", "Requests refused with 503 because their worker was overloaded.",
+            ("priority",))
         self.upstream_errors = r.counter(
             "fastgw_upstream_errors_total", "Failed upstream attempts (kind: connect|timeout|status_5xx|invalid).",
             ("provider", "kind"))

@@ -37,6 +37,7 @@ class WorkerServices(Protocol):
     loop: asyncio.AbstractEventLoop
     access_log: AccessLog
     usage_sink: UsageSink | None
+    active_requests: int  # requests in flight in this worker (overload protection reads it)
 
     def current_generation(self) -> Generation: ...
     admission: Admission  # http.max_connections(_per_ip)

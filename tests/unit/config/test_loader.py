@@ -73,6 +73,7 @@ def test_minimal_config_defaults_and_json_round_trip() -> None:
         "keepalive_timeout": 75.0,
         "drain_timeout": 30.0,
         "max_pipelined": 32,
+        "overload": None,
     }
     assert config["providers"] == config["models"] == config["consumers"] == config["routes"] == []
     full = load_file(str(EXAMPLES / "gateway.yaml"), env=EXAMPLE_ENV)
@@ -484,7 +485,7 @@ consumers:
   - {name: c, api_keys: [kc], models: ["*"]}
 """
     )
-    assert config["consumers"][0] == {"name": "a", "api_keys": ["ka"], "models": ["gpt", "o*"]}
+    assert config["consumers"][0] == {"name": "a", "api_keys": ["ka"], "models": ["gpt", "o*"], "priority": None}
     assert config["consumers"][1]["models"] == ["*"]
 
 
@@ -534,6 +535,7 @@ def test_route_defaults() -> None:
         "filters": [],
         "compression": None,
         "websocket": True,
+        "priority": None,
     }
 
 
