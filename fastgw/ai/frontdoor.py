@@ -27,6 +27,7 @@ from fastgw.ai.prompts import Prompts
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
 from fastgw.ai.route import Decode, RouteModel
+from fastgw.config.failover import FAILOVER
 from fastgw.filters import BuildEnv, Chain, Filter, Phase, build
 from fastgw.filters.auth import Auth
 from fastgw.filters.cache import CacheFilter
@@ -52,19 +53,21 @@ PATHS = {
     b"/v1/models": ("models", OPENAI),
     b"/v1/messages": ("messages", ANTHROPIC),
 }
+FAILOVER_DEFAULTS = {key: default for key, (_, default) in FAILOVER.items()}
 MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_after")
 
 
 class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
-    __slots__ = ("name", "spec", "target_chain", "max_attempts", "filters", "chain")
+    __slots__ = ("name", "spec", "target_chain", "max_attempts", "failover", "filters", "chain")
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
         self.spec = spec
         self.target_chain = spec["targets"]
         self.max_attempts = spec["max_attempts"]
+        self.failover: dict[str, Any] = spec.get("failover") or FAILOVER_DEFAULTS
         self.filters: list[Filter] = []
         self.chain: Chain | None = None  # the AI chain plus this model's filters (AIFrontDoor)
 
@@ -88,7 +91,7 @@ class ModelEntry:
             return self.target_chain
         prefix, _, suffix = self.name.partition("*")
         matched = requested[len(prefix) : len(requested) - len(suffix)]
-        return [{"provider": t["provider"], "model": t["model"].replace("*", matched)} for t in self.target_chain]
+        return [{**t, "model": t["model"].replace("*", matched)} for t in self.target_chain]
 
 
 class ModelTable:
@@ -124,6 +127,7 @@ class ProviderRuntime:
         "timeouts",
         "key_cooldown",
         "health_check",
+        "pass_headers",
         "_health",
         "_breaker_failures",
         "_breaker_cooldown",
@@ -152,6 +156,7 @@ class ProviderRuntime:
         self.timeouts = spec["timeouts"]
         self.key_cooldown = spec["key_cooldown"]
         self.health_check = spec["health_check"]
+        self.pass_headers = tuple(name.encode() for name in spec.get("pass_headers", ()))
         self._health = health
         self._breaker_failures = spec["breaker"]["failures"]
         self._breaker_cooldown = spec["breaker"]["cooldown"]

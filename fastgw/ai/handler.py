@@ -4,10 +4,17 @@ Everything a request needs before the call (auth, decoding, prompts, model resol
 guard, cache, limits) ran as filters; this handler owns only the provider side:
 
 * connect errors, timeouts, 5xx, garbage and a stalled first token move to the next
-  target (and count against that target's breaker);
-* 429 cools the key down (``Retry-After`` if given) and tries the next key or target;
-  401/403 cool the key down for longer — the key is bad, not the provider;
+  target (and count against that target's breaker); a 5xx first gets ``failover.retry_5xx``
+  jittered retries on the same target;
+* 429 cools the key down (``Retry-After`` if given) and tries the next key or target; when
+  none is left and the Retry-After is short (``failover.wait_retry_after``) and within the
+  request's ``failover.deadline``, it is waited out on the same target;
+* 401/403 cool the key down for longer — the key is bad, not the provider; when no key is
+  left the client gets 502 ``upstream_auth_failed`` with the provider's (redacted) message;
+* a context-window error moves to the next target with a larger window (or an unknown one);
 * any other 4xx is the client's error: it is passed back, converted to the dialect;
+* a stream that closes without its end marker after its finish and usage arrived is a
+  complete answer: it is ended normally (see ``fastgw.ai.faults``);
 * after the first byte, a failure ends the stream with a well-formed error event and a
   clean end of the body, never a hang.
 
@@ -23,6 +30,7 @@ re-encodes it.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +38,8 @@ from fastgw import fastjson
 from fastgw._speedups import SSEParser, ends_stream, model_span, relay_bytes
 from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
 from fastgw.ai.dialects import ANTHROPIC
-from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
+from fastgw.ai.faults import TAIL_EVENTS, anthropic_stream_complete, context_overflow, openai_stream_complete
+from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation, UpstreamCall
 from fastgw.ai.usage import with_usage_requested
 from fastgw.obs.metrics import GATEWAY
 from fastgw.server.stream import STAGE_REQUEST, FilterError, Stream
@@ -54,6 +63,7 @@ EVENTS_NATIVE = "native"  # an Anthropic provider's events to an Anthropic clien
 EVENTS_CHUNKS = "chunks"  # converted OpenAI chunk dicts, rendered in the client's dialect
 
 _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
+_MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
 def spliced_body(raw: bytes, request: dict[str, Any], model: str, ask_usage: bool) -> bytes | None:
@@ -80,6 +90,15 @@ def spliced_body(raw: bytes, request: dict[str, Any], model: str, ask_usage: boo
     return raw[: start + 1] + _USAGE_OPTION + raw[start + 1 :]
 
 
+def pass_client_headers(call: UpstreamCall, head: Any, names: tuple[bytes, ...]) -> None:
+    """The client's values of the allow-listed headers replace the adapter's (e.g. a client's
+    ``anthropic-version``) or join them (``anthropic-beta``, ``openai-beta``)."""
+    given = [(name, value) for name in names if (value := head.get(name)) is not None]
+    if given:
+        sent = {name for name, _ in given}
+        call.headers = [pair for pair in call.headers if pair[0] not in sent] + given
+
+
 class ModelHandler:
     """One AI request's provider side. Fields most requests never change are class-level
     defaults, so creating a handler sets only what differs."""
@@ -102,6 +121,12 @@ class ModelHandler:
     ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
     runs = False  # a relayed stream framed with feed_relay: plain events stay bytes
     cancelled = False
+    tail: list = []  # the last events of the stream's last two reads, to judge an early close
+    last_read: list = []
+    rate_limited: tuple | None = None  # (target index, key index, seconds) of a short Retry-After
+    retry_target = -1  # the target whose 5xx retries retry_count counts
+    retry_count = 0
+    pause_handle: Any = None  # a Retry-After wait or a 5xx retry delay
 
     def __init__(self, door: AIFrontDoor, s: Stream, op: str, dialect: Any) -> None:
         self.door = door
@@ -171,15 +196,55 @@ class ModelHandler:
             tried = self.tried_keys.setdefault(provider.name, set())
             key_index = provider.keys.pick(frozenset(tried))
             if key_index is None:
-                self.last_error = (429, f"every API key of provider '{provider.name}' is cooling down", "keys_exhausted")
+                self._no_key(provider, tried)
                 breaker.trial_out = False
                 self.target_index += 1
                 continue
             tried.add(key_index)
             self._start(provider, target["model"], key_index)
             return
+        if self._wait_out_rate_limit():
+            return
         status, message, code = self.last_error
         self.reply_error(status, message, code)
+
+    def _no_key(self, provider: ProviderRuntime, tried: set[int]) -> None:
+        """Why no key of ``provider`` can be used: every key refused as a credential (502), or
+        every key tried by this request (its own answer stands), or cooling down (429)."""
+        refusal = provider.keys.refusal()
+        if refusal is not None:
+            self.last_error = (502, refusal, "upstream_auth_failed")
+        elif len(tried) < len(provider.keys.keys):
+            self.last_error = (429, f"every API key of provider '{provider.name}' is cooling down", "keys_exhausted")
+
+    def _within_deadline(self, delay: float) -> bool:
+        s = self.s
+        return s.attempts < self.max_attempts and self.loop.time() + delay <= s.started + s.entry.failover["deadline"]
+
+    def _pause(self, delay: float) -> None:
+        """Try again after ``delay`` (the provider's answer already ended this attempt)."""
+        self._cancel_timer()
+        self.pause_handle = self.loop.call_later(delay, self._resume_attempts)
+
+    def _resume_attempts(self) -> None:
+        self.pause_handle = None
+        if not self.cancelled:
+            self._next_attempt()
+
+    def _wait_out_rate_limit(self) -> bool:
+        """Nothing else is left: wait out a short Retry-After on the target that asked for it."""
+        pending = self.rate_limited
+        self.rate_limited = None
+        if pending is None:
+            return False
+        target_index, key_index, delay = pending
+        delay += 0.01  # the key's cool-down must have ended when the timer fires
+        if not self._within_deadline(delay):
+            return False
+        self.target_index = target_index
+        self.tried_keys[self.targets[target_index]["provider"]].discard(key_index)
+        self._pause(delay)
+        return True
 
     def _start(self, provider: ProviderRuntime, model: str, key_index: int) -> None:
         s = self.s
@@ -194,6 +259,7 @@ class ModelHandler:
         s.retry_after = None
         self.error_chunks = []
         self.resp_chunks = []
+        self.tail = self.last_read = []
         # Native pass-through: nothing changed the request and no filter reads OpenAI events.
         self.native = (
             self.dialect is ANTHROPIC and provider.type == "anthropic" and s.request is s.decoded
@@ -204,8 +270,7 @@ class ModelHandler:
         key = provider.keys.key(key_index)
         try:
             if self.native:
-                beta = s.head.get(b"anthropic-beta")  # the client's opt-ins survive the pass-through
-                call = adapter.build_messages(s.native_request, model, key, beta.decode("latin-1") if beta else None)
+                call = adapter.build_messages(s.native_request, model, key)
             else:
                 call = None
                 ask_usage = s.is_stream and adapter.passthrough  # usage is metered; stripped again if unwanted
@@ -223,6 +288,8 @@ class ModelHandler:
             self.target_index += 1
             self._next_attempt()
             return
+        if provider.pass_headers:
+            pass_client_headers(call, s.head, provider.pass_headers)
         if provider.mock is not None:
             attempt = MockAttempt(self, provider.mock, call)
         else:
@@ -276,6 +343,8 @@ class ModelHandler:
             events = self.sse.feed_relay(chunk) if self.runs else self.sse.feed(chunk)
             if not events:
                 return
+            self.tail = self.last_read
+            self.last_read = events[-TAIL_EVENTS:]  # filters may edit `events` in place
             out = self._relay(events)
         except FilterError as exc:
             self._filter_failed(str(exc))
@@ -362,17 +431,22 @@ class ModelHandler:
 
     def _stream_ended(self) -> None:
         """The provider's response ended: finish the client's stream, or fail over if it was empty."""
+        closing = b""
         if not (self.ended if self.passthrough else self.converter.done):
-            # A clean end of the HTTP body without the provider's end marker: truncated.
-            self._attempt_broken(502, f"provider '{self.provider.name}' ended its stream early", "upstream_truncated")
-            return
+            # A clean end of the HTTP body without the provider's end marker: complete if its
+            # finish and usage arrived (the marker is added), else truncated.
+            closing = self._complete_without_end()
+            if closing is None:
+                self._attempt_broken(502, f"provider '{self.provider.name}' ended its stream early",
+                                     "upstream_truncated")
+                return
         s = self.s
         try:
             items = [] if self.passthrough else self.converter.end()
             if not self.passthrough:
                 s.reported_usage = self.converter.usage
             s.stream_ending = True
-            out = self._render(s.sse_filters(items))
+            out = self._render(s.sse_filters(items)) + closing
             if not self.passthrough:
                 out += self.writer.end()
         except FilterError as exc:
@@ -384,23 +458,74 @@ class ModelHandler:
         self.provider.breaker(s.served_model).success()
         self._end_stream(out)
 
+    def _complete_without_end(self) -> bytes | None:
+        """The end marker a complete stream that closed without one is owed (b"" when the
+        converter adds it), or None if the stream is not provably complete."""
+        raw = b"".join(item if type(item) is bytes else item.raw for item in [*self.tail, *self.last_read])
+        anthropic_format = self.native or self.provider.type == "anthropic"
+        if not (anthropic_stream_complete(raw) if anthropic_format else openai_stream_complete(raw)):
+            return None
+        if self.passthrough:
+            self.ended = True
+            return _MESSAGE_STOP if self.native else self.writer.end()
+        if anthropic_format:
+            self.converter.event("message_stop", '{"type":"message_stop"}')  # sets done and usage
+        self.converter.done = True
+        return b""
+
     def _provider_error(self, status: int, body: bytes) -> None:
         provider = self.provider
-        message, code = provider.adapter.error(status, body)
-        message = f"provider '{provider.name}' answered {status}: {provider.redact(message)}"
+        said, code = provider.adapter.error(status, body)
+        message = f"provider '{provider.name}' answered {status}: {provider.redact(said)}"
+        s = self.s
         if status == 429:
-            provider.keys.cool(self.key_index, self.s.retry_after or provider.key_cooldown["rate_limited"])
+            retry_after = s.retry_after
+            provider.keys.cool(self.key_index, retry_after or provider.key_cooldown["rate_limited"])
             self.last_error = (429, message, code or "rate_limited")
+            if retry_after is not None and retry_after <= s.entry.failover["wait_retry_after"]:
+                self.rate_limited = (self.target_index, self.key_index, retry_after)
             self._next_attempt()  # another key of this provider, or the next target
         elif status in (401, 403):
-            provider.keys.cool(self.key_index, provider.key_cooldown["unauthorized"])
-            self.last_error = (502, message, code or "provider_auth_failed")
+            provider.keys.cool(self.key_index, provider.key_cooldown["unauthorized"], message)
+            self.last_error = (502, message, "upstream_auth_failed")
             self._next_attempt()
         elif status >= 500:
+            if self._retry_same_target():
+                GATEWAY.upstream_errors.inc((provider.name, "status_5xx"))
+                provider.breaker(s.served_model).failure()
+                self.last_error = (504 if status == 504 else 502, message, code or "upstream_error")
+                return
             self._give_up_on_target(504 if status == 504 else 502, message, code or "upstream_error", "status_5xx")
+        elif context_overflow(status, said, code):
+            self.last_error = (status, message, code or "context_length_exceeded")
+            self._next_larger_window()
         else:
             # The request itself is wrong: another provider would refuse it too.
             self.reply_error(status, message, code)
+
+    def _retry_same_target(self) -> bool:
+        """Schedule one of ``failover.retry_5xx`` jittered retries of the current target."""
+        failover = self.s.entry.failover
+        if self.retry_target != self.target_index:
+            self.retry_target, self.retry_count = self.target_index, 0
+        delay = failover["retry_delay"] * random.uniform(0.5, 1.5)
+        if self.retry_count >= failover["retry_5xx"] or not self._within_deadline(delay):
+            return False
+        self.retry_count += 1
+        self.tried_keys[self.provider.name].discard(self.key_index)  # the key was not the problem
+        self._pause(delay)
+        return True
+
+    def _next_larger_window(self) -> None:
+        """The prompt does not fit this target: skip the targets known to be no larger."""
+        window = self.targets[self.target_index].get("context_window")
+        self.target_index += 1
+        while window and self.target_index < len(self.targets):
+            larger = self.targets[self.target_index].get("context_window")
+            if larger is None or larger > window:
+                break
+            self.target_index += 1
+        self._next_attempt()
 
     def attempt_failed(self, attempt: Any, status: int, message: str) -> None:
         if attempt is not self.attempt:
@@ -521,6 +646,9 @@ class ModelHandler:
     def cancel(self) -> None:
         self.cancelled = True
         self._cancel_timer()
+        if self.pause_handle is not None:
+            self.pause_handle.cancel()
+            self.pause_handle = None
         if self.attempt is not None:
             self.attempt.cancel()
             self.attempt = None

@@ -16,13 +16,18 @@ NO_KEY = -1
 
 
 class KeyPool:
-    """A provider's API keys, rotated round robin; a refused key sits out its cool-down."""
+    """A provider's API keys, rotated round robin; a refused key sits out its cool-down.
 
-    __slots__ = ("keys", "cooled_until", "next")
+    Each cooling key remembers why: a credential refusal keeps the provider's (redacted) message,
+    so a request that finds every key refused is told about the credentials (502), not asked to
+    retry later as if they were only rate-limited (429)."""
+
+    __slots__ = ("keys", "cooled_until", "refusals", "next")
 
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys
         self.cooled_until = [0.0] * len(keys)
+        self.refusals: list[str | None] = [None] * len(keys)
         self.next = 0
 
     def pick(self, exclude: frozenset[int] = frozenset()) -> int | None:
@@ -41,9 +46,25 @@ class KeyPool:
     def key(self, index: int) -> str | None:
         return None if index == NO_KEY else self.keys[index]
 
-    def cool(self, index: int, seconds: float) -> None:
+    def cool(self, index: int, seconds: float, refusal: str | None = None) -> None:
+        """Bench a key for ``seconds``; ``refusal`` is the provider's message when it refused the
+        credential (None: rate-limited)."""
         if index != NO_KEY:
             self.cooled_until[index] = max(self.cooled_until[index], time.monotonic() + seconds)
+            self.refusals[index] = refusal
+
+    def refusal(self) -> str | None:
+        """The provider's message when every key that is cooling was refused as a credential."""
+        now = time.monotonic()
+        cooling = [i for i, until in enumerate(self.cooled_until) if until > now]
+        if not cooling or any(self.refusals[i] is None for i in cooling):
+            return None
+        return self.refusals[cooling[-1]]
+
+    def soonest(self) -> float:
+        """Seconds until the first cooling key is usable again (0 when one is usable now)."""
+        now = time.monotonic()
+        return max(0.0, min(self.cooled_until, default=now) - now)
 
     def cooling(self) -> int:
         now = time.monotonic()
