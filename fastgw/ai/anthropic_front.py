@@ -403,10 +403,13 @@ class OpenAIToAnthropicStream:
                 }
                 events += self._open("tool", {**block, "input": {}}, tool)
             arguments = function.get("arguments")
-            # Blocks cannot reopen: arguments for a tool whose block is closed (interleaved parallel
-            # calls, which OpenAI does not send) cannot be expressed and are dropped.
-            if isinstance(arguments, str) and arguments and self.open == ("tool", tool):
-                events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+            if isinstance(arguments, str) and arguments:
+                # Interleaved parallel calls (OpenAI sends them one after the other; some compatible
+                # servers do not): a closed block's late arguments still go to its own index, where
+                # the SDKs accumulate by index, rather than being lost.
+                delta = self._delta({"type": "input_json_delta", "partial_json": arguments})
+                delta[1]["index"] = self.tool_blocks[tool]
+                events.append(delta)
         return events
 
     def _finish(self) -> list[tuple[str, dict[str, Any]]]:

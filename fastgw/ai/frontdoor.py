@@ -2,7 +2,9 @@
 how each provider is reached, and the filter chain every AI request runs.
 
 OpenAI-compatible paths (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
-``/v1/models``) and Anthropic's ``/v1/messages``. Everything here is built once per
+``/v1/models``, ``/v1/models/{id}``) and Anthropic's ``/v1/messages`` and
+``/v1/messages/count_tokens``; the model list and lookup answer in Anthropic's shape when the
+client sends ``anthropic-version`` (as the Claude SDKs do). Everything here is built once per
 generation; each request gets a :class:`~fastgw.ai.handler.ModelHandler`.
 
 The chain, as one table (request order; the response side runs it in reverse)::
@@ -18,9 +20,10 @@ masked prompt is what the cache key sees.
 from __future__ import annotations
 
 import fnmatch
+import time
 from typing import TYPE_CHECKING, Any
 
-from fastgw.ai.dialects import ANTHROPIC, OPENAI
+from fastgw.ai.dialects import ANTHROPIC, MODEL_PREFIX, OPENAI
 from fastgw.ai.handler import ModelHandler
 from fastgw.ai.health import Breaker, KeyPool, ProviderHealth
 from fastgw.ai.prompts import Prompts
@@ -52,7 +55,9 @@ PATHS = {
     b"/v1/embeddings": ("embeddings", OPENAI),
     b"/v1/models": ("models", OPENAI),
     b"/v1/messages": ("messages", ANTHROPIC),
+    b"/v1/messages/count_tokens": ("count_tokens", ANTHROPIC),
 }
+
 FAILOVER_DEFAULTS = {key: default for key, (_, default) in FAILOVER.items()}
 MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_after")
 
@@ -188,6 +193,7 @@ class ProviderRuntime:
 class AIFrontDoor:
     def __init__(self, config: dict[str, Any], resources: Resources, env: BuildEnv) -> None:
         self.models = ModelTable(config["models"])
+        self.created = int(time.time())  # the "created" of every model the gateway lists
         self.providers = {
             p["name"]: ProviderRuntime(p, resources.pools, resources.health) for p in config["providers"]
         }
@@ -213,9 +219,12 @@ class AIFrontDoor:
             entry.compile(base, env)
 
     def handles(self, path: bytes) -> bool:
-        return path in PATHS
+        return path in PATHS or path.startswith(MODEL_PREFIX)
 
     def start(self, s: Stream) -> ModelHandler:
-        op, dialect = PATHS[s.head.path]
+        head = s.head
+        op, dialect = PATHS.get(head.path) or ("model", OPENAI)
+        if op in ("models", "model") and head.get(b"anthropic-version") is not None:
+            dialect = ANTHROPIC
         s.op = op
         return ModelHandler(self, s, op, dialect)

@@ -31,13 +31,14 @@ re-encodes it.
 from __future__ import annotations
 
 import random
-import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from fastgw import fastjson
 from fastgw._speedups import SSEParser, ends_stream, model_span, relay_bytes
 from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
-from fastgw.ai.dialects import ANTHROPIC
+from fastgw.ai.count_tokens import ProviderCount, local_count
+from fastgw.ai.dialects import ANTHROPIC, MODEL_PREFIX
 from fastgw.ai.faults import TAIL_EVENTS, anthropic_stream_complete, context_overflow, openai_stream_complete
 from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation, UpstreamCall
 from fastgw.ai.usage import with_usage_requested
@@ -148,7 +149,7 @@ class ModelHandler:
 
     def on_request_end(self) -> None:
         s = self.s
-        if self.op == "models":
+        if self.op in ("models", "model"):
             self._reply_models()
             return
         if s.head.method != b"POST":
@@ -173,7 +174,44 @@ class ModelHandler:
         entry = s.entry
         self.targets = entry.targets(s.model)
         self.max_attempts = entry.max_attempts
+        if self.op == "count_tokens":
+            self._count_tokens()
+            return
         self._next_attempt()
+
+    # -- POST /v1/messages/count_tokens (fastgw.ai.count_tokens) ----------------------------
+
+    def _count_tokens(self) -> None:
+        """The model's first target counts: its provider's API if Anthropic-format, else locally."""
+        s = self.s
+        target = self.targets[0]
+        provider = self.door.providers[target["provider"]]
+        model = target["model"]
+        key_index = provider.keys.pick() if provider.type == "anthropic" else None
+        if key_index is None:
+            self.count_locally(provider, model)
+            return
+        call = provider.adapter.build_count_tokens(s.native_request, model, provider.keys.key(key_index))
+        if provider.pass_headers:
+            pass_client_headers(call, s.head, provider.pass_headers)
+        self.attempt = ProviderCount(self, provider, model, key_index)
+        self.attempt.start(call)
+
+    def count_locally(self, provider: ProviderRuntime, model: str) -> None:
+        tokens, exact = local_count(self.s.request, model)
+        self.counted(provider, model, fastjson.dumps({"input_tokens": tokens}), "exact" if exact else "estimate")
+
+    def counted(self, provider: ProviderRuntime, model: str, body: bytes, how: str) -> None:
+        """Answer a count: ``how`` is provider, exact or estimate (the x-fastgw-token-count header)."""
+        self.attempt = None
+        if self.cancelled:
+            return
+        s = self.s
+        s.provider, s.served_model, s.status = provider.name, model, 200
+        extra = b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-token-count: %b\r\n%b" % (
+            provider.name.encode(), model.encode(), how.encode(), s.response_headers)
+        self.conn.writer.complete(200, body, extra=extra)
+        self.finish()
 
     # -- choosing and starting an attempt --------------------------------------------------
 
@@ -599,14 +637,22 @@ class ModelHandler:
         self.finish()
 
     def _reply_models(self) -> None:
-        consumer = self.s.consumer
-        names = [n for n in self.door.models.names if "*" not in n and (consumer is None or consumer.allows(n))]
-        created = int(time.time())
-        body = fastjson.dumps({
-            "object": "list",
-            "data": [{"id": n, "object": "model", "created": created, "owned_by": "fastgw"} for n in names],
-        })
-        self.s.status = 200
+        """``GET /v1/models`` (the names this consumer may use) or ``/v1/models/{id}``, which also
+        knows the names a wildcard model serves."""
+        s = self.s
+        consumer = s.consumer
+        door = self.door
+        if self.op == "models":
+            names = [n for n in door.models.names if "*" not in n and (consumer is None or consumer.allows(n))]
+            body = self.dialect.model_list(names, door.created)
+        else:
+            name = unquote(s.head.path[len(MODEL_PREFIX) :].decode("utf-8", "replace"))
+            if not name or door.models.resolve(name) is None or (consumer is not None and not consumer.allows(name)):
+                self.reply_error(404, f"The model '{name}' does not exist or you do not have access to it.",
+                                 "model_not_found")
+                return
+            body = fastjson.dumps(self.dialect.model(name, door.created))
+        s.status = 200
         self.conn.writer.complete(200, body)
         self.finish()
 

@@ -461,6 +461,13 @@ class AnthropicAdapter(Adapter):
         call = self._call({}, api_key)
         return UpstreamCall(b"GET", call.path.rsplit(b"/", 1)[0] + b"/models", call.headers, b"")
 
+    def build_count_tokens(self, request: dict[str, Any], model: str, api_key: str | None) -> UpstreamCall:
+        """``POST /v1/messages/count_tokens`` for an Anthropic client's request as sent (only ``model``
+        replaced): the provider counts its own tokenizer's tokens."""
+        call = self._call({**request, "model": model}, api_key)
+        call.path += b"/count_tokens"
+        return call
+
     def build(self, op: str, request: dict[str, Any], model: str, api_key: str | None) -> UpstreamCall:
         if op != "chat":
             raise UnsupportedOperation(f"Anthropic providers do not serve {op}")
