@@ -61,11 +61,6 @@ class KeyPool:
             return None
         return self.refusals[cooling[-1]]
 
-    def soonest(self) -> float:
-        """Seconds until the first cooling key is usable again (0 when one is usable now)."""
-        now = time.monotonic()
-        return max(0.0, min(self.cooled_until, default=now) - now)
-
     def cooling(self) -> int:
         now = time.monotonic()
         return sum(until > now for until in self.cooled_until)
