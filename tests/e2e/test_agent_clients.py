@@ -10,6 +10,7 @@ provider fake written from the public docs (tests/support/fault_provider.py), co
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import anthropic
@@ -235,3 +236,20 @@ def test_interleaved_parallel_tool_calls_lose_no_arguments(gw, fakes):
         message = stream.get_final_message()
     first, second = message.content
     assert (first.name, first.input) == ("get_weather", WEATHER) and (second.name, second.input) == ("search", SEARCH)
+
+
+def test_the_async_sdks_count_stream_tools_and_retrieve(gw, fakes):
+    async def run() -> tuple:
+        a = anthropic.AsyncAnthropic(base_url=gw.url, api_key="unused", max_retries=0)
+        o = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+        fakes["an"].script(Reply(200, {"input_tokens": 77}))
+        counted = await a.messages.count_tokens(model="claude-m", messages=HI)
+        body = anthropic_stream([{"type": "tool_use", "id": "toolu_9", "name": "search", "input": SEARCH}],
+                                stop_reason="tool_use")
+        fakes["an"].script(Reply(200, split_every(body, 41), piece_delay=0.002))
+        async with a.messages.stream(model="claude-m", max_tokens=50, messages=HI, tools=TOOLS_ANTHROPIC) as stream:
+            message = await stream.get_final_message()
+        return (counted.input_tokens, message.content[0].input, (await o.models.retrieve("claude-m")).id,
+                (await a.models.retrieve("gpt-m")).id)
+
+    assert asyncio.run(run()) == (77, SEARCH, "claude-m", "gpt-m")

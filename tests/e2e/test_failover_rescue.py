@@ -12,6 +12,7 @@ public docs (tests/support/fault_provider.py), on compiled and pure gateways.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import time
@@ -242,3 +243,20 @@ def test_retry_5xx_zero_moves_to_the_next_target_at_once(gw, fakes):
     fakes["oa2"].script(Reply(200, openai_completion("next target")))
     assert oai(gw).chat.completions.create(model="err-noretry-m", messages=HI).choices[0].message.content == "next target"
     assert len(fakes["oa"].requests) == 1
+
+
+def test_the_async_sdk_gets_the_complete_stream_and_the_credential_error(gw, fakes):
+    async def run() -> tuple[str, int]:
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+        fakes["oa"].script(Reply(200, split_every(openai_stream(["as", "ync"], done=False), 13)),
+                           Reply(401, openai_error("Incorrect API key provided", "invalid_request_error",
+                                                   "invalid_api_key")))
+        text = "".join([c.choices[0].delta.content or "" async for c in
+                        await client.chat.completions.create(model="stream-m", messages=HI, stream=True) if c.choices])
+        try:
+            await client.chat.completions.create(model="auth-one-m", messages=HI)
+        except openai.APIStatusError as err:
+            return text, err.status_code
+        return text, 200
+
+    assert asyncio.run(run()) == ("async", 502)
