@@ -54,12 +54,11 @@ class KeyPool:
             self.refusals[index] = refusal
 
     def refusal(self) -> str | None:
-        """The provider's message when every key that is cooling was refused as a credential."""
+        """The provider's latest message when every key is cooling down for a credential refusal."""
         now = time.monotonic()
-        cooling = [i for i, until in enumerate(self.cooled_until) if until > now]
-        if not cooling or any(self.refusals[i] is None for i in cooling):
+        if not self.keys or any(until <= now or self.refusals[i] is None for i, until in enumerate(self.cooled_until)):
             return None
-        return self.refusals[cooling[-1]]
+        return self.refusals[max(range(len(self.keys)), key=self.cooled_until.__getitem__)]
 
     def cooling(self) -> int:
         now = time.monotonic()
