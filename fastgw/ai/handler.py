@@ -338,11 +338,17 @@ class ModelHandler:
         self._wait(W_FIRST_BYTE, provider.timeouts["first_byte" if s.is_stream else "idle"])
         attempt.start()
 
-    def _give_up_on_target(self, status: int, message: str, code: str, kind: str | None = None) -> None:
-        """The current target failed before anything reached the client: try the next one."""
+    def _give_up_on_target(self, status: int, message: str, code: str, kind: str | None = None,
+                           retry: bool = False) -> None:
+        """The current target failed before anything reached the client: try it again (``retry``,
+        within ``failover.retry_5xx``) or the next one. The key was not at fault: a later target
+        of the same provider may use it."""
         GATEWAY.upstream_errors.inc((self.provider.name, kind or ERROR_KINDS.get(code, "invalid")))
         self.provider.breaker(self.s.served_model).failure()
         self.last_error = (status, message, code)
+        self.tried_keys[self.provider.name].discard(self.key_index)
+        if retry and self._retry_same_target():
+            return
         self.target_index += 1
         self._next_attempt()
 
@@ -528,12 +534,8 @@ class ModelHandler:
             self.last_error = (502, message, "upstream_auth_failed")
             self._next_attempt()
         elif status >= 500:
-            if self._retry_same_target():
-                GATEWAY.upstream_errors.inc((provider.name, "status_5xx"))
-                provider.breaker(s.served_model).failure()
-                self.last_error = (504 if status == 504 else 502, message, code or "upstream_error")
-                return
-            self._give_up_on_target(504 if status == 504 else 502, message, code or "upstream_error", "status_5xx")
+            self._give_up_on_target(504 if status == 504 else 502, message, code or "upstream_error", "status_5xx",
+                                    retry=True)
         elif context_overflow(status, said, code):
             self.last_error = (status, message, code or "context_length_exceeded")
             self._next_larger_window()
@@ -550,12 +552,13 @@ class ModelHandler:
         if self.retry_count >= failover["retry_5xx"] or not self._within_deadline(delay):
             return False
         self.retry_count += 1
-        self.tried_keys[self.provider.name].discard(self.key_index)  # the key was not the problem
         self._pause(delay)
         return True
 
     def _next_larger_window(self) -> None:
-        """The prompt does not fit this target: skip the targets known to be no larger."""
+        """The prompt does not fit this target: skip the targets known to be no larger (the key
+        was fine: a larger model of the same provider may use it)."""
+        self.tried_keys[self.provider.name].discard(self.key_index)
         window = self.targets[self.target_index].get("context_window")
         self.target_index += 1
         while window and self.target_index < len(self.targets):

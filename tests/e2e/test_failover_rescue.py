@@ -68,6 +68,7 @@ def gw(request, fakes, tmp_path_factory):
             provider("ctx-small", oa), provider("ctx-big", oa2), provider("ctx-claude", an, "anthropic"),
             provider("rl-one", oa2), provider("rl-long", oa2),
             provider("err-one", oa), provider("err-two", oa), provider("err-next", oa2),
+            provider("one-key", oa, keys=["sk-the-only-one"]),
         ],
         "models": [
             model("auth-one-m", "auth-one"), model("auth-two-m", "auth-two"), model("auth-claude-m", "auth-claude"),
@@ -82,6 +83,8 @@ def gw(request, fakes, tmp_path_factory):
             model("rl-long-m", "rl-long", failover={"wait_retry_after": "2s"}),
             model("err-m", "err-one", failover={"retry_delay": "50ms"}),
             model("err-noretry-m", "err-two", "err-next", failover={"retry_5xx": 0}),
+            model("same-provider-m", {"provider": "one-key", "model": "small"}, {"provider": "one-key", "model": "large"},
+                  failover={"retry_5xx": 0}),
         ],
     }
     gateway = Gateway(config, tmp_path_factory.mktemp("rescue"), pure=request.param == "pure", workers=1)
@@ -260,3 +263,15 @@ def test_the_async_sdk_gets_the_complete_stream_and_the_credential_error(gw, fak
         return text, 200
 
     assert asyncio.run(run()) == ("async", 502)
+
+
+def test_a_later_target_of_the_same_provider_may_use_the_same_key(gw, fakes):
+    """Neither a context-window error nor a 5xx is the key's fault: one key serves both targets."""
+    too_long = Reply(400, openai_error("This model's maximum context length is 8192 tokens.", "invalid_request_error",
+                                       "context_length_exceeded", "messages"))
+    for first in (too_long, Reply(502, openai_error("Bad gateway.", "server_error", None))):
+        fakes["oa"].script(lambda r, first=first: first if r.json()["model"] == "small"
+                           else Reply(200, openai_completion("large answered")))
+        answer = oai(gw).chat.completions.create(model="same-provider-m", messages=HI)
+        assert answer.choices[0].message.content == "large answered"
+        assert [r.json()["model"] for r in fakes["oa"].requests] == ["small", "large"]
