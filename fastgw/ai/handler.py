@@ -122,8 +122,7 @@ class ModelHandler:
     ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
     runs = False  # a relayed stream framed with feed_relay: plain events stay bytes
     cancelled = False
-    tail: list = []  # the last events of the stream's last two reads, to judge an early close
-    last_read: list = []
+    tail: list = []  # the stream's last TAIL_EVENTS events (or runs), to judge an early close
     rate_limited: tuple | None = None  # (target index, key index, seconds) of a short Retry-After
     retry_target = -1  # the target whose 5xx retries retry_count counts
     retry_count = 0
@@ -297,7 +296,7 @@ class ModelHandler:
         s.retry_after = None
         self.error_chunks = []
         self.resp_chunks = []
-        self.tail = self.last_read = []
+        self.tail = []
         # Native pass-through: nothing changed the request and no filter reads OpenAI events.
         self.native = (
             self.dialect is ANTHROPIC and provider.type == "anthropic" and s.request is s.decoded
@@ -387,8 +386,7 @@ class ModelHandler:
             events = self.sse.feed_relay(chunk) if self.runs else self.sse.feed(chunk)
             if not events:
                 return
-            self.tail = self.last_read
-            self.last_read = events[-TAIL_EVENTS:]  # filters may edit `events` in place
+            self.tail = (self.tail + events[-TAIL_EVENTS:])[-TAIL_EVENTS:]  # filters may edit `events` in place
             out = self._relay(events)
         except FilterError as exc:
             self._filter_failed(str(exc))
@@ -505,7 +503,7 @@ class ModelHandler:
     def _complete_without_end(self) -> bytes | None:
         """The end marker a complete stream that closed without one is owed (b"" when the
         converter adds it), or None if the stream is not provably complete."""
-        raw = b"".join(item if type(item) is bytes else item.raw for item in [*self.tail, *self.last_read])
+        raw = b"".join(item if type(item) is bytes else item.raw for item in self.tail)
         anthropic_format = self.native or self.provider.type == "anthropic"
         if not (anthropic_stream_complete(raw) if anthropic_format else openai_stream_complete(raw)):
             return None

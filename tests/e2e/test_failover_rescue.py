@@ -275,3 +275,12 @@ def test_a_later_target_of_the_same_provider_may_use_the_same_key(gw, fakes):
         answer = oai(gw).chat.completions.create(model="same-provider-m", messages=HI)
         assert answer.choices[0].message.content == "large answered"
         assert [r.json()["model"] for r in fakes["oa"].requests] == ["small", "large"]
+
+
+def test_pings_after_the_final_message_delta_do_not_hide_a_complete_answer(gw, fakes):
+    body = anthropic_stream([{"type": "text", "text": "done already"}], stop=False)
+    events = [event + b"\n\n" for event in body.split(b"\n\n") if event]
+    events += [b'event: ping\ndata: {"type": "ping"}\n\n'] * 3  # each its own read
+    fakes["an"].script(Reply(200, events, piece_delay=0.03))
+    with claude(gw).messages.stream(model="stream-claude-m", max_tokens=50, messages=HI) as stream:
+        assert stream.get_final_message().content[0].text == "done already "
