@@ -222,9 +222,10 @@ class ProxyHandler:
         forwarded = head.get(b"x-forwarded-for")
         xff = forwarded + b", " + peer if forwarded else peer
         via = head.get(b"via")
-        extra = b"Host: %b\r\nX-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\nVia: %b\r\n" % (
+        extra = b"Host: %b\r\nX-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nVia: %b\r\n" % (
             host,
             xff,
+            self.conn.scheme,
             via + b", " + VIA if via else VIA,
         )
         if body_length is not None:  # a rewritten body: its own length, no chunked framing

@@ -60,6 +60,7 @@ class HttpConnection(asyncio.Protocol):
         "state",
         "keep_alive",
         "draining",
+        "scheme",
         "reading_paused",
         "writing_paused",
         "_pumping",
@@ -115,6 +116,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b""
+        self.scheme = b"https" if transport.get_extra_info("sslcontext") is not None else b"http"
         self.services.connection_opened(self)
         self.set_timeout(T_HEADER, self.services.current_generation().header_timeout)
 
