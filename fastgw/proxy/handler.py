@@ -184,6 +184,13 @@ class ProxyHandler:
             self.route.balancer.release(self.endpoint_index)
             self.endpoint_index = -1
 
+    def crashed(self, message: str) -> None:
+        if self.conn.bytes_out:
+            self.conn.abort_exchange()  # a relayed body cannot be ended well-formed
+            return
+        self.cancel()
+        self.conn.local_reply(500, message, code="internal_error")
+
     def reply_error(self, status: int, message: str, code: str | None) -> None:
         self._release()
         self.conn.local_reply(status, message, code=code, extra=self.stream.response_headers)

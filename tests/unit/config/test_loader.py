@@ -51,7 +51,7 @@ def test_embedded_default() -> None:
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
         {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt", "context_window": None}],
-         "max_attempts": 3, "transform": None, "filters": [],
+         "max_attempts": 3, "transform": None, "waf": None, "filters": [],
          "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}}
     ]
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
@@ -436,7 +436,7 @@ models:
     ]
     assert wildcard == {
         "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*", "context_window": None}], "max_attempts": 3,
-        "transform": None, "filters": [],
+        "transform": None, "waf": None, "filters": [],
         "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0},
     }
 
@@ -527,6 +527,7 @@ def test_route_defaults() -> None:
             "pool": {"max_idle": 1024, "idle_timeout": 60.0},
         },
         "transform": None,
+        "waf": None,
         "filters": [],
     }
 
