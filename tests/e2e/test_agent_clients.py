@@ -253,3 +253,24 @@ def test_the_async_sdks_count_stream_tools_and_retrieve(gw, fakes):
                 (await a.models.retrieve("gpt-m")).id)
 
     assert asyncio.run(run()) == (77, SEARCH, "claude-m", "gpt-m")
+
+
+def test_a_tool_without_input_reaches_the_openai_sdk_as_an_empty_object(gw, fakes):
+    """Anthropic streams a no-argument tool with no JSON (or only ``partial_json: ""``)."""
+    body = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+            b'"role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,'
+            b'"usage":{"input_tokens":9,"output_tokens":1}}}\n\n'
+            b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":'
+            b'{"type":"tool_use","id":"toolu_now","name":"get_time","input":{}}}\n\n'
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+            b'{"type":"input_json_delta","partial_json":""}}\n\n'
+            b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+            b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use",'
+            b'"stop_sequence":null},"usage":{"output_tokens":12}}\n\n'
+            b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    fakes["an"].script(Reply(200, [body]))
+    arguments = "".join(call.function.arguments or "" for chunk in oai(gw).chat.completions.create(
+        model="claude-m", messages=HI, stream=True,
+        tools=[{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}])
+        for choice in chunk.choices for call in choice.delta.tool_calls or ())
+    assert json.loads(arguments) == {}
