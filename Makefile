@@ -1,7 +1,7 @@
 # The README's two commands: `make run` and `make test`. Both do all set-up first.
 PY ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server nginx wrk libmodsecurity-dev modsecurity-crs
+APT_PACKAGES := redis-server nginx wrk libmodsecurity-dev modsecurity-crs libnginx-mod-http-modsecurity
 WAF_FILES := /usr/include/modsecurity/modsecurity.h /etc/modsecurity/crs/crs-setup.conf
 
 .PHONY: setup run test bench lint
