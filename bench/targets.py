@@ -300,12 +300,30 @@ def start_upstream(workdir: Path, pins: Pinning, chunks: int, stack: ExitStack) 
                         {"workers": 1, "cpu": pins.load, "paths": list(bodies.UPSTREAM_PATHS)})
 
 
-def start_nginx(workdir: Path, workers: int, upstream_port: int, pins: Pinning, stack: ExitStack) -> Process:
-    """nginx as a keep-alive, unbuffered reverse proxy on the proxy core: the reference."""
+COMPRESSED_TYPES = ("application/json", "text/event-stream")
+"""What both proxies compress in the compression scenarios (nginx always adds text/html)."""
+GZIP_LEVEL = 5
+ZSTD_LEVEL = 3
+COMPRESS_MIN_SIZE = 1024
+
+
+def nginx_gzip(level: int = GZIP_LEVEL) -> str:
+    """nginx's gzip filter set as fastgw's compression is: same types, level and size floor;
+    `gzip_proxied any` (nginx skips proxied answers by default) and a Vary like fastgw's."""
+    return (f"    gzip on;\n    gzip_comp_level {level};\n    gzip_types {' '.join(COMPRESSED_TYPES)};\n"
+            f"    gzip_min_length {COMPRESS_MIN_SIZE};\n    gzip_proxied any;\n    gzip_vary on;\n")
+
+
+def start_nginx(workdir: Path, workers: int, upstream_port: int, pins: Pinning, stack: ExitStack,
+                gzip: bool = False) -> Process:
+    """nginx as a keep-alive, unbuffered reverse proxy on the proxy core: the reference
+    (with `gzip`: its gzip filter on, for the compression scenarios)."""
     port = free_port()
-    text = render_nginx_conf("nginx.conf.tmpl", workdir / "nginx", workers, port, upstream_port=upstream_port)
-    return _start_nginx(workdir, "nginx", text, port, pins.prefix("proxy"), stack,
-                        {"workers": workers, "cpu": pins.proxy})
+    name = "nginx-gzip" if gzip else "nginx"
+    text = render_nginx_conf("nginx.conf.tmpl", workdir / name, workers, port, upstream_port=upstream_port,
+                             gzip=nginx_gzip() if gzip else "")
+    return _start_nginx(workdir, name, text, port, pins.prefix("proxy"), stack,
+                        {"workers": workers, "cpu": pins.proxy, "gzip": gzip})
 
 
 # ------------------------------------------------------------------------------------------------- Redis
@@ -335,11 +353,22 @@ def start_redis(workdir: Path, pins: Pinning, stack: ExitStack) -> tuple[Process
 
 # ------------------------------------------------------------------------------------------------ fastgw
 
-def fastgw_plain_config(port: int, admin_port: int, workers: int, upstream_port: int, extra_routes: int = 0) -> str:
+def compression_line() -> str:
+    """fastgw's compression set as nginx_gzip() sets nginx's, zstd preferred, gzip too."""
+    return (f"compression: {{algorithms: [zstd, gzip], min_size: {COMPRESS_MIN_SIZE}, "
+            f"types: [{', '.join(COMPRESSED_TYPES)}], levels: {{zstd: {ZSTD_LEVEL}, gzip: {GZIP_LEVEL}}}}}")
+
+
+def fastgw_plain_config(port: int, admin_port: int, workers: int, upstream_port: int, extra_routes: int = 0,
+                        compress: bool = False) -> str:
     """Plain proxying: one catch-all route to the upstream, paths passed as they are, so
     /json/v1/... and /sse/v1/... reach the answers of the same name. `extra_routes` exact
-    routes go before the catch-all (the push scenario), so traffic still matches `/`."""
-    lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}", "routes:"]
+    routes go before the catch-all (the push scenario), so traffic still matches `/`.
+    `compress`: compression_line()."""
+    lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}"]
+    if compress:
+        lines.append(compression_line())
+    lines.append("routes:")
     upstream = f"http://{HOST}:{upstream_port}"
     for i in range(extra_routes):
         lines += [f"  - name: r{i}", f"    match: {{path: /r/{i}}}", f"    upstream: {upstream}"]
@@ -371,13 +400,15 @@ class FullFeatures:
 
 
 def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: int,
-                     full: FullFeatures | None = None) -> str:
+                     full: FullFeatures | None = None, compress: bool = False) -> str:
     """The AI front door: one provider per AI_MODELS entry, anonymous access. With `full`: a
     consumer whose API key clients send as `Authorization: Bearer`, two Redis-backed limits on it
     (tokens per minute and requests per minute, far above the load: the cost of checking and
     settling is measured, never a rejection), an answer-side guard of GUARD_TERMS word terms
-    that never match, and the JSON access log to a file."""
+    that never match, and the JSON access log to a file. `compress`: compression_line()."""
     lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}", "providers:"]
+    if compress:
+        lines.insert(3, compression_line())
     for name, (kind, path, _) in AI_MODELS.items():
         lines.append(f"  - {{name: {name}, type: {kind}, base_url: 'http://{HOST}:{upstream_port}{path}', "
                      "api_keys: [sk-provider-key]}")

@@ -30,7 +30,10 @@ from redis.exceptions import RedisError
 
 from fastgw.config import ConfigError
 from fastgw.limits.quotas import QuotaAdmin
+from fastgw.obs import diagnose
 from fastgw.obs.metrics import Snapshot
+from fastgw.obs.recent import RING_SIZE
+from workers.console import UI_DIR, UI_FILES
 from workers.shm import BlobTooLarge
 
 REDACTED = "***"
@@ -60,6 +63,15 @@ class Backend(Protocol):
     def drain(self) -> dict: ...
 
     def undrain(self) -> dict: ...
+
+    def recent_failures(self) -> list[dict]:
+        """Every worker's recent failed requests, oldest first (``/diagnose``)."""
+
+    def config_history(self) -> list[dict]:
+        """The generations published, newest last (``/config/history``)."""
+
+    def rollback(self) -> tuple[int, int]:
+        """Publish the generation before the live one again (``POST /config/rollback``)."""
 
 
 def format_url(host: str, port: int) -> str:
@@ -205,9 +217,14 @@ class _Handler(BaseHTTPRequestHandler):
         "/healthz": ("GET",),
         "/metrics": ("GET",),
         "/config": ("GET", "POST"),
+        "/config/history": ("GET",),
+        "/config/rollback": ("POST",),
         "/quota": ("GET", "POST"),
         "/drain": ("POST",),
         "/undrain": ("POST",),
+        "/diagnose": ("GET",),
+        "/ui/data": ("GET",),
+        **{path: ("GET",) for path in UI_FILES},
     }
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -258,6 +275,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/quota":
             self._send_json(*self._quota())
+        elif path == "/config/history":
+            self._send_json(200, {"generation": backend.generation, "history": backend.config_history()})
+        elif path == "/config/rollback":
+            try:
+                generation, restored = backend.rollback()
+            except LookupError as exc:
+                self._send_json(*_error(409, str(exc), "no_earlier_generation"))
+            else:
+                self._send_json(200, {"generation": generation, "restored": restored})
+        elif path == "/diagnose":
+            self._send_json(*self._diagnose())
+        elif path in UI_FILES:  # the console's static page, script and vendored uPlot
+            name, content_type = UI_FILES[path]
+            self._send(200, (UI_DIR / name).read_bytes(), content_type, ("Cache-Control", "no-cache"))
+        elif path == "/ui/data":
+            history = getattr(backend, "console", None)
+            status = backend.status()
+            series = history.series() if history is not None else {"t": []}
+            self._send_json(200, {"generation": status["generation"], "workers": status["workers"], "series": series})
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config
             self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))
@@ -302,6 +338,19 @@ class _Handler(BaseHTTPRequestHandler):
             return _error(400, str(exc), "invalid_request")
         except RedisError as exc:
             return _error(503, f"the quota store (Redis) is unavailable: {exc}", "quota_store_unavailable")
+
+    def _diagnose(self) -> tuple[int, dict]:
+        """``GET /diagnose``: recent failures grouped by cause; ``?request_id=``: one of them."""
+        backend = self.server.backend
+        records = backend.recent_failures()
+        request_id = dict(parse_qsl(self.path.partition("?")[2])).get("request_id")
+        if request_id is None:
+            return 200, {"failures": len(records), "causes": diagnose.group(records, backend.config)}
+        found = next((r for r in reversed(records) if r["request_id"] == request_id), None)
+        if found is None:
+            return _error(404, f"no recent failed request has id {request_id!r} (each worker keeps its last "
+                               f"{RING_SIZE})", "not_found")
+        return 200, {"request_id": request_id, **diagnose.explain(found, backend.config), "record": found}
 
     def _post_config(self) -> tuple[int, dict]:
         length = self.headers.get("Content-Length")

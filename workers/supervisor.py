@@ -19,6 +19,7 @@ Model (gunicorn's arbiter, simplified):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +36,20 @@ from fastgw.config import load_text
 from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
+from fastgw.obs.recent import RECENT
 from fastgw.proc import die_with_parent
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
+from workers.console import ConsoleHistory
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
-from workers.metrics_shm import WorkerMetrics
+from workers.metrics_shm import MetricsArea, WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
 from workers.sockets import Listeners, bind_listeners, migrate_req_warning
+
+HISTORY = 20
+"""Generations kept for /config/history and a rollback."""
+RECENT_SLOT_SIZE = 256 * 1024
+"""Shared memory for one worker's ring of failed requests (pages are touched only when written)."""
 
 WorkerMain = Callable[..., Any]
 """``worker_main(slot, sock, control, heartbeat_interval)``; never returns in a real worker."""
@@ -132,10 +141,13 @@ class Supervisor:
         self.slots = [_Slot(i) for i in range(config["workers"])]
         self.control = ControlBlock(max_workers=len(self.slots))
         self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
+        self.recent_area = MetricsArea(len(self.slots), slot_size=RECENT_SLOT_SIZE)  # each worker's failed requests
         self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
         self._admin: AdminServer | None = None
+        self.console: ConsoleHistory | None = None
+        self.history: deque[tuple[int, float, str, dict]] = deque(maxlen=HISTORY)  # (generation, time, source, config)
         self._push_lock = threading.Lock()
         self._quota_admin: QuotaAdmin | None = None
         self._follower: ConfigFollower | None = None
@@ -143,6 +155,16 @@ class Supervisor:
         self._wake_r = self._wake_w = -1
 
     # -- public API used by the admin server ---------------------------------------------
+
+    def recent_failures(self) -> list[dict]:
+        """Every worker's recent failed requests (``/diagnose``), oldest first."""
+        records = []
+        for slot in range(self.recent_area.max_workers):
+            found = self.recent_area.read(slot)
+            if found is not None:
+                records.extend(json.loads(found[2]))
+        records.sort(key=lambda record: record["time"])
+        return records
 
     def status(self) -> dict:
         """Snapshot of the generation and every slot, as served by ``GET /status``."""
@@ -215,9 +237,32 @@ class Supervisor:
                     warnings.append(f"{key}: cannot change without a restart; keeping the running value")
                     config[key] = self.config.get(key)
             generation = self.generation + 1
-            self._publish(generation, config)
+            self._publish(generation, config, source)
         log(f"published generation {generation} from {source}")
         return generation, warnings
+
+    def config_history(self) -> list[dict]:
+        """The generations this supervisor published (newest last, at most ``HISTORY``), each
+        with the top-level keys it changed from the one before."""
+        out, before = [], None
+        for generation, published, source, config in list(self.history):
+            changed = sorted(k for k in config if before is not None and config[k] != before.get(k))
+            out.append({"generation": generation, "published_at": published, "source": source,
+                        "changed": changed if before is not None else None})
+            before = config
+        return out
+
+    def rollback(self) -> tuple[int, int]:
+        """Publish the config of the generation before the live one again, as a new generation;
+        returns (new generation, the one restored). ``LookupError`` when there is none."""
+        with self._push_lock:
+            if len(self.history) < 2:
+                raise LookupError("no earlier generation to roll back to")
+            restored, _, _, config = self.history[-2]
+            generation = self.generation + 1
+            self._publish(generation, config, f"rollback to generation {restored}")
+        log(f"published generation {generation}: rollback to generation {restored}")
+        return generation, restored
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -245,7 +290,7 @@ class Supervisor:
         warning = migrate_req_warning(reuse_port)
         if warning:
             log(f"warning: {warning}")
-        self._publish(1, self.config)
+        self._publish(1, self.config, str(self.config_source))
         self._remove_stale_node_caches()
         host, port = listen["host"], listen["port"]
         try:
@@ -262,13 +307,16 @@ class Supervisor:
                 url = format_url(admin["host"], admin["port"])
                 raise OSError(exc.errno, f"cannot serve the admin API on {url}: {exc.strerror}") from None
             self._admin.start()
+            self.console = ConsoleHistory(self.metrics.collect)  # the /ui charts' last hour
+            self.console.start()
         if self.config.get("redis"):  # cluster mode: follow config versions pushed through Redis
             self._follower = ConfigFollower(self.config["redis"], self.push_config, log)
             self._follower.poll(time.monotonic())  # adopt the cluster's latest push before forking
 
-    def _publish(self, generation: int, config: dict) -> None:
+    def _publish(self, generation: int, config: dict, source: str) -> None:
         self.control.publish(generation, encode_generation(generation, config))
         self.config, self.generation = config, generation
+        self.history.append((generation, time.time(), source, config))
         self._quota_admin = None  # rebuilt from this generation's rules on first use
 
     def quota_admin(self) -> QuotaAdmin:
@@ -368,6 +416,7 @@ class Supervisor:
             if worker_main is None:
                 from workers.worker import run_worker as worker_main
             self.metrics.bind_worker(index)
+            RECENT.bind(self.recent_area, index)
             worker_main(
                 index, self._listeners.for_slot(index), self.control, self.heartbeat_interval,
                 limit_store=self.limit_store,
@@ -516,7 +565,10 @@ class Supervisor:
         if self._admin:
             self._admin.stop()
             self._admin = None
+        if self.console is not None:
+            self.console.stop()
         self.metrics.close()
+        self.recent_area.close()
         if self._listeners:
             self._listeners.close()
             self._listeners = None

@@ -25,8 +25,11 @@ from typing import NoReturn
 
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
+from fastgw.obs.errorlog import ErrorLog
 from fastgw.obs.metrics import GATEWAY
+from fastgw.obs.recent import RECENT
 from fastgw.obs.spool import Spool
+from fastgw.server.admission import Admission
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.listener import Acceptor
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
@@ -80,6 +83,7 @@ class Worker:
         self._limit_stats_seen: dict[str, int] = {}
         self.started = time.monotonic()
         self.connections: set = set()
+        self.admission = Admission()
         self.requests_total = 0
         self.active_requests = 0
         self.upstream_errors = 0
@@ -201,6 +205,7 @@ class Worker:
         self._write_record()
         self._mirror_limit_stats()
         GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
+        RECENT.publish()  # the failed requests /diagnose explains, when there are new ones
         self.loop.call_later(self.tick, self._tick)
 
     def _configure_usage_sink(self) -> None:
@@ -270,6 +275,7 @@ class Worker:
         from fastgw.server.connection import HttpConnection
 
         self._stopping = asyncio.Event()
+        self.loop.set_exception_handler(ErrorLog(log).handle)  # no traceback per bad request
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._stopping.set)
         tls = self.generation.config["listen"].get("tls")
@@ -379,8 +385,10 @@ class Worker:
         self.resources.pools.close()
         if self.resources.redis_link is not None:
             await self.resources.redis_link.close()
+        self.resources.close_tracing()  # the queued spans, bounded by the exporter's timeout
         self._write_record()
         GATEWAY.registry.publish(force=True)
+        RECENT.publish()
 
 
 def run_worker(

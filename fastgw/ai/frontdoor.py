@@ -41,6 +41,7 @@ from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.filters.usage import Usage
 from fastgw.filters.waf import WafFilter
+from fastgw.http.encoding import Compression
 from fastgw.mock.core import MockLLM
 from fastgw.proxy.upstream import PoolSet
 from fastgw.server.stream import Stream
@@ -66,7 +67,7 @@ MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_afte
 class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
-    __slots__ = ("name", "spec", "target_chain", "max_attempts", "failover", "filters", "chain")
+    __slots__ = ("name", "spec", "target_chain", "max_attempts", "failover", "filters", "chain", "compression")
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
@@ -76,6 +77,7 @@ class ModelEntry:
         self.failover: dict[str, Any] = spec.get("failover") or FAILOVER_DEFAULTS
         self.filters: list[Filter] = []
         self.chain: Chain | None = None  # the AI chain plus this model's filters (AIFrontDoor)
+        self.compression = Compression.of(spec.get("compression"))
 
     def compile(self, base: list[Filter], env: BuildEnv) -> None:
         """This model's chain: the front door's filters, then its own (which run once the
@@ -202,6 +204,8 @@ class AIFrontDoor:
         }
         authenticator = env.authenticator
         base: list[Filter] = [Observe(), Auth(env=env, anonymous=True), Decode()]
+        if env.trace is not None:
+            base.append(env.trace)
         spec = config["prompts"]
         if spec["templates"] or spec["decorators"]:
             base.append(PromptsFilter(Prompts(spec)))

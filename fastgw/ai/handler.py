@@ -50,6 +50,7 @@ from fastgw.ai.providers.base import (
     encode_embeddings,
 )
 from fastgw.ai.usage import with_usage_requested
+from fastgw.obs.genai import GEN_AI_OPERATIONS, gen_ai_provider
 from fastgw.obs.metrics import GATEWAY
 from fastgw.server import lastresort
 from fastgw.server.stream import STAGE_REQUEST, FilterError, Stream
@@ -121,7 +122,7 @@ def _guarded(method: Callable[..., None]) -> Callable[..., None]:
         try:
             method(self, *args)
         except Exception as exc:
-            request_id = lastresort.report("ai", exc)
+            request_id = self.s.request_id = lastresort.report("ai", exc)  # the answer's x-request-id
             try:
                 self.crashed(lastresort.message(request_id))
             except Exception:
@@ -159,6 +160,7 @@ class ModelHandler:
     retry_target = -1  # the target whose 5xx retries retry_count counts
     retry_count = 0
     pause_handle: Any = None  # a Retry-After wait or a 5xx retry delay
+    attempt_open = False  # an attempt started and its failure (if any) is not recorded yet
 
     def __init__(self, door: AIFrontDoor, s: Stream, op: str, dialect: Any) -> None:
         self.door = door
@@ -256,6 +258,8 @@ class ModelHandler:
         """Start the next try, or answer with the last error when none is left."""
         door = self.door
         s = self.s
+        if self.attempt_open:  # the attempt before this call failed with last_error
+            self._attempt_failed_record()
         while s.attempts < self.max_attempts and self.target_index < len(self.targets):
             target = self.targets[self.target_index]
             provider = door.providers[target["provider"]]
@@ -327,6 +331,7 @@ class ModelHandler:
         if self.provider is not None and self.provider is not provider:
             GATEWAY.failovers.inc((s.model, self.provider.name, provider.name))
         s.attempts += 1
+        self.attempt_open = True
         self.provider = provider
         s.provider = provider.name
         s.served_model = model
@@ -367,6 +372,9 @@ class ModelHandler:
             return
         if provider.pass_headers:
             pass_client_headers(call, s.head, provider.pass_headers)
+        trace = s.trace
+        if trace is not None:
+            call.headers = [*call.headers, (b"traceparent", self._trace_attempt(trace, provider, model, key_index))]
         if provider.mock is not None:
             attempt = MockAttempt(self, provider.mock, call)
         else:
@@ -376,6 +384,35 @@ class ModelHandler:
         # Non-streamed answers arrive whole: they may take as long as `idle` allows.
         self._wait(W_FIRST_BYTE, provider.timeouts["first_byte" if s.is_stream else "idle"])
         attempt.start()
+
+    def _attempt_failed_record(self) -> None:
+        """Keep the failed attempt for /diagnose (and end its span): only failing requests pay."""
+        self.attempt_open = False
+        s = self.s
+        status, message, code = self.last_error
+        provider = self.provider
+        failure = {"provider": provider.name, "key_index": self.key_index, "upstream_status": self.status,
+                   "status": status, "code": code, "message": message}
+        if code == "upstream_timeout":
+            failure["first_byte"] = provider.timeouts["first_byte" if s.is_stream else "idle"]
+            failure["stream"] = s.is_stream
+        if s.failures is None:
+            s.failures = []
+        s.failures.append(failure)
+        if s.trace is not None:
+            s.trace.attempt_failed(self.last_error)
+
+    def _trace_attempt(self, trace: Any, provider: ProviderRuntime, model: str, key_index: int) -> bytes:
+        """A child span for this attempt; the provider gets its traceparent."""
+        operation = GEN_AI_OPERATIONS.get(self.op, self.op)
+        return trace.attempt_started(f"{operation} {model}", {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": gen_ai_provider(provider.type),
+            "gen_ai.request.model": model,
+            "fastgw.provider": provider.name,
+            "fastgw.key_index": key_index,
+            "fastgw.attempt": self.s.attempts,
+        }) or b""
 
     def _give_up_on_target(self, status: int, message: str, code: str, kind: str | None = None,
                            retry: bool = False) -> None:
@@ -400,6 +437,8 @@ class ModelHandler:
         s = self.s
         self.status = status
         s.retry_after = retry_after
+        if s.trace is not None:
+            s.trace.attempt_status(status)
         if 200 <= status < 300 and s.is_stream:
             self.sse = SSEParser()
             self.writer = self.dialect.stream(s.model)
@@ -648,6 +687,8 @@ class ModelHandler:
     def _served_headers(self) -> bytes:
         s = self.s
         cache = b"x-fastgw-cache: %b\r\n" % s.cache_status.encode() if s.cache_status is not None else b""
+        if s.failures is not None:  # served after a failover: the client can look it up
+            cache += s.request_id_header()
         return b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-attempts: %d\r\n%b%b" % (
             self.provider.name.encode(), s.served_model.encode(), s.attempts, s.response_headers, cache)
 
@@ -677,7 +718,8 @@ class ModelHandler:
         self._cancel_timer()
         s.status = status
         s.error = message
-        extra = s.response_headers  # x-ratelimit-* (and retry-after when a limit refused)
+        s.error_code = code
+        extra = s.response_headers + s.request_id_header()  # x-ratelimit-* (and retry-after when a limit refused)
         if status == 429 and s.retry_after and b"retry-after:" not in extra.lower():
             extra += b"Retry-After: %d\r\n" % max(1, round(s.retry_after))
         self.conn.writer.complete(status, self.dialect.error(status, message, code, param), extra=extra)
@@ -748,8 +790,11 @@ class ModelHandler:
             self.attempt.pause()
 
     def resume(self) -> None:
+        """The client reads again: the provider's idle timer runs afresh (it was suspended)."""
         if self.attempt is not None:
             self.attempt.resume()
+        if self.waiting != W_NONE and not self.cancelled:
+            self.conn.set_timeout(T_HANDLER, self.provider.timeouts["idle"])
 
     def drain_deadline(self) -> None:
         """The gateway stops: a stream already started ends with an error event in the client's

@@ -90,6 +90,7 @@ class RouteModel(Filter):
         if denied is not None:
             return s.reply(denied.status, denied.message, denied.code)
         s.entry = entry
+        s.compression = entry.compression
         s.is_stream = bool(request.get("stream")) and s.op != "embeddings"
         s.switch_chain(entry.chain)
         return Status.CONTINUE

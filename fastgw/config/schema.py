@@ -21,6 +21,14 @@ plain JSON-serialisable dict, shipped to workers as is.
     - ``max_headers`` (100): number of header lines; more -> 431.
     - ``max_body_size`` (10MiB): request body; larger -> 413.
     - ``header_timeout`` (10s): time to receive a whole request head (slowloris) -> 408.
+    - ``body_timeout`` (10s): longest silence inside a request body -> 408.
+    - ``body_min_rate`` (240 bytes/s; 0 = off): after a ``body_timeout`` grace a body must
+      average this rate, so a trickle that is never silent is cut too -> 408.
+    - ``send_timeout`` (30s): how long a client may leave our answer unread before it is
+      disconnected (the upstream is released and never blamed).
+    - ``max_connections`` (``auto``: half the worker's file-descriptor limit; 0 = no cap):
+      open client connections per worker; beyond it a new one gets a 503 and is closed.
+    - ``max_connections_per_ip`` (0 = off): open client connections per worker and client address.
     - ``keepalive_timeout`` (75s): idle time allowed between requests; 0 turns keep-alive off.
     - ``drain_timeout`` (30s): on shutdown, how long in-flight requests and streams may finish.
     - ``max_pipelined`` (32): pipelined requests queued per connection before reading pauses.
@@ -56,6 +64,11 @@ plain JSON-serialisable dict, shipped to workers as is.
     Plain HTTP routes, see :mod:`fastgw.config.routes`.
 ``log``
     Access log and usage stream, see :mod:`fastgw.config.logging`.
+``tracing``
+    OpenTelemetry traces over OTLP/HTTP, see :mod:`fastgw.config.tracing`.
+``compression``
+    Response compression (off when absent), overridable per route and per model; see
+    :mod:`fastgw.config.compression`.
 """
 
 from __future__ import annotations
@@ -66,6 +79,7 @@ from typing import Any
 
 from fastgw.config import net
 from fastgw.config.cache import cache
+from fastgw.config.compression import compression
 from fastgw.config.consumers import access
 from fastgw.config.failover import failover as _failover
 from fastgw.config.failover import pass_headers as _pass_headers
@@ -92,6 +106,7 @@ from fastgw.config.logging import log_section
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 from fastgw.config.tls import tls_section
+from fastgw.config.tracing import tracing
 from fastgw.config.waf import waf
 from fastgw.filters import NOT_ON_MODELS
 
@@ -111,6 +126,8 @@ TOP_LEVEL_KEYS = (
     "prompts",
     "cache",
     "guard",
+    "tracing",
+    "compression",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -132,6 +149,11 @@ _HTTP = {
     "max_headers": (integer(1), 100),
     "max_body_size": (size, 10 * 1024 * 1024),
     "header_timeout": (duration(), 10.0),
+    "body_timeout": (duration(), 10.0),
+    "body_min_rate": (integer(0), 240),
+    "send_timeout": (duration(), 30.0),
+    "max_connections": (lambda value, path, issues: _connection_cap(value, path, issues), "auto"),
+    "max_connections_per_ip": (integer(0), 0),
     "keepalive_timeout": (duration(allow_zero=True), 75.0),
     "drain_timeout": (duration(allow_zero=True), 30.0),
     "max_pipelined": (integer(1), 32),
@@ -168,16 +190,19 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         "redis": net.redis_url(data.get("redis"), "redis", issues),
         "http": fields(data.get("http", {}), "http", issues, _HTTP),
         "providers": _providers(data.get("providers", []), issues),
+        "compression": compression(data.get("compression"), "compression", issues),
     }
-    config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues)
+    config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues,
+                               config["compression"])
     config["consumers"], config["auth"] = access(
         data.get("consumers", []), data.get("auth", {}), [m["name"] for m in config["models"] if m["name"]], issues
     )
     config["limits"] = _limits(data.get("limits", []), issues)
-    config["routes"] = routes(data.get("routes", []), issues)
+    config["routes"] = routes(data.get("routes", []), issues, config["compression"])
     config["log"] = log_section(data.get("log"), config["redis"], issues)
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["guard"] = guard(data.get("guard", {}), issues)
+    config["tracing"] = tracing(data.get("tracing"), issues)
     config["prompts"] = prompts(
         data.get("prompts", {}),
         issues,
@@ -185,6 +210,15 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         [c["name"] for c in config["consumers"] if c.get("name")],
     )
     return config
+
+
+def _connection_cap(value: Any, path: str, issues: Issues) -> int | str | None:
+    if value == "auto":
+        return value
+    if type(value) is int and value >= 0:
+        return value
+    issues.add(path, f"expected 'auto' or a number of connections >= 0 (0 = no cap), found {issues.describe(value)}")
+    return None
 
 
 def _listen(value: Any, issues: Issues) -> dict:
@@ -270,12 +304,12 @@ def _check_json(value: Any, path: str, issues: Issues) -> None:
 _NO_RULES = {"add": {}, "remove": [], "rename": {}}
 
 
-def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
+def _models(value: Any, providers: set[str], issues: Issues, compressing: dict | None = None) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
-        given = mapping(item, path, issues,
-                        ("name", "targets", "max_attempts", "transform", "waf", "filters", "failover"))
+        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters",
+                                             "compression", "failover"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -300,7 +334,10 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
                 issues.add(f"{path}.filters[{j}]", f"'{spec['use']}' {NOT_ON_MODELS[spec['use']]}")
         out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules,
                     "waf": waf(given["waf"], f"{path}.waf", issues) if given.get("waf") is not None else None,
-                    "filters": model_filters, "failover": _failover(given.get("failover", {}), f"{path}.failover", issues)})
+                    "filters": model_filters,
+                    "compression": compression(given["compression"], f"{path}.compression", issues, compressing)
+                    if "compression" in given else compressing,
+                    "failover": _failover(given.get("failover", {}), f"{path}.failover", issues)})
     unique_names("models", names, issues)
     return out
 

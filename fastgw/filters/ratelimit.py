@@ -58,7 +58,15 @@ class RateLimit(Filter):
         # Reserve before the call, from estimates; on_done charges the real usage.
         decision = limiter.reserve_nowait(ctx, prompt, completion)
         if decision is None:  # a Redis round trip: continue when it answers
+            if s.trace is not None:
+                span = s.trace.child("EVALSHA limits", {"db.system.name": "redis", "db.operation.name": "EVALSHA"})
+                return s.spawn(limiter.reserve(ctx, prompt, completion), lambda result: self._traced(s, result, span))
             return s.spawn(limiter.reserve(ctx, prompt, completion), lambda result: self._decided(s, result))
+        return self._decided(s, decision)
+
+    def _traced(self, s: Stream, decision: Any, span: Any) -> Status:
+        span.set_attribute("fastgw.limit.allowed", bool(getattr(decision, "allowed", False)))
+        span.end()
         return self._decided(s, decision)
 
     def _decided(self, s: Stream, decision: Any) -> Status:
@@ -71,6 +79,7 @@ class RateLimit(Filter):
         if not decision.allowed:
             GATEWAY.ratelimit_rejections.inc((decision.rule, decision.kind or decision.code))
             s.retry_after = decision.retry_after
+            s.limit_name = decision.rule
             return s.reply(decision.status, decision.message, decision.code)
         s.vars[self.slot] = decision.reservation
         return Status.CONTINUE

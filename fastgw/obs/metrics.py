@@ -323,6 +323,11 @@ class Gateway:
             "fastgw_limit_events_total",
             "Limiter events: fallbacks (Redis down, on_redis_down applied), rejections, lost_settlements.",
             ("event",))
+        self.connection_events = r.counter(
+            "fastgw_connection_events_total",
+            "Client connections refused or cut (reason: refused_max|refused_per_ip|header_timeout|body_timeout|"
+            "send_timeout|tunnel_idle).",
+            ("reason",))
         self.log_dropped = r.counter(
             "fastgw_log_dropped_total", "Access-log lines or usage records dropped (reason: write_error|queue_full|redis_error|spool_full).",
             ("log", "reason"))

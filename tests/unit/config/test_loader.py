@@ -51,9 +51,10 @@ def test_embedded_default() -> None:
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
         {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt", "context_window": None}],
-         "max_attempts": 3, "transform": None, "waf": None, "filters": [],
+         "max_attempts": 3, "transform": None, "waf": None, "filters": [], "compression": None,
          "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}}
     ]
+    assert config["compression"] is None
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
     assert config["redis"] is None
 
@@ -65,6 +66,11 @@ def test_minimal_config_defaults_and_json_round_trip() -> None:
         "max_headers": 100,
         "max_body_size": 10 * 1024 * 1024,
         "header_timeout": 10.0,
+        "body_timeout": 10.0,
+        "body_min_rate": 240,
+        "send_timeout": 30.0,
+        "max_connections": "auto",
+        "max_connections_per_ip": 0,
         "keepalive_timeout": 75.0,
         "drain_timeout": 30.0,
         "max_pipelined": 32,
@@ -436,7 +442,7 @@ models:
     ]
     assert wildcard == {
         "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*", "context_window": None}], "max_attempts": 3,
-        "transform": None, "waf": None, "filters": [],
+        "transform": None, "waf": None, "filters": [], "compression": None,
         "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0},
     }
 
@@ -523,13 +529,27 @@ def test_route_defaults() -> None:
             "balance": "round_robin",
             "host_header": "preserve",
             "strip_prefix": None,
-            "timeouts": {"connect": 2.0, "first_byte": 30.0, "idle": 60.0},
+            "timeouts": {"connect": 2.0, "first_byte": 30.0, "idle": 60.0, "tunnel_idle": 300.0},
             "pool": {"max_idle": 1024, "idle_timeout": 60.0},
         },
         "transform": None,
         "waf": None,
         "filters": [],
+        "compression": None,
+        "websocket": True,
     }
+
+
+def test_http_hardening_keys_are_checked_with_their_paths() -> None:
+    http = load("http: {max_connections: 100, max_connections_per_ip: 8, body_min_rate: 0, send_timeout: 5s}\n")["http"]
+    assert (http["max_connections"], http["max_connections_per_ip"], http["body_min_rate"], http["send_timeout"]) == (
+        100, 8, 0, 5.0)
+    assert "expected 'auto' or a number" in error_at("http: {max_connections: lots}\n", "http.max_connections")
+    assert error_at("http: {max_connections_per_ip: -1}\n", "http.max_connections_per_ip")
+    assert error_at("http: {body_timeout: 0s}\n", "http.body_timeout")
+    assert error_at("routes: [{upstream: 'http://u:1', websocket: maybe}]\n", "routes[0].websocket")
+    assert error_at("routes: [{upstream: {endpoints: ['http://u:1'], timeouts: {tunnel_idle: x}}}]\n",
+                    "routes[0].upstream.timeouts.tunnel_idle")
 
 
 def test_route_match_forms() -> None:
@@ -581,7 +601,7 @@ routes:
     ]
     assert upstream["balance"] == "least_request" and upstream["host_header"] == "upstream"
     assert upstream["strip_prefix"] == "/api"
-    assert upstream["timeouts"] == {"connect": 0.25, "first_byte": 5.0, "idle": 60.0}
+    assert upstream["timeouts"] == {"connect": 0.25, "first_byte": 5.0, "idle": 60.0, "tunnel_idle": 300.0}
     assert upstream["pool"] == {"max_idle": 0, "idle_timeout": 60.0}
     assert config["routes"][1]["upstream"]["host_header"] == "internal.example:8443"
 
