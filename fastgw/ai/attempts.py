@@ -13,6 +13,8 @@ conversion are written once:
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from fastgw.ai.providers.base import UpstreamCall
@@ -56,11 +58,22 @@ def _decoder(coding: bytes | None) -> Decoder | None:
     return Decoder(name)
 
 
-def _retry_after(value: bytes | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
+def retry_after_seconds(value: bytes | None) -> float | None:
+    """A ``Retry-After`` header (RFC 9110: delay-seconds or an HTTP-date) as seconds from now;
+    None when absent or unreadable."""
+    if not value:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value.decode("latin-1"))
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
 
 
 class NetworkAttempt:
@@ -176,7 +189,7 @@ class NetworkAttempt:
                 else:
                     self.keep_alive = event.keep_alive
                     self.decoder = _decoder(event.get(b"content-encoding"))
-                    exchange.attempt_head(self, event.status, _retry_after(event.get(b"retry-after")))
+                    exchange.attempt_head(self, event.status, retry_after_seconds(event.get(b"retry-after")))
         except ParseError as exc:
             self._flush(body)
             if not self.done:

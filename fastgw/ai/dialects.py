@@ -7,6 +7,7 @@ as a status + body before anything was sent and as a final stream event after.
 
 from __future__ import annotations
 
+import time
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -26,6 +27,9 @@ def sse_data(payload: dict[str, Any]) -> bytes:
 def sse_event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + fastjson.dumps(payload) + b"\n\n"
 
+
+MODEL_PREFIX = b"/v1/models/"
+"""``GET /v1/models/{id}``: one model (the SDKs' ``models.retrieve``)."""
 
 _SENTINEL = "\x00fastgw-content\x00"
 _SENTINEL_JSON = encode_basestring(_SENTINEL).encode()
@@ -102,6 +106,12 @@ class OpenAIDialect:
     def stream(self, model: str) -> OpenAIStream:
         return OpenAIStream()  # one per stream: it caches that stream's chunk template
 
+    def model(self, name: str, created: int) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": created, "owned_by": "fastgw"}
+
+    def model_list(self, names: list[str], created: int) -> bytes:
+        return fastjson.dumps({"object": "list", "data": [self.model(n, created) for n in names]})
+
 
 class AnthropicDialect:
     name = "anthropic"
@@ -114,6 +124,15 @@ class AnthropicDialect:
 
     def stream(self, model: str) -> AnthropicStream:
         return AnthropicStream(model)
+
+    def model(self, name: str, created: int) -> dict[str, Any]:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+        return {"type": "model", "id": name, "display_name": name, "created_at": stamp}
+
+    def model_list(self, names: list[str], created: int) -> bytes:
+        """Anthropic's page shape; the gateway's list is one page."""
+        return fastjson.dumps({"data": [self.model(n, created) for n in names], "has_more": False,
+                               "first_id": names[0] if names else None, "last_id": names[-1] if names else None})
 
 
 OPENAI = OpenAIDialect()

@@ -39,9 +39,12 @@ plain JSON-serialisable dict, shipped to workers as is.
     breaker: {failures, cooldown}, key_cooldown: {rate_limited, unauthorized}, health_check: null | {interval, timeout}}]``;
     ``first_byte`` bounds the wait for the first stream event (time to first token) and
     ``idle`` any silence after it, or the wait for a non-streamed answer;
-    ``base_url`` is required unless ``type: mock``; ``options`` is passed to the adapter as is.
+    ``base_url`` is required unless ``type: mock``; ``options`` is passed to the adapter as is;
+    ``pass_headers`` lists client headers forwarded as sent (see :mod:`fastgw.config.failover`).
 ``models``
-    ``[{name, targets: [{provider, model}]}]``: the public name and its failover chain.
+    ``[{name, targets: [{provider, model, context_window}], failover}]``: the public name and its
+    failover chain; ``context_window`` (tokens, optional) lets a context-window error skip targets
+    no larger; ``failover`` tunes waits and retries (see :mod:`fastgw.config.failover`).
     A name may hold one ``*`` (``gpt-4*``); in a target ``model`` (default: the public
     name) ``*`` stands for the part of the requested name the public ``*`` matched.
 ``consumers``
@@ -80,6 +83,8 @@ from fastgw.config import net
 from fastgw.config.cache import cache
 from fastgw.config.compression import compression
 from fastgw.config.consumers import access
+from fastgw.config.failover import failover as _failover
+from fastgw.config.failover import pass_headers as _pass_headers
 from fastgw.config.fields import (
     Issues,
     boolean,
@@ -166,7 +171,8 @@ _BREAKER = {"failures": (integer(1), 3), "cooldown": (duration(), 30.0)}
 _KEY_COOLDOWN = {"rate_limited": (duration(), 30.0), "unauthorized": (duration(), 300.0)}
 _HEALTH_CHECK = {"interval": (duration(), 10.0), "timeout": (duration(), 2.0)}
 _PROVIDER_KEYS = (
-    "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check"
+    "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check",
+    "pass_headers",
 )
 _LISTEN_KEYS = ("address", "reuse_port", "backlog", "tls")
 
@@ -284,6 +290,7 @@ def _providers(value: Any, issues: Issues) -> list[dict]:
                 "health_check": None
                 if given.get("health_check") in (None, False)
                 else fields(given["health_check"], f"{path}.health_check", issues, _HEALTH_CHECK),
+                "pass_headers": _pass_headers(given.get("pass_headers"), kind, f"{path}.pass_headers", issues),
             }
         )
     unique_names("providers", names, issues)
@@ -306,7 +313,7 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
         given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters",
-                                             "compression"))
+                                             "compression", "failover"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -333,22 +340,26 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
                     "waf": waf(given["waf"], f"{path}.waf", issues) if given.get("waf") is not None else None,
                     "filters": model_filters,
                     "compression": compression(given["compression"], f"{path}.compression", issues, compressing)
-                    if "compression" in given else compressing})
+                    if "compression" in given else compressing,
+                    "failover": _failover(given.get("failover", {}), f"{path}.failover", issues)})
     unique_names("models", names, issues)
     return out
 
 
 def _target(value: Any, path: str, public: str | None, providers: set[str], issues: Issues) -> dict:
-    given = mapping(value, path, issues, ("provider", "model"))
+    given = mapping(value, path, issues, ("provider", "model", "context_window"))
     if given is None:
-        return {"provider": None, "model": public}
+        return {"provider": None, "model": public, "context_window": None}
     provider = _required(given, "provider", path, issues, text)
     if provider is not None and provider not in providers:
         issues.add(f"{path}.provider", _unknown_name("provider", provider, providers))
     model = text(given["model"], f"{path}.model", issues) if "model" in given else public
     if model is not None and public is not None and "*" in model and "*" not in public:
         issues.add(f"{path}.model", "'*' in a target model needs a '*' in the public model name")
-    return {"provider": provider, "model": model}
+    window = given.get("context_window")
+    if window is not None:
+        window = integer(1)(window, f"{path}.context_window", issues)
+    return {"provider": provider, "model": model, "context_window": window}
 
 
 def _limits(value: Any, issues: Issues) -> list[dict]:

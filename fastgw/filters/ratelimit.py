@@ -44,6 +44,8 @@ class RateLimit(Filter):
 
     def on_request(self, s: Stream, request: dict[str, Any]) -> Status:
         model = s.model
+        if s.op == "count_tokens":  # a request against request limits, but it spends no tokens
+            return self._reserve(s, model, 0, 0)
         if "messages" in request:
             prompt, _ = count_chat(model, request["messages"], request.get("tools"))
         else:

@@ -50,8 +50,9 @@ def test_embedded_default() -> None:
     assert config["workers"] == (os.cpu_count() or 1)
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
-        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}], "max_attempts": 3, "transform": None,
-         "waf": None, "filters": [], "compression": None}
+        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt", "context_window": None}],
+         "max_attempts": 3, "transform": None, "waf": None, "filters": [], "compression": None,
+         "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}}
     ]
     assert config["compression"] is None
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
@@ -394,6 +395,7 @@ def test_providers_normalised() -> None:
         "breaker": {"failures": 3, "cooldown": 30.0},
         "key_cooldown": {"rate_limited": 30.0, "unauthorized": 300.0},
         "health_check": None,
+        "pass_headers": ["openai-beta"],
     }
     assert mock["base_url"] is None and mock["api_keys"] == []
     assert mock["options"] == {"chunks": 3, "nested": {"a": [1, 2]}}
@@ -436,12 +438,13 @@ models:
     )
     first, wildcard = config["models"]
     assert first["targets"] == [
-        {"provider": "oa", "model": "gpt-4o-mini-2024"},
-        {"provider": "m", "model": "gpt-4o-mini"},
+        {"provider": "oa", "model": "gpt-4o-mini-2024", "context_window": None},
+        {"provider": "m", "model": "gpt-4o-mini", "context_window": None},
     ]
     assert wildcard == {
-        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None, "waf": None, "filters": [],
-        "compression": None,
+        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*", "context_window": None}], "max_attempts": 3,
+        "transform": None, "waf": None, "filters": [], "compression": None,
+        "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0},
     }
 
 
