@@ -8,14 +8,18 @@ environment and never travel in the request.
 With ``--redis`` the config goes to every node of a cluster at once (see
 ``workers/cluster.py``); nodes validate it again and keep their running config if it fails.
 
-Exit codes: 0 pushed, 1 invalid config (local or server-side), 2 cannot push (admin or
-Redis unreachable).
+The admin token (``admin.token`` of the running gateway) comes from ``--token`` or the
+``FASTGW_ADMIN_TOKEN`` environment variable and travels as ``Authorization: Bearer``.
+
+Exit codes: 0 pushed, 1 invalid config (local or server-side, or refused as unbuildable),
+2 cannot push (admin or Redis unreachable, or the token refused).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -29,6 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="config file to push (YAML or JSON)")
     parser.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin API URL (default {DEFAULT_ADMIN})")
     parser.add_argument("--redis", help="push to every node of a cluster through Redis (redis://...)")
+    parser.add_argument(
+        "--token", help="the admin API's bearer token (default: the FASTGW_ADMIN_TOKEN environment variable)"
+    )
+
+
+def admin_headers(token: str | None, content_type: str | None = None) -> dict[str, str]:
+    """Headers of an admin API call: the bearer token if there is one, and the body's type."""
+    token = token if token is not None else os.environ.get("FASTGW_ADMIN_TOKEN") or None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return headers | ({"Content-Type": content_type} if content_type else {})
 
 
 def _fail(message: str, code: int) -> int:
@@ -57,7 +71,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         return _push_to_cluster(args.redis, text, args.config)
     url = args.admin.rstrip("/") + "/config"
     request = urllib.request.Request(
-        url, data=text.encode(), method="POST", headers={"Content-Type": "application/yaml"}
+        url, data=text.encode(), method="POST", headers=admin_headers(args.token, "application/yaml")
     )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
@@ -88,7 +102,8 @@ def _push_to_cluster(url: str, text: str, source: str) -> int:
 
 
 def _server_error(exc: urllib.error.HTTPError) -> int:
-    """Print what the gateway said; 400/413 reject the config (1), anything else the push (2)."""
+    """Print what the gateway said; 400/413 reject the config and 409 its build (1), anything
+    else the push (2)."""
     try:
         error = json.load(exc)["error"]
     except (ValueError, KeyError, TypeError):
@@ -97,4 +112,4 @@ def _server_error(exc: urllib.error.HTTPError) -> int:
     print(f"fastgw push: rejected by the gateway ({exc.code}): {error.get('message')}", file=sys.stderr)
     for line in errors:
         print(f"  {line}", file=sys.stderr)
-    return 1 if exc.code in (400, 413) else 2
+    return 1 if exc.code in (400, 409, 413) else 2

@@ -7,13 +7,22 @@ errors for malformed requests, and no handler failure can reach the supervisor's
 Endpoints: ``GET /status``, ``GET /healthz``, ``GET /metrics``, ``GET /config`` (secrets
 redacted), ``POST /config`` (validate, then publish a new generation), and ``GET /quota`` /
 ``POST /quota`` (read, set, top up or reset one consumer's quota under one rule).
+
+Who may call: with ``admin.token`` every endpoint but ``/healthz`` (and ``/metrics`` when
+``admin.metrics_public``) needs ``Authorization: Bearer <token>`` (compared in constant
+time); without one the admin API only binds loopback (the config refuses anything else) and
+answers only requests whose ``Host`` names a loopback address, so a page that rebinds a DNS
+name to 127.0.0.1 reads nothing. A browser must not be able to drive it either: a request
+with an ``Origin`` other than the admin API's own is refused (403), and a POST must say
+``application/json`` or a YAML type (415 otherwise), which a cross-site "simple" request
+(``text/plain``, forms) cannot.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
-import re
 import socket
 import socketserver
 import threading
@@ -27,13 +36,15 @@ from urllib.parse import parse_qsl
 from redis.exceptions import RedisError
 
 from fastgw.config import ConfigError
+from fastgw.config.net import loopback
+from fastgw.config.secrets import redact
 from fastgw.limits.quotas import QuotaAdmin
 from fastgw.obs.metrics import Snapshot
 from workers.shm import BlobTooLarge
 
-REDACTED = "***"
-_SECRET_KEYS = {"api_key", "api_keys", "x_api_key", "authorization", "password", "secret", "token", "secret_key"}
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)", re.IGNORECASE)
+POST_TYPES = frozenset(("application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"))
+"""Content types a state-changing request may carry: none of them is one a cross-site form or
+"simple" fetch can send without a CORS preflight (which the Origin check refuses)."""
 
 
 class Backend(Protocol):
@@ -56,27 +67,6 @@ class Backend(Protocol):
 def format_url(host: str, port: int) -> str:
     """``http://host:port``, bracketing IPv6 literals."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with secrets replaced by ``"***"``, safe to show or log.
-
-    Secrets are the values of secret-named keys (``api_keys`` entries, ``password`` ...)
-    and passwords inside URLs such as ``redis://:pass@host``.
-    """
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if str(key).lower().replace("-", "_") in _SECRET_KEYS and item is not None:
-                out[key] = [REDACTED] * len(item) if isinstance(item, list) else REDACTED
-            else:
-                out[key] = redact(item)
-        return out
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", value)
-    return value
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -182,6 +172,13 @@ def render_metrics(metrics: Iterable[Metric]) -> str:
 # -- HTTP -------------------------------------------------------------------------------
 
 
+def _host_name(value: str) -> str:
+    """The host of a ``Host`` header: ``[::1]:9901`` -> ``::1``, ``localhost`` -> ``localhost``."""
+    if value.startswith("["):
+        return value[1 : value.find("]")]
+    return value.rpartition(":")[0] if ":" in value else value
+
+
 def _error(status: int, message: str, kind: str, **extra: object) -> tuple[int, dict]:
     return status, {"error": {"message": message, "type": kind, **extra}}
 
@@ -208,14 +205,41 @@ class _Handler(BaseHTTPRequestHandler):
         self.request_version = "HTTP/1.0"  # an unparsable request line leaves 0.9, which sends no head
         self._send_json(*_error(code, message or HTTPStatus(code).phrase, "invalid_request"))
 
+    def _refusal(self, path: str) -> tuple[int, dict, tuple[str, str]] | None:
+        """Why this caller may not go further, as ``(status, body, extra headers)``; None if it may."""
+        server = self.server
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in server.origins:
+            return (*_error(403, "cross-origin requests to the admin API are refused", "forbidden"), ())
+        if server.token is None:
+            if not loopback(_host_name(self.headers.get("Host") or "")):
+                return (*_error(403, "without admin.token only loopback host names are served", "forbidden"), ())
+        elif path != "/healthz" and not (path == "/metrics" and server.metrics_public):
+            scheme, _, presented = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), server.token):
+                message = "a valid admin token is required (Authorization: Bearer ...)"
+                challenge = (("WWW-Authenticate", 'Bearer realm="fastgw-admin"'),)
+                return (*_error(401, message, "unauthorized"), challenge)
+        return None
+
     def _dispatch(self) -> None:
         path = self.path.split("?", 1)[0]
         methods = self.ROUTES.get(path)
-        if methods is None:
+        refusal = self._refusal(path)
+        media = (self.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+        if refusal is not None:
+            status, body, headers = refusal
+            self.close_connection = True  # the body of a refused request is never read
+            self._send_json(status, body, *headers)
+        elif methods is None:
             self._send_json(*_error(404, f"no such endpoint: {path}", "not_found"))
         elif self.command not in methods:
             allowed = ", ".join(methods)
             self._send_json(*_error(405, f"{path} allows {allowed}", "method_not_allowed"), ("Allow", allowed))
+        elif self.command != "GET" and media not in POST_TYPES:
+            self.close_connection = True
+            message = f"a {self.command} needs Content-Type application/json or application/yaml"
+            self._send_json(*_error(415, message, "unsupported_media_type"))
         else:
             try:
                 self._route(path)
@@ -327,12 +351,26 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, backend: Backend, max_body: int, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        backend: Backend,
+        max_body: int,
+        log: Callable[[str], None],
+        token: str | None,
+        metrics_public: bool,
+    ) -> None:
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.backend = backend
         self.max_body = max_body
         self.log = log
+        self.token = None if token is None else token.encode()
+        self.metrics_public = metrics_public
         super().__init__((host, port), _Handler)
+        bound = self.server_address[1]
+        self.origins = frozenset(format_url(name, bound) for name in (host, "127.0.0.1", "localhost", "::1"))
+        """The admin API's own origins: a console it serves may POST, no other page may."""
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, a DNS round trip we do not need.
@@ -345,10 +383,25 @@ class _Server(ThreadingHTTPServer):
 
 
 class AdminServer:
-    """The admin API on ``host:port``, serving ``backend`` from a daemon thread."""
+    """The admin API on ``host:port``, serving ``backend`` from a daemon thread.
 
-    def __init__(self, host: str, port: int, backend: Backend, *, max_body: int, log: Callable[[str], None]) -> None:
-        self._server = _Server(host, port, backend, max_body, log)
+    ``token``: the bearer token required (see the module docstring); None serves loopback only.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        backend: Backend,
+        *,
+        max_body: int,
+        log: Callable[[str], None],
+        token: str | None = None,
+        metrics_public: bool = False,
+    ) -> None:
+        if token is None and not loopback(host):
+            raise ValueError(f"the admin API binds {host} only with a token")
+        self._server = _Server(host, port, backend, max_body, log, token, metrics_public)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fastgw-admin", daemon=True)
 
     @property

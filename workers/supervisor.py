@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastgw.config import load_text
+from fastgw.config.secrets import SCRUBBER
 from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
@@ -64,9 +65,10 @@ def log(message: str) -> None:
     """One line to stderr with a single ``write(2)``.
 
     No Python-level buffer or lock is involved, so the admin thread may log while the main
-    thread forks, and lines from several processes never interleave mid-line.
+    thread forks, and lines from several processes never interleave mid-line. Secrets of
+    every config this process read are scrubbed out.
     """
-    os.write(2, f"fastgw supervisor: {message}\n".encode())
+    os.write(2, f"fastgw supervisor: {SCRUBBER(message)}\n".encode())
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -213,7 +215,10 @@ class Supervisor:
         admin = self.config.get("admin")
         if admin:
             try:
-                self._admin = AdminServer(admin["host"], admin["port"], self, max_body=self.control.slot_size, log=log)
+                self._admin = AdminServer(
+                    admin["host"], admin["port"], self, max_body=self.control.slot_size, log=log,
+                    token=admin["token"], metrics_public=admin["metrics_public"],
+                )
             except OSError as exc:
                 url = format_url(admin["host"], admin["port"])
                 raise OSError(exc.errno, f"cannot serve the admin API on {url}: {exc.strerror}") from None

@@ -18,6 +18,7 @@ import sys
 import time
 from typing import NoReturn
 
+from fastgw.config.secrets import SCRUBBER
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
 from fastgw.obs.metrics import GATEWAY
@@ -33,7 +34,8 @@ GC_YOUNG = 20_000
 
 
 def log(message: str) -> None:
-    sys.stderr.write(f"fastgw worker {os.getpid()}: {message}\n")
+    """One line to stderr, with the secrets of every generation this worker loaded scrubbed out."""
+    sys.stderr.write(f"fastgw worker {os.getpid()}: {SCRUBBER(message)}\n")
     sys.stderr.flush()
 
 
@@ -95,6 +97,7 @@ class Worker:
         from fastgw.generation import Generation
 
         number, config = decode_generation(blob)
+        SCRUBBER.remember(config)
         self._use_redis(config.get("redis"))
         return Generation(number, config, self.resources)
 

@@ -205,8 +205,9 @@ def test_admin_rejects_malformed_requests(gateway: Callable[..., Gateway]) -> No
     code, body = http_json("DELETE", gw.admin + "/status")
     assert code == 405 and body["error"]["type"] == "method_not_allowed"
     for request, status in [
-        (b"POST /config HTTP/1.1\r\nHost: x\r\n\r\n", 411),
-        (b"POST /config HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413),
+        (b"POST /config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/yaml\r\n\r\n", 411),
+        (b"POST /config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/yaml\r\n"
+         b"Content-Length: 999999999999\r\n\r\n", 413),
         (b"garbage\r\n\r\n", 400),
     ]:
         head, body = raw_exchange(gw.admin_port, request)
@@ -289,13 +290,13 @@ def test_push_bumps_every_worker_and_rejects_invalid(gateway: Callable[..., Gate
     code, body = gw.push({**MOCK, "providers": [{"name": "mock", "type": "no-such-type"}]})
     assert code == 400 and body["error"]["type"] == "invalid_config"
     assert any(e.startswith("providers[0].type") for e in body["error"]["errors"]), body
-    code, body = http_json("POST", gw.admin + "/config", b"listen: [unclosed")
+    code, body = gw.admin_call("POST", "/config", b"listen: [unclosed", "application/yaml")
     assert code == 400 and body["error"]["errors"]
     status = gw.status()
     assert status["generation"] == 2 and all(w["generation"] == 2 for w in status["workers"])
 
     # Keys bound at startup keep their running values, with a warning.
-    code, body = http_json("POST", gw.admin + "/config", yaml.safe_dump({**gw.config, **MOCK, "workers": 5}).encode())
+    code, body = gw.admin_call("POST", "/config", yaml.safe_dump({**gw.config, **MOCK, "workers": 5}).encode(), "application/yaml")
     assert code == 200 and body["generation"] == 3
     assert [w.split(":")[0] for w in body["warnings"]] == ["workers"]
     status = gw.wait_ready(2, generation=3, timeout=5)
