@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import socket
@@ -37,6 +38,18 @@ def log(message: str) -> None:
     """One line to stderr, with the secrets of every generation this worker loaded scrubbed out."""
     sys.stderr.write(f"fastgw worker {os.getpid()}: {SCRUBBER(message)}\n")
     sys.stderr.flush()
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return SCRUBBER(super().format(record))
+
+
+def _log_through_scrubber() -> None:
+    """Library code that uses :mod:`logging` (the moderation hook) writes worker lines too, scrubbed."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ScrubbingFormatter(f"fastgw worker {os.getpid()}: %(message)s"))
+    logging.getLogger().addHandler(handler)
 
 
 class Worker:
@@ -261,6 +274,7 @@ def run_worker(
     limit_store: LocalLimitStore | None = None,
 ) -> NoReturn:
     """Entry point in the forked child; never returns."""
+    _log_through_scrubber()
     try:
         import uvloop
 

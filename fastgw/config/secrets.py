@@ -38,6 +38,7 @@ SECRET_FIELDS: tuple[tuple[str, str], ...] = (
     ("guard.moderation.url", URL),
     ("limits[*].match.headers", NAMED),
     ("routes[*].match.headers", NAMED),
+    ("routes[*].upstream", NAMED),
     ("routes[*].transform", NAMED),
     ("routes[*].filters", NAMED),
     ("models[*].transform", NAMED),
@@ -45,7 +46,8 @@ SECRET_FIELDS: tuple[tuple[str, str], ...] = (
 )
 """``(path, how)``; ``[*]`` is every item of a list. A ``NAMED`` transform covers header and
 query ``add`` rules and body ``set``/``default`` values alike; ``NAMED`` filters cover plugin
-options, nested (normalised) or inline (as written)."""
+options, nested (normalised) or inline (as written); a ``NAMED`` upstream its endpoint URLs
+(the schema refuses userinfo there, but the refusal must not echo it)."""
 
 _CREDENTIAL_WORDS = frozenset(
     (
