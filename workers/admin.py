@@ -41,6 +41,7 @@ from fastgw.config.secrets import redact
 from fastgw.limits.quotas import QuotaAdmin
 from fastgw.obs.metrics import Snapshot
 from workers.shm import BlobTooLarge
+from workers.trial import GenerationRefused
 
 POST_TYPES = frozenset(("application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"))
 """Content types a state-changing request may carry: none of them is one a cross-site form or
@@ -329,6 +330,10 @@ class _Handler(BaseHTTPRequestHandler):
             return _error(400, "invalid config", "invalid_config", errors=exc.errors)
         except BlobTooLarge as exc:
             return _error(413, str(exc), "config_too_large")
+        except GenerationRefused as exc:
+            kind = "unbuildable_config" if exc.status == 409 else "generation_not_loaded"
+            message = f"generation {exc.generation} refused; the running generation stays"
+            return _error(exc.status, message, kind, errors=[exc.reason])
         return 200, {"generation": generation, "warnings": warnings}
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch

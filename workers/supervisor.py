@@ -42,6 +42,7 @@ from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
 from workers.metrics_shm import WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
 from workers.sockets import Listeners, bind_listeners, migrate_req_warning
+from workers.trial import GenerationRefused, trial_build
 
 WorkerMain = Callable[..., Any]
 """``worker_main(slot, sock, control, heartbeat_interval)``; never returns in a real worker."""
@@ -57,6 +58,10 @@ DRAIN_MARGIN = 1.0
 SECOND_SIGNAL_GRACE = 1.0
 RESTART_KEYS = ("listen", "workers", "admin")
 """Config keys a pushed generation cannot change: they are bound or forked at startup."""
+TRIAL_TIMEOUT = 60.0
+"""How long the trial build of a pushed generation may take (10,000 routes take about 2 s)."""
+ACK_TIMEOUT = 15.0
+"""How long every worker gets to load a published generation, on top of 3x the trial's time."""
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -117,6 +122,8 @@ class Supervisor:
         self.config = config
         self.config_source = config_source
         self.generation = 0
+        self.last_number = 0  # the last generation number handed out; a refused one is not reused
+        self.failed: dict | None = None  # the last refused push: generation, source, reason
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.slots = [_Slot(i) for i in range(config["workers"])]
@@ -150,6 +157,10 @@ class Supervisor:
                     "state": state,
                     "ready": state == "ready",
                     "generation": record.generation if mine else None,
+                    "failed_generation": record.failed_generation or None if mine else None,
+                    "load_error": self.control.read_error(slot.index) or None
+                    if mine and record.failed_generation
+                    else None,
                     "heartbeat_age_s": round(now - record.heartbeat, 3) if mine and record.heartbeat else None,
                     "active_requests": record.active_requests if mine else 0,
                     "connections": record.connections if mine else 0,
@@ -158,13 +169,16 @@ class Supervisor:
                     "restarts": slot.restarts,
                 }
             )
-        return {"generation": self.generation, "workers": workers, "pid": self._pid}
+        return {"generation": self.generation, "workers": workers, "pid": self._pid, "failed_generation": self.failed}
 
     def push_config(self, text: str, source: str) -> tuple[int, list[str]]:
-        """Validate ``text`` and publish it as the next generation; returns it and warnings.
+        """Validate ``text``, build it, publish it and see every live worker load it; returns the
+        generation and warnings. All or nothing: on any failure the previous generation stays
+        live everywhere (``GET /config`` included) and ``GET /status`` says why.
 
-        Raises ``ConfigError`` (nothing changes) or ``BlobTooLarge``. Keys in
-        :data:`RESTART_KEYS` keep their running values, with a warning for each change.
+        Raises ``ConfigError`` (invalid), ``BlobTooLarge`` or :class:`GenerationRefused` (409: the
+        trial build failed; 500: a worker did not load it, and the workers that did went back).
+        Keys in :data:`RESTART_KEYS` keep their running values, with a warning for each change.
         """
         config = load_text(text, source)
         with self._push_lock:
@@ -173,10 +187,66 @@ class Supervisor:
                 if config.get(key) != self.config.get(key):
                     warnings.append(f"{key}: cannot change without a restart; keeping the running value")
                     config[key] = self.config.get(key)
-            generation = self.generation + 1
-            self._publish(generation, config)
+            self.last_number += 1
+            generation = self.last_number
+            blob = encode_generation(generation, config)
+            self.control.check_size(blob)
+            started = time.monotonic()
+            reason = trial_build(blob, self.limit_store, timeout=TRIAL_TIMEOUT, in_child=self._shed_in_child)
+            if reason is not None:
+                self._refuse(409, generation, source, f"cannot build generation {generation}: {reason}")
+            self.control.publish(generation, blob)
+            timeout = ACK_TIMEOUT + 3 * (time.monotonic() - started)
+            reason = self._await_workers(generation, timeout)
+            if reason is not None:
+                self.control.publish(self.generation, encode_generation(self.generation, self.config))
+                back = self._await_workers(self.generation, timeout)
+                if back is not None:
+                    log(f"rolling back to generation {self.generation}: {back}")
+                self._refuse(500, generation, source, f"generation {generation} was not loaded: {reason}")
+            self.config, self.generation = config, generation
+            self._quota_admin = None
         log(f"published generation {generation} from {source}")
         return generation, warnings
+
+    def _refuse(self, status: int, generation: int, source: str, reason: str) -> None:
+        """Record and log a refused push (the previous generation stays), then raise it."""
+        reason = SCRUBBER(reason)
+        self.failed = {"generation": generation, "source": source, "reason": reason}
+        log(f"refused {source}: {reason}; generation {self.generation} stays")
+        raise GenerationRefused(status, generation, reason)
+
+    def _await_workers(self, generation: int, timeout: float) -> str | None:
+        """Wait until every worker that was ready has loaded ``generation`` or failed to; None if all
+        loaded it, else why not (each worker that failed, with its error, or did not answer in time).
+
+        A worker that dies meanwhile is no longer waited for: its replacement boots from the
+        published generation.
+        """
+        waiting = [(slot.index, slot.pid) for slot in self.slots if slot.pid and slot.ready]
+        failures = []
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            still = []
+            for index, pid in waiting:
+                record = self._record(index)
+                if self.slots[index].pid != pid or record.pid != pid or record.generation == generation:
+                    continue
+                if record.failed_generation == generation:
+                    failures.append(f"worker {index} (pid {pid}) could not load it: {self.control.read_error(index)}")
+                else:
+                    still.append((index, pid))
+            waiting = still
+            if waiting:
+                time.sleep(0.01)
+        failures += [f"worker {index} (pid {pid}) did not load it within {timeout:.0f}s" for index, pid in waiting]
+        return "; ".join(failures) or None
+
+    def _shed_in_child(self) -> None:
+        """In a forked trial child: its signals must not wake the supervisor's loop."""
+        signal.set_wakeup_fd(-1)
+        for sig in (*_STOP_SIGNALS, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,6 +300,7 @@ class Supervisor:
     def _publish(self, generation: int, config: dict) -> None:
         self.control.publish(generation, encode_generation(generation, config))
         self.config, self.generation = config, generation
+        self.last_number = max(self.last_number, generation)
         self._quota_admin = None  # rebuilt from this generation's rules on first use
 
     def quota_admin(self) -> QuotaAdmin:

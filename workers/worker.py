@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from fastgw.config.secrets import SCRUBBER
@@ -85,6 +86,7 @@ class Worker:
         self.upstream_errors = 0
         self.rejected = 0
         self.state = STATE_BOOTING
+        self.failed_generation = 0  # the last generation this worker could not load
         self._ticks = 0
         self._stopping: asyncio.Event | None = None
         snapshot = control.read()
@@ -106,13 +108,7 @@ class Worker:
         return self.generation
 
     def _build(self, blob: bytes):
-        from fastgw.config.wire import decode_generation
-        from fastgw.generation import Generation
-
-        number, config = decode_generation(blob)
-        SCRUBBER.remember(config)
-        self._use_redis(config.get("redis"))
-        return Generation(number, config, self.resources)
+        return build_generation(blob, self.resources, self._use_redis)
 
     def _use_redis(self, url: str | None) -> None:
         """One Redis link per worker, replaced only when a generation changes the URL."""
@@ -140,8 +136,14 @@ class Worker:
                 self.prober.configure(self.generation.ai)
             self.access_log.configure(self.generation.config["log"]["access"])
             self._configure_usage_sink()
-        except Exception as exc:  # the supervisor validated it; keep serving the old one
-            log(f"cannot load generation {number}, still serving {self.generation.number}: {exc!r}")
+        except Exception as exc:  # the supervisor built it too; keep serving the old one, and say why
+            from fastgw.extras import describe_failure
+
+            reason = SCRUBBER(describe_failure(exc))
+            log(f"cannot load generation {number}, still serving {self.generation.number}: {reason}")
+            self.failed_generation = number
+            self.control.write_error(self.slot, reason)  # before the record names the generation
+            self._write_record()
 
     # -- fastgw.server.stream.WorkerServices (called by connections) ----------------------
 
@@ -177,6 +179,7 @@ class Worker:
             active_requests=self.active_requests,
             connections=len(self.connections),
             state=self.state,
+            failed_generation=self.failed_generation,
         )
 
     def _tick(self) -> None:
@@ -264,6 +267,39 @@ class Worker:
             await self.resources.redis_link.close()
         self._write_record()
         GATEWAY.registry.publish(force=True)
+
+
+def build_generation(blob: bytes, resources, use_redis: Callable[[str | None], None]):
+    """A published blob as the :class:`~fastgw.generation.Generation` requests run under."""
+    from fastgw.config.wire import decode_generation
+    from fastgw.generation import Generation
+
+    number, config = decode_generation(blob)
+    SCRUBBER.remember(config)
+    use_redis(config.get("redis"))
+    return Generation(number, config, resources)
+
+
+def trial_build(blob: bytes, limit_store: LocalLimitStore) -> None:
+    """Build ``blob`` as a worker's boot would, then drop it; raises what a worker would raise.
+
+    Run in a child forked from the supervisor (:mod:`workers.trial`), before the push is published.
+    """
+    import uvloop
+
+    from fastgw.ai.health import ProviderHealth
+    from fastgw.generation import Resources
+    from fastgw.limits.cluster import RedisLink
+    from fastgw.proxy.upstream import PoolSet
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    resources = Resources(PoolSet(loop), ProviderHealth(), limit_store)
+
+    def use_redis(url: str | None) -> None:
+        resources.redis_link = RedisLink(url) if url else None
+
+    build_generation(blob, resources, use_redis)
 
 
 def run_worker(

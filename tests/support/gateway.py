@@ -165,10 +165,11 @@ class Gateway(Proc):
         return headers | ({"Content-Type": content_type} if content_type else {})
 
     def admin_call(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, dict]:
-        """An admin API call as ``fastgw push`` makes it (token, JSON/YAML content type)."""
+        """An admin API call as ``fastgw push`` makes it (token, JSON/YAML content type). A push
+        answers once every worker has built the generation: big ones take seconds on a loaded machine."""
         if body is not None and content_type is None:
             content_type = "application/json"
-        return http_json(method, self.admin + path, body, headers=self.admin_headers(content_type))
+        return http_json(method, self.admin + path, body, timeout=60, headers=self.admin_headers(content_type))
 
     def status(self) -> dict:
         return self.admin_call("GET", "/status")[1]
