@@ -36,6 +36,7 @@ from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
 from fastgw.proc import die_with_parent
+from fastgw.shmfiles import remove_node_files, remove_orphans
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
@@ -275,6 +276,8 @@ class Supervisor:
         if warning:
             log(f"warning: {warning}")
         self._publish(1, self.config)
+        for name in remove_orphans():
+            log(f"removed {name} from /dev/shm: its supervisor was killed before it could")
         host, port = listen["host"], listen["port"]
         try:
             self._listeners = bind_listeners(
@@ -508,15 +511,8 @@ class Supervisor:
         """The node's shared response cache lives on tmpfs (memory): remove it with the node."""
         if not (self.config.get("cache") and self.config["cache"]["store"] == "memory"):
             return
-        from fastgw.cache.store import node_path
-
-        try:
-            path = node_path(os.getpid())
-        except OSError:
-            return
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path + suffix)
+        with contextlib.suppress(OSError):
+            remove_node_files(os.getpid())
 
     def _reaped(self, slot: _Slot) -> bool:
         pid, status = os.waitpid(slot.pid, os.WNOHANG)

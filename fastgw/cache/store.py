@@ -13,12 +13,9 @@ per interval, not one per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sqlite3
-import stat
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastgw.resp import RespClient, RespError
+from fastgw.shmfiles import node_path
 
 ANSWER_PREFIX = "fastgw:cache:a:"
 
@@ -195,31 +193,6 @@ CREATE INDEX IF NOT EXISTS vectors_expires ON vectors (expires);
 """
 """``synchronous = OFF``: the file is in memory and a cache, so nothing is worth an fsync.
 ``AUTOINCREMENT``: vector ids never go back, so a reader's cursor never skips a new row."""
-
-
-def node_path(supervisor: int | None = None) -> str:
-    """The file of the calling worker's node: its supervisor (the worker's parent process,
-    or ``supervisor`` when the supervisor itself asks, to remove the file at exit).
-
-    Named by the supervisor's pid and start time, so a later process that reuses the pid
-    starts empty, in a directory only this user may enter (``/dev/shm`` is world-writable:
-    another user could otherwise plant the file or its ``-wal``). Files of supervisors that
-    have exited are not reused and stay (in memory, on tmpfs) until removed or reboot.
-    """
-    pid = os.getppid() if supervisor is None else supervisor
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:  # field 22, after the ")" closing the name
-            started = "-" + f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        started = ""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    directory = os.path.join(base, f"fastgw-{os.getuid()}")
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(directory, 0o700)
-    st = os.lstat(directory)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise PermissionError(f"{directory} is not a directory private to this user")
-    return os.path.join(directory, f"cache-{pid}{started}.sqlite")
 
 
 class CacheRedis:
