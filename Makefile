@@ -1,25 +1,41 @@
-# The README's two commands: `make run` and `make test`. Both do all set-up first.
+# The README's two commands: `make run` and `make test`. Each does the set-up it needs first:
+# `run` only what running needs (the package, its runtime dependencies and the Cython build),
+# `test` everything the suite needs on a fresh machine (apt tools, test extras, the build).
 PY ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server nginx wrk
+TEST_TOOLS := redis-server nginx wrk
+# The extras a test run needs: the test tools and every optional feature the suite covers.
+TEST_EXTRAS := test,semantic
 
-.PHONY: setup run test bench lint
+.PHONY: setup setup-run setup-test build run test bench
 
-setup:
-	@missing=""; for tool in redis-server nginx wrk; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+# `pip install .` with the runtime dependencies only: no test tools, no torch, no embedding model.
+setup-run:
+	$(PY) -m pip install -q -e .
+	@$(MAKE) --no-print-directory build
+
+setup-test:
+	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ]; then \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(TEST_TOOLS); \
 	fi
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[$(TEST_EXTRAS)]'
+	@$(MAKE) --no-print-directory build
+
+setup: setup-test
+
+build:
 	$(PY) setup.py -q build_ext --inplace
 	@$(PY) -c "import fastgw._c.http_parser" || { echo "the Cython build failed"; exit 1; }
 
-run: setup
+run: setup-run
 	$(PY) -m fastgw run $(ARGS)
 
-test: setup
+test: setup-test
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup
+# The bench drives real gateways against nginx: the runtime package plus its tools (bench/run.py
+# installs nginx, wrk and redis-server with apt-get when they are missing).
+bench: setup-run
 	$(PY) bench/run.py $(ARGS)
