@@ -20,11 +20,14 @@ with an ``Origin`` other than the admin API's own is refused (403), and a POST m
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import math
+import os
 import socket
 import socketserver
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -185,7 +188,7 @@ def _error(status: int, message: str, kind: str, **extra: object) -> tuple[int, 
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: _Server | _UnixServer
     server_version = "fastgw-admin"
     timeout = 10  # a client that stalls mid-request only ties up its own thread, and not for long
 
@@ -206,16 +209,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.request_version = "HTTP/1.0"  # an unparsable request line leaves 0.9, which sends no head
         self._send_json(*_error(code, message or HTTPStatus(code).phrase, "invalid_request"))
 
-    def _refusal(self, path: str) -> tuple[int, dict, tuple[str, str]] | None:
+    def _refusal(self, path: str) -> tuple[int, dict, tuple[tuple[str, str], ...]] | None:
         """Why this caller may not go further, as ``(status, body, extra headers)``; None if it may."""
         server = self.server
         origin = self.headers.get("Origin")
         if origin is not None and origin not in server.origins:
             return (*_error(403, "cross-origin requests to the admin API are refused", "forbidden"), ())
-        if server.token is None:
-            if not loopback(_host_name(self.headers.get("Host") or "")):
-                return (*_error(403, "without admin.token only loopback host names are served", "forbidden"), ())
-        elif path != "/healthz" and not (path == "/metrics" and server.metrics_public):
+        if server.loopback_only and not loopback(_host_name(self.headers.get("Host") or "")):
+            return (*_error(403, "without admin.token only loopback host names are served", "forbidden"), ())
+        open_path = path == "/healthz" or (path == "/metrics" and server.metrics_public)
+        if server.token is not None and not open_path:
             scheme, _, presented = (self.headers.get("Authorization") or "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), server.token):
                 message = "a valid admin token is required (Authorization: Bearer ...)"
@@ -353,66 +356,105 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _AdminState:
+    """What the handler reads from its server, whether TCP or Unix socket."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        backend: Backend,
-        max_body: int,
-        log: Callable[[str], None],
-        token: str | None,
-        metrics_public: bool,
+    backend: Backend
+    max_body: int
+    log: Callable[[str], None]
+    token: bytes | None
+    metrics_public: bool
+    origins: frozenset[str] = frozenset()
+    """The admin API's own origins: a console it serves may POST, no other page may."""
+    loopback_only: bool = False
+    """Answer only ``Host`` names of loopback addresses (TCP without a token: DNS rebinding)."""
+
+    def _state(
+        self, backend: Backend, max_body: int, log: Callable[[str], None], token: str | None, metrics_public: bool
     ) -> None:
-        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.backend = backend
         self.max_body = max_body
         self.log = log
         self.token = None if token is None else token.encode()
         self.metrics_public = metrics_public
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished mid-response is not worth a traceback."""
+        self.log("admin: a request failed (the client went away?)")
+
+
+class _Server(_AdminState, ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, state: tuple) -> None:
+        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        self._state(*state)
         super().__init__((host, port), _Handler)
         bound = self.server_address[1]
         self.origins = frozenset(format_url(name, bound) for name in (host, "127.0.0.1", "localhost", "::1"))
-        """The admin API's own origins: a console it serves may POST, no other page may."""
+        self.loopback_only = self.token is None
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, a DNS round trip we do not need.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that vanished mid-response is not worth a traceback."""
-        self.log(f"admin: request from {client_address[0]} failed")
+
+class _UnixServer(_AdminState, socketserver.ThreadingUnixStreamServer):
+    """The admin API on a Unix socket: only this user may connect (mode 0600), and no browser can."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, state: tuple) -> None:
+        self._state(*state)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # a previous run's, left by a kill
+        old = os.umask(0o177)  # born 0600: no window in which another user could connect
+        try:
+            super().__init__(path, _Handler)
+        finally:
+            os.umask(old)
 
 
 class AdminServer:
-    """The admin API on ``host:port``, serving ``backend`` from a daemon thread.
+    """The admin API on ``host:port`` or the Unix socket ``socket_path``, serving ``backend`` from
+    a daemon thread.
 
-    ``token``: the bearer token required (see the module docstring); None serves loopback only.
+    ``token``: the bearer token required (see the module docstring); without one a TCP admin API
+    binds loopback only.
     """
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        host: str | None,
+        port: int | None,
         backend: Backend,
         *,
         max_body: int,
         log: Callable[[str], None],
         token: str | None = None,
         metrics_public: bool = False,
+        socket_path: str | None = None,
     ) -> None:
-        if token is None and not loopback(host):
+        state = (backend, max_body, log, token, metrics_public)
+        self._path = socket_path
+        if socket_path is not None:
+            self._server: _AdminState = _UnixServer(socket_path, state)
+        elif host is None or port is None:
+            raise ValueError("the admin API needs host and port, or a socket path")
+        elif token is None and not loopback(host):
             raise ValueError(f"the admin API binds {host} only with a token")
-        self._server = _Server(host, port, backend, max_body, log, token, metrics_public)
+        else:
+            self._server = _Server(host, port, state)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fastgw-admin", daemon=True)
 
     @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return host, port
+    def url(self) -> str:
+        """``http://host:port``, or ``unix:/path`` (what ``fastgw push --admin`` takes)."""
+        if self._path is not None:
+            return f"unix:{self._path}"
+        return format_url(*self._server.server_address[:2])
 
     def start(self) -> None:
         self._thread.start()
@@ -421,6 +463,9 @@ class AdminServer:
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
 
     def close_in_child(self) -> None:
         """In a forked worker: drop the inherited listening socket (the thread did not fork)."""

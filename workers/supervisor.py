@@ -287,14 +287,14 @@ class Supervisor:
             raise OSError(exc.errno, f"cannot listen on {format_url(host, port)}: {exc.strerror}") from None
         admin = self.config.get("admin")
         if admin:
+            where = f"unix:{admin['socket']}" if admin["socket"] else format_url(admin["host"], admin["port"])
             try:
                 self._admin = AdminServer(
                     admin["host"], admin["port"], self, max_body=self.control.slot_size, log=log,
-                    token=admin["token"], metrics_public=admin["metrics_public"],
+                    token=admin["token"], metrics_public=admin["metrics_public"], socket_path=admin["socket"],
                 )
             except OSError as exc:
-                url = format_url(admin["host"], admin["port"])
-                raise OSError(exc.errno, f"cannot serve the admin API on {url}: {exc.strerror}") from None
+                raise OSError(exc.errno, f"cannot serve the admin API on {where}: {exc.strerror}") from None
             self._admin.start()
         if self.config.get("redis"):  # cluster mode: follow config versions pushed through Redis
             self._follower = ConfigFollower(self.config["redis"], self.push_config, log)
@@ -315,7 +315,7 @@ class Supervisor:
 
     def _announce(self) -> None:
         assert self._listeners is not None
-        admin = f"admin {format_url(*self._admin.address)}" if self._admin else "admin off"
+        admin = f"admin {self._admin.url}" if self._admin else "admin off"
         print(f"fastgw listening on {format_url(*self._listeners.address)} (workers {len(self.slots)}, {admin})")
         sys.stdout.flush()
         log(f"started (pid {self._pid}, config {self.config_source}, generation {self.generation})")

@@ -9,12 +9,13 @@ plain JSON-serialisable dict, shipped to workers as is.
 ``workers``
     An integer >= 1 or ``auto``; default: the number of CPUs.
 ``admin``
-    ``"host:port"`` (default ``127.0.0.1:9901``) or a mapping ``{address, token,
-    metrics_public: false}`` -> ``{host, port, token, metrics_public}``; ``null`` or ``false``
-    turns the admin API off. ``token`` (at least 16 characters, usually
+    ``"host:port"`` (default ``127.0.0.1:9901``) or a mapping ``{address | socket, token,
+    metrics_public: false}`` -> ``{host, port, socket, token, metrics_public}``; ``null`` or
+    ``false`` turns the admin API off. ``token`` (at least 16 characters, usually
     ``"${FASTGW_ADMIN_TOKEN}"``; empty means none) is the bearer token every endpoint but
     ``/healthz`` requires (and ``/metrics`` unless ``metrics_public``). Without a token the
-    admin API may only bind a loopback address.
+    admin API may only bind a loopback address. ``socket``: a Unix socket path instead of an
+    address (created ``0600``: only this user may connect; host and port are then null).
 ``redis``
     ``redis://``, ``rediss://`` or ``unix://`` URL, or ``null`` (single node, no Redis).
 ``http``
@@ -145,7 +146,7 @@ _PROVIDER_KEYS = (
     "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check"
 )
 _LISTEN_KEYS = ("address", "reuse_port", "backlog")
-_ADMIN_KEYS = ("address", "token", "metrics_public")
+_ADMIN_KEYS = ("address", "socket", "token", "metrics_public")
 MIN_ADMIN_TOKEN = 16
 """Characters; a guessable token is no better than none (``openssl rand -hex 32`` makes one)."""
 
@@ -213,10 +214,17 @@ def _workers(value: Any, issues: Issues) -> int | None:
 def _admin(value: Any, issues: Issues) -> dict | None:
     if value is None or value is False:
         return None
+    socket_path = None
     if isinstance(value, dict):
         given = mapping(value, "admin", issues, _ADMIN_KEYS) or {}
         where = "admin.address"
-        found = net.address(given.get("address", "127.0.0.1:9901"), where, issues)
+        if "socket" in given:
+            if "address" in given:
+                issues.add("admin.socket", "give either address or socket, not both")
+            socket_path = _socket_path(given["socket"], issues)
+            found = None
+        else:
+            found = net.address(given.get("address", "127.0.0.1:9901"), where, issues)
     else:
         given, where = {}, "admin"
         found = net.address(value, where, issues)
@@ -233,7 +241,18 @@ def _admin(value: Any, issues: Issues) -> dict | None:
             "the config: set admin.token (e.g. \"${FASTGW_ADMIN_TOKEN}\") or bind 127.0.0.1",
         )
     metrics_public = boolean(given["metrics_public"], "admin.metrics_public", issues) if "metrics_public" in given else False
-    return {"host": host, "port": port, "token": token, "metrics_public": metrics_public}
+    return {"host": host, "port": port, "socket": socket_path, "token": token, "metrics_public": metrics_public}
+
+
+def _socket_path(value: Any, issues: Issues) -> str | None:
+    path = text(value, "admin.socket", issues)
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        issues.add("admin.socket", f"directory {os.path.dirname(path)!r} does not exist")
+        return None
+    return path
 
 
 def _providers(value: Any, issues: Issues) -> list[dict]:

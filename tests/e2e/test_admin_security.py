@@ -6,16 +6,19 @@ browser page on another site (or a rebinding DNS name) would send.
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from tests.support.gateway import ROOT, Gateway, http_json
+from tests.support.gateway import ROOT, Gateway, Proc, free_port, http_json
 
 TOKEN = "admin-token-0123456789abcdef"
 PROVIDERS = {
@@ -141,3 +144,43 @@ def test_push_sends_the_token_from_the_flag_or_the_environment(gateway: Callable
     assert result.returncode == 0 and "generation 3" in result.stdout, result.stderr
     assert gw.status()["generation"] == 3
 
+
+
+def unix_call(path: str, method: str, target: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """One admin call over the Unix socket, as curl --unix-socket makes it."""
+    from fastgw.push import _UnixConnection
+
+    conn = _UnixConnection(path, 10)
+    try:
+        conn.request(method, target, body, headers or {})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_the_admin_api_on_a_unix_socket(tmp_path: Path) -> None:
+    socket_path = str(tmp_path / "admin.sock")
+    config = tmp_path / "unix.yaml"
+    config.write_text(yaml.safe_dump(
+        {**PROVIDERS, "listen": f"127.0.0.1:{free_port()}", "workers": 1, "admin": {"socket": socket_path}}
+    ))
+    gw = Proc([sys.executable, "-m", "fastgw", "run", "-c", str(config)])
+    try:
+        assert f"admin unix:{socket_path}" in gw.wait_line("fastgw listening")
+        assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o600  # only this user may connect
+        deadline = time.monotonic() + 20
+        while unix_call(socket_path, "GET", "/healthz")[0] != 200:
+            assert time.monotonic() < deadline, gw.stderr_tail()
+            time.sleep(0.05)
+        assert unix_call(socket_path, "GET", "/status")[1]["generation"] == 1
+        # The same browser rules on a socket (no page reaches one, but a local proxy might relay it).
+        assert unix_call(socket_path, "POST", "/config", b"{}", {"Content-Type": "text/plain"})[0] == 415
+        push = tmp_path / "push.yaml"
+        push.write_text(config.read_text())
+        result = fastgw("push", "-c", str(push), "--admin", f"unix:{socket_path}")
+        assert result.returncode == 0 and "generation 2" in result.stdout, result.stderr
+    finally:
+        assert gw.stop() == 0
+    assert not os.path.exists(socket_path)  # removed with the gateway
