@@ -218,22 +218,23 @@ class Supervisor:
         raise GenerationRefused(status, generation, reason)
 
     def _await_workers(self, generation: int, timeout: float) -> str | None:
-        """Wait until every worker that was ready has loaded ``generation`` or failed to; None if all
-        loaded it, else why not (each worker that failed, with its error, or did not answer in time).
+        """Wait until every live worker has loaded ``generation`` or failed to; None if all loaded
+        it, else why not (each worker that failed, with its error, or did not answer in time).
 
-        A worker that dies meanwhile is no longer waited for: its replacement boots from the
-        published generation.
+        Booting workers count (they load it once ready, if they did not boot from it). A worker
+        that dies meanwhile is no longer waited for: its replacement boots from the published
+        generation.
         """
-        waiting = [(slot.index, slot.pid) for slot in self.slots if slot.pid and slot.ready]
+        waiting = [(slot.index, slot.pid) for slot in self.slots if slot.pid]
         failures = []
         deadline = time.monotonic() + timeout
         while waiting and time.monotonic() < deadline:
             still = []
             for index, pid in waiting:
                 record = self._record(index)
-                if self.slots[index].pid != pid or record.pid != pid or record.generation == generation:
+                if self.slots[index].pid != pid or (record.pid == pid and record.generation == generation):
                     continue
-                if record.failed_generation == generation:
+                if record.pid == pid and record.failed_generation == generation:
                     failures.append(f"worker {index} (pid {pid}) could not load it: {self.control.read_error(index)}")
                 else:
                     still.append((index, pid))
