@@ -17,6 +17,8 @@ its value holds the secret:
 
 from __future__ import annotations
 
+import functools
+import marshal
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -38,7 +40,9 @@ SECRET_FIELDS: tuple[tuple[str, str], ...] = (
     ("guard.moderation.url", URL),
     ("limits[*].match.headers", NAMED),
     ("routes[*].match.headers", NAMED),
-    ("routes[*].upstream", NAMED),
+    ("routes[*].upstream", URL),
+    ("routes[*].upstream.endpoints[*]", URL),
+    ("routes[*].upstream.endpoints[*].url", URL),
     ("routes[*].transform", NAMED),
     ("routes[*].filters", NAMED),
     ("models[*].transform", NAMED),
@@ -46,8 +50,8 @@ SECRET_FIELDS: tuple[tuple[str, str], ...] = (
 )
 """``(path, how)``; ``[*]`` is every item of a list. A ``NAMED`` transform covers header and
 query ``add`` rules and body ``set``/``default`` values alike; ``NAMED`` filters cover plugin
-options, nested (normalised) or inline (as written); a ``NAMED`` upstream its endpoint URLs
-(the schema refuses userinfo there, but the refusal must not echo it)."""
+options, nested (normalised) or inline (as written). Upstream URLs are listed in each form they
+may be written in (the schema refuses userinfo there, but the refusal must not echo it)."""
 
 _CREDENTIAL_WORDS = frozenset(
     (
@@ -65,6 +69,7 @@ _USERINFO = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://)(?P<info>[^/@\s'\"]+)@"
 _QUERY_PARAM = re.compile(r"(?P<head>[?&](?P<name>[^=&#\s'\"]+)=)(?P<value>[^&#\s'\"]+)")
 
 
+@functools.lru_cache(maxsize=4096)  # a big config repeats the same few names thousands of times
 def credential_name(name: object) -> bool:
     """Whether a header, parameter or option name looks like it carries a credential.
 
@@ -84,15 +89,21 @@ def _parse(path: str) -> list[str]:
 _PATTERNS = tuple((_parse(path), how) for path, how in SECRET_FIELDS)
 
 
-def _find(node: Any, parts: list[str]) -> Iterator[tuple[Any, Any]]:
-    """``(container, key)`` of every value at ``parts`` under ``node`` (absent paths: none)."""
-    head, rest = parts[0], parts[1:]
-    if head == "[*]":
-        if isinstance(node, list):
-            for i in range(len(node)):
-                yield from ((node, i),) if not rest else _find(node[i], rest)
-    elif isinstance(node, dict) and head in node:
-        yield from ((node, head),) if not rest else _find(node[head], rest)
+def _find(node: Any, parts: list[str]) -> list[tuple[Any, Any]]:
+    """``(container, key)`` of every value at ``parts`` under ``node`` (absent paths: none).
+
+    Level by level over lists, not a recursive generator: a 10,000-route config is walked once
+    per listed field on every push and every ``GET /config``."""
+    level = [node]
+    for part in parts[:-1]:
+        if part == "[*]":
+            level = [item for n in level if isinstance(n, list) for item in n]
+        else:
+            level = [n[part] for n in level if isinstance(n, dict) and part in n]
+    last = parts[-1]
+    if last == "[*]":
+        return [(n, i) for n in level if isinstance(n, list) for i in range(len(n))]
+    return [(n, last) for n in level if isinstance(n, dict) and last in n]
 
 
 # -- URLs ------------------------------------------------------------------------------
@@ -113,6 +124,8 @@ def _url_parts(url: str) -> tuple[str, str, str, str]:
 
 
 def _url_secrets(url: str) -> list[str]:
+    if _plain_url(url):
+        return []
     _, info, _, query = _url_parts(url)
     found = []
     if info:
@@ -125,7 +138,14 @@ def _url_secrets(url: str) -> list[str]:
     return [value for value in found if value]
 
 
+def _plain_url(url: str) -> bool:
+    """No userinfo and no query: nothing to hide (decided without parsing, the common case)."""
+    return "://" not in url or not ("@" in url or "?" in url)
+
+
 def _redact_url(url: str) -> str:
+    if _plain_url(url):
+        return url
     head, info, rest, query = _url_parts(url)
     if info:
         user, colon, _ = info.partition(":")
@@ -188,11 +208,8 @@ def _redact_named(value: Any) -> Any:
 
 
 def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy(item) for item in value]
-    return value
+    """A deep copy of plain config data, at C speed (a 10,000-route config in milliseconds)."""
+    return marshal.loads(marshal.dumps(value))
 
 
 def secret_values(config: Any) -> set[str]:
