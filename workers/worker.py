@@ -131,10 +131,11 @@ class Worker:
         if number == self.generation.number:
             return
         try:
-            self.generation = self._build(blob)
+            generation = self._build(blob)
             if self.prober is not None:
-                self.prober.configure(self.generation.ai)
-            self.access_log.configure(self.generation.config["log"]["access"])
+                self.prober.configure(generation.ai)
+            self.access_log.configure(generation.config["log"]["access"])
+            self.generation = generation  # named by the record from now on: the acknowledgement
             self._configure_usage_sink()
         except Exception as exc:  # the supervisor built it too; keep serving the old one, and say why
             from fastgw.extras import describe_failure
@@ -299,7 +300,8 @@ def trial_build(blob: bytes, limit_store: LocalLimitStore) -> None:
     def use_redis(url: str | None) -> None:
         resources.redis_link = RedisLink(url) if url else None
 
-    build_generation(blob, resources, use_redis)
+    generation = build_generation(blob, resources, use_redis)
+    AccessLog(generation.config["log"]["access"], worker=0).close()  # the file opens, as for a worker
 
 
 def run_worker(
