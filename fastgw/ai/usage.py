@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from fastgw import fastjson
-from fastgw._speedups import relay_bytes, usage_events
+from fastgw._speedups import SSEParser, relay_bytes, usage_events
 
 MAX_KEPT_FOR_ESTIMATE = 4 * 1024 * 1024
 """Relayed stream bytes kept in case the provider never reports usage (then counted)."""
@@ -41,12 +41,14 @@ def _is_usage_chunk(chunk: dict[str, Any]) -> bool:
 class UsageMeter:
     """Collects one request's usage; the exchange feeds it and asks for the result at the end."""
 
-    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native_input", "native_output")
+    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native_input", "native_output",
+                 "usage_relayed")
 
     def __init__(self, client_wants: bool) -> None:
         self.client_wants = client_wants
         self.usage: dict[str, Any] | None = None
         self.kept: list[bytes] = []  # relayed events, counted only if no usage ever arrives
+        self.usage_relayed = False  # a converted usage chunk went on to the client's dialect
         self.kept_size = 0
         self.last_chunk: dict[str, Any] | None = None
         self.native_input = 0
@@ -113,15 +115,19 @@ class UsageMeter:
         if isinstance(usage, dict):
             self.usage = usage
         if _is_usage_chunk(chunk):
+            self.usage_relayed = self.usage_relayed or dialect_needs_usage
             return dialect_needs_usage
         self.last_chunk = chunk
         return True
 
-    def closing_chunk(self, converter_usage: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The final usage chunk a client that asked for it is owed, if the converter made none."""
+    def closing_chunk(self, converter_usage: dict[str, Any] | None, dialect_needs_usage: bool) -> dict[str, Any] | None:
+        """The final usage chunk the client is owed: when it asked for one (the converter's own
+        was dropped by chunk()), or when its dialect needs the counts (Anthropic's closing
+        message_delta) and the converter kept them to itself (Anthropic's message_stop)."""
         if converter_usage is not None:
             self.usage = converter_usage
-        if not self.client_wants or self.usage is None or self.last_chunk is None:
+        owed = self.client_wants or (dialect_needs_usage and not self.usage_relayed)
+        if not owed or self.usage is None or self.last_chunk is None:
             return None
         last = self.last_chunk
         return {
@@ -156,20 +162,26 @@ class UsageMeter:
 
 
 def _streamed_text(raw_events: list[bytes]) -> str:
-    """The content deltas of relayed OpenAI events (only used when no usage was reported)."""
+    """The content deltas of relayed OpenAI events (only used when no usage was reported),
+    parsed as SSE: an event's data may span several ``data:`` lines."""
     parts = []
-    for line in b"".join(raw_events).split(b"\n"):
-        if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+    parser = SSEParser()
+    for event in parser.feed(b"".join(raw_events) + b"\n\n"):
+        if event.is_done:
             continue
         try:
-            chunk = json.loads(line[5:])
+            chunk = json.loads(event.data)
         except ValueError:
             continue
         if not isinstance(chunk, dict):
             continue
         for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or choice.get("text")
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if text is None:
+                text = choice.get("text")  # completions-style chunks
             if isinstance(text, str):
                 parts.append(text)
     return "".join(parts)

@@ -26,8 +26,16 @@ def served(answer: CachedAnswer, model: str) -> dict:
 
 
 def replay_stream(answer: CachedAnswer, model: str, include_usage: bool = False) -> list[bytes]:
-    """The answer as SSE events: role, content in pieces, finish reason, optionally usage
-    (``stream_options.include_usage``), then ``[DONE]``; each ``b"data: ...\\n\\n"``."""
+    """The answer as OpenAI SSE events: role, content in pieces, finish reason, optionally
+    usage (``stream_options.include_usage``), then ``[DONE]``; each ``b"data: ...\\n\\n"``."""
+    events = [_event(chunk) for chunk in replay_chunks(answer, model, include_usage)]
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def replay_chunks(answer: CachedAnswer, model: str, include_usage: bool = False) -> list[dict]:
+    """The answer as the ``chat.completion.chunk`` objects a live stream would carry; other
+    dialects render these (an Anthropic client gets message_start ... message_stop)."""
     choice = answer.response["choices"][0]
     content = choice["message"].get("content") or ""
     base: dict[str, Any] = {
@@ -40,20 +48,15 @@ def replay_stream(answer: CachedAnswer, model: str, include_usage: bool = False)
     if include_usage:
         base["usage"] = None  # OpenAI sends usage: null on every chunk but the last
 
-    def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
-        event = {
-            **base,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        }
-        return _event(event)
+    def chunk(delta: dict, finish_reason: str | None = None) -> dict:
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
 
-    events = [chunk({"role": "assistant", "content": ""})]
-    events += [chunk({"content": content[i : i + CHUNK_CHARS]}) for i in range(0, len(content), CHUNK_CHARS)]
-    events.append(chunk({}, choice.get("finish_reason") or "stop"))
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": content[i : i + CHUNK_CHARS]}) for i in range(0, len(content), CHUNK_CHARS)]
+    chunks.append(chunk({}, choice.get("finish_reason") or "stop"))
     if include_usage:
-        events.append(_event({**base, "choices": [], "usage": answer.usage}))
-    events.append(b"data: [DONE]\n\n")
-    return events
+        chunks.append({**base, "choices": [], "usage": answer.usage})
+    return chunks
 
 
 def assemble(chunks: list[dict]) -> dict | None:

@@ -14,9 +14,12 @@ import time
 from typing import Any
 
 from fastgw import fastjson
+from fastgw.ai.dialects import OPENAI
+from fastgw.ai.handler import EVENTS_NATIVE
+from fastgw.ai.providers.base import ProviderError
 from fastgw.ai.usage import wants_usage
 from fastgw.cache.keys import cache_key, cache_mode, cacheable, scope_value, semantic_scope, storable
-from fastgw.cache.replay import assemble, replay_stream, served
+from fastgw.cache.replay import assemble, replay_chunks, replay_stream, served
 from fastgw.cache.store import CachedAnswer, CacheUnavailable
 from fastgw.filters.api import Filter, Phase, Status
 from fastgw.obs.metrics import GATEWAY
@@ -28,7 +31,7 @@ _BACKGROUND: set = set()  # cache writes in flight (the loop keeps only weak ref
 class CacheState:
     """What a request knows about the response cache: its keys, and what its stream said."""
 
-    __slots__ = ("key", "question", "semantic_scope", "write", "vector", "chunks")
+    __slots__ = ("key", "question", "semantic_scope", "write", "vector", "chunks", "converter")
 
     def __init__(self, key: str, question: str, semantic_scope: str, write: bool) -> None:
         self.key = key
@@ -37,6 +40,7 @@ class CacheState:
         self.write = write
         self.vector = None  # the question's embedding, once computed
         self.chunks: list[dict] | None = None  # a streamed answer's chunks, to store it
+        self.converter: Any = None  # native Anthropic events -> chunks, for an Anthropic pass-through
 
 
 class CacheFilter(Filter):
@@ -52,7 +56,7 @@ class CacheFilter(Filter):
     # -- lookup -----------------------------------------------------------------------------
 
     def on_request(self, s: Stream, request: dict[str, Any]) -> Status:
-        if s.op != "chat" or not cacheable(request):
+        if s.op not in ("chat", "messages") or not cacheable(request):
             return Status.CONTINUE
         read, write = cache_mode(s.head.get)
         if not (read or write):
@@ -92,12 +96,17 @@ class CacheFilter(Filter):
         GATEWAY.cache_saved_tokens.inc((s.model,), int(answer.usage.get("total_tokens") or 0))
         header = b"x-fastgw-cache: %b\r\n" % result.encode()
         writer = s.conn.writer
+        dialect = s.handler.dialect
         s.status = 200
-        if s.is_stream:
+        if s.is_stream and dialect is OPENAI:
             events = b"".join(replay_stream(answer, s.model, include_usage=wants_usage(s.request)))
             writer.stream_whole(events, extra=header)
+        elif s.is_stream:
+            render = dialect.stream(s.model)
+            events = b"".join(render.chunk(c) for c in replay_chunks(answer, s.model, include_usage=True))
+            writer.stream_whole(events + render.end(), extra=header)
         else:
-            writer.complete(200, fastjson.dumps(served(answer, s.model)), extra=header)
+            writer.complete(200, dialect.response(s.op, served(answer, s.model), s.model), extra=header)
         s.handler.finish()
         return Status.REPLY
 
@@ -115,13 +124,27 @@ class CacheFilter(Filter):
                 chunks.append(item)
             elif type(item) is not bytes and not item.is_done:
                 try:
+                    if s.events_kind == EVENTS_NATIVE:  # an Anthropic provider's own events
+                        chunks.extend(self._native_chunks(s, state, item))
+                        continue
                     chunk = fastjson.loads(item.data)
-                except ValueError:
+                except (ValueError, ProviderError):  # not storable; the relay reports the error
                     state.write = False
                     continue
                 if isinstance(chunk, dict):
                     chunks.append(chunk)
         return Status.CONTINUE
+
+    @staticmethod
+    def _native_chunks(s: Stream, state: CacheState, event: Any) -> list[dict]:
+        """An Anthropic event relayed untouched, read as the chunks its conversion would give."""
+        converter = state.converter
+        if converter is None:
+            converter = state.converter = s.handler.provider.adapter.stream("chat", s.served_model)
+        chunks = converter.event(event.event, event.data)
+        if converter.done and converter.usage:
+            chunks.append({"choices": [], "usage": converter.usage})
+        return chunks
 
     def on_done(self, s: Stream) -> None:
         state = s.vars[self.slot]

@@ -27,8 +27,12 @@ _DELTA_CONTENT = re.compile(rb'"delta":\s*\{"content":\s*("(?:[^"\\]|\\.)*")\}')
 
 def delta_content(raw: bytes) -> tuple[str, int, int] | None:
     """The text of a plain OpenAI text delta event and where its JSON literal sits in ``raw``,
-    or None for any other event (which then takes the full parse)."""
-    if b'"finish_reason":null' not in raw:
+    or None for any other event (which then takes the full parse).
+
+    Exact, not a guess: quotes inside JSON strings are escaped, so ``"delta"`` and
+    ``"finish_reason"`` with their quotes can only be keys (or whole string values); one of
+    each means one choice, not finished, whose delta holds only content."""
+    if raw.count(b'"delta"') != 1 or raw.count(b'"finish_reason"') != 1 or b'"finish_reason":null' not in raw:
         return None
     match = _DELTA_CONTENT.search(raw)
     if match is None:
@@ -78,7 +82,9 @@ def with_message_texts(request: dict[str, Any], texts: list[str]) -> dict[str, A
 
 
 def _blocked(chunk: dict[str, Any]) -> dict[str, Any]:
-    return {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]}
+    """The answer ends here: every choice finishes with content_filter."""
+    indexes = [c.get("index", 0) for c in chunk.get("choices") or () if isinstance(c, dict)] or [0]
+    return {**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": "content_filter"} for i in indexes]}
 
 
 def _count_hits(s: Stream, stream: Any) -> None:
@@ -125,49 +131,64 @@ class GuardFilter(Filter):
     # -- the answer ---------------------------------------------------------------------------
 
     def on_response(self, s: Stream, response: dict[str, Any]) -> Status:
-        if not self.answers or s.op != "chat":
+        if not self.answers or s.op not in ("chat", "messages"):
             return Status.CONTINUE
         choices = response.get("choices") or []
-        if not choices or not isinstance((choices[0].get("message") or {}).get("content"), str):
-            return Status.CONTINUE
+        guarded = [self._guard_choice(s, choice) for choice in choices]
+        if any(new is not old for new, old in zip(guarded, choices, strict=True)):
+            s.response = {**response, "choices": guarded}
+        return Status.CONTINUE
+
+    def _guard_choice(self, s: Stream, choice: Any) -> Any:
+        """One choice of a plain answer (``n`` > 1 asks for several): masked or blocked."""
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            return choice
         stream = self.guard.stream()
-        text, blocked = stream.feed(choices[0]["message"]["content"])
+        text, blocked = stream.feed(message["content"])
         tail, blocked_at_end = stream.finish() if not blocked else ("", True)
         _count_hits(s, stream)
-        message = dict(choices[0]["message"], content="" if blocked or blocked_at_end else text + tail)
-        choice = dict(choices[0], message=message)
         if blocked or blocked_at_end:
-            choice["finish_reason"] = "content_filter"
-        s.response = {**response, "choices": [choice, *choices[1:]]}
-        return Status.CONTINUE
+            return {**choice, "message": {**message, "content": ""}, "finish_reason": "content_filter"}
+        if text + tail == message["content"]:
+            return choice
+        return {**choice, "message": {**message, "content": text + tail}}
 
     def on_sse_events(self, s: Stream, events: list) -> Status:
         if not self.answers:
             return Status.CONTINUE
-        stream = s.vars[self.slot]
-        if stream is None:
-            stream = s.vars[self.slot] = self.guard.stream()
+        streams = s.vars[self.slot]
+        if streams is None:
+            streams = s.vars[self.slot] = {}  # choice index -> its StreamGuard
         out: list = []
         for item in events:
             if type(item) is dict:
-                out.extend(self._guarded(s, stream, item))
+                out.extend(self._guarded(s, streams, item))
             elif type(item) is bytes:
                 out.append(item)
             else:
-                self._relay_raw(s, stream, item, out)
+                self._relay_raw(s, streams, item, out)
             if s.stream_closed:
                 break
         events[:] = out
         if s.stream_closed or s.stream_ending:
-            _count_hits(s, stream)
+            for stream in streams.values():
+                _count_hits(s, stream)
         return Status.CONTINUE
 
-    def _relay_raw(self, s: Stream, stream: Any, event: Any, out: list) -> None:
+    def _stream_for(self, streams: dict, index: Any) -> Any:
+        stream = streams.get(index)
+        if stream is None:
+            stream = streams[index] = self.guard.stream()
+        return stream
+
+    def _relay_raw(self, s: Stream, streams: dict, event: Any, out: list) -> None:
         raw = event.raw
-        delta = delta_content(raw)
+        one_choice = s.request.get("n") in (None, 1)  # every chunk is choice 0's
+        delta = delta_content(raw) if one_choice else None
         if delta is not None:
             text, start, end = delta
-            safe, blocked = stream.feed(text)
+            safe, blocked = self._stream_for(streams, 0).feed(text)
             if blocked:
                 s.stream_closed = True
                 out.append(_blocked(fastjson.loads(event.data)))
@@ -182,33 +203,41 @@ class GuardFilter(Filter):
         if not isinstance(chunk, dict) or not chunk.get("choices"):
             out.append(event)  # [DONE], usage chunks: relayed as they are
             return
-        guarded = self._guarded(s, stream, chunk)
+        guarded = self._guarded(s, streams, chunk)
         if len(guarded) == 1 and guarded[0] is chunk:
             out.append(event)
         else:
             out.extend(guarded)
 
-    def _guarded(self, s: Stream, stream: Any, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        """One chunk through the stream guard; a block ends the answer right here."""
+    def _guarded(self, s: Stream, streams: dict, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """One chunk through the stream guard of each of its choices; a block ends the answer
+        right here."""
         choices = chunk.get("choices")
-        if not choices:
+        if not choices or not isinstance(choices, list):
             return [chunk]
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            safe, blocked = stream.feed(content)
-            if blocked:
-                s.stream_closed = True
-                return [_blocked(chunk)]
-            delta = {**delta, "content": safe}
-        if choice.get("finish_reason"):
-            tail, blocked = stream.finish()
-            if blocked:
-                s.stream_closed = True
-                return [_blocked(chunk)]
-            if tail:
-                delta = {**delta, "content": (delta.get("content") or "") + tail}
-        if delta is choice.get("delta") or delta == choice.get("delta"):
+        guarded = []
+        for choice in choices:
+            if not isinstance(choice, dict):
+                guarded.append(choice)
+                continue
+            stream = self._stream_for(streams, choice.get("index", 0))
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                safe, blocked = stream.feed(content)
+                if blocked:
+                    s.stream_closed = True
+                    return [_blocked(chunk)]
+                delta = {**delta, "content": safe}
+            if choice.get("finish_reason"):
+                tail, blocked = stream.finish()
+                if blocked:
+                    s.stream_closed = True
+                    return [_blocked(chunk)]
+                if tail:
+                    delta = {**delta, "content": (delta.get("content") or "") + tail}
+            same = delta is choice.get("delta") or delta == (choice.get("delta") or {})
+            guarded.append(choice if same else {**choice, "delta": delta})
+        if all(new is old for new, old in zip(guarded, choices, strict=True)):
             return [chunk]
-        return [{**chunk, "choices": [{**choice, "delta": delta}, *choices[1:]]}]
+        return [{**chunk, "choices": guarded}]

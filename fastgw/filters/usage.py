@@ -38,8 +38,8 @@ class Usage(Filter):
         else:
             needs_usage = s.op == "messages"  # Anthropic's message_delta carries the usage
             events[:] = [chunk for chunk in events if meter.chunk(chunk, needs_usage)]
-            if s.stream_ending and not needs_usage:
-                closing = meter.closing_chunk(s.reported_usage)
+            if s.stream_ending:
+                closing = meter.closing_chunk(s.reported_usage, needs_usage)
                 if closing is not None:
                     events.append(closing)
         return Status.CONTINUE

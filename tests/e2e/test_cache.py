@@ -169,3 +169,30 @@ def test_route_scope_shares_answers_across_consumers_of_a_model(tmp_path):
         assert ask(client_for(gw, KEY_B)) == ("hit", answer)  # same model (the AI front door's route)
     finally:
         assert gw.stop() == 0
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_streamed_answer_is_cached_and_replayed_on_the_anthropic_front_door(tmp_path, pure):
+    """The Anthropic SDK streams a question (a miss, stored from the stream), then asks it again
+    streamed and plain: both are hits, rendered as Anthropic messages with the same text."""
+    import anthropic
+
+    gw = Gateway(cache_config({"ttl": "5m"}), tmp_path, workers=1, pure=pure)
+    try:
+        client = anthropic.Anthropic(base_url=gw.url, api_key=KEY_A, max_retries=0)
+        question = [{"role": "user", "content": "What is the tallest mountain?"}]
+        statuses, texts = [], []
+        for _ in range(2):
+            with client.messages.with_streaming_response.create(
+                    model="m", max_tokens=50, messages=question, stream=True) as raw:
+                statuses.append(raw.headers.get("x-fastgw-cache"))
+                events = list(raw.parse())
+            texts.append("".join(e.delta.text for e in events if e.type == "content_block_delta"))
+            assert events[-1].type == "message_stop"
+            delta = next(e for e in events if e.type == "message_delta")
+            assert delta.delta.stop_reason == "end_turn" and delta.usage.output_tokens > 0
+        plain = client.messages.with_raw_response.create(model="m", max_tokens=50, messages=question)
+        assert statuses == ["miss", "hit"] and plain.headers["x-fastgw-cache"] == "hit"
+        assert texts[0] and texts[1] == texts[0] == plain.parse().content[0].text
+    finally:
+        assert gw.stop() == 0

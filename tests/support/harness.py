@@ -80,6 +80,13 @@ class Services:
         self.upstream_errors = 0
         self.rejected = 0
 
+    def close(self) -> None:
+        """Release what a worker would keep for its lifetime: warm upstream connections, the
+        shared-memory limit store, the access log's file (tests that build many gateways)."""
+        self.resources.pools.close()
+        self.resources.limit_store.close()
+        self.access_log.close()
+
     def log_lines(self) -> list[dict]:
         """The access-log lines written so far."""
         return [json.loads(line) for line in self.log_path.read_text().splitlines()] if self.log_path else []

@@ -311,7 +311,9 @@ def embeddings_body(request: dict[str, Any], model: str) -> dict[str, Any]:
 
 def _count(meta: dict[str, Any], key: str) -> int:
     value = meta.get(key, 0)
-    if not isinstance(value, int):
+    if isinstance(value, float) and value.is_integer():  # 1.2e1 is JSON's 12 too
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
         raise ProviderError(f"usageMetadata.{key} is not an integer")
     return value
 
