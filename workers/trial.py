@@ -22,7 +22,8 @@ from fastgw.limits.local import LocalLimitStore
 from fastgw.proc import die_with_parent
 
 _BUILT = b"\0"
-MAX_REASON = 4096
+MAX_REASON = select.PIPE_BUF
+"""Bytes of a reason: one write of at most PIPE_BUF is atomic, so the parent reads it whole."""
 
 
 class GenerationRefused(Exception):
@@ -81,20 +82,17 @@ def _child(
 
 
 def _result(pid: int, read_end: int, timeout: float) -> str | None:
+    """The child's one write (at most PIPE_BUF bytes, so it arrives whole), or EOF if it died first."""
     deadline = time.monotonic() + timeout
-    data = b""
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             return f"the trial build took longer than {timeout:g}s"
-        if not select.select([read_end], [], [], left)[0]:
-            continue
-        chunk = os.read(read_end, MAX_REASON)
-        if not chunk:
+        if select.select([read_end], [], [], left)[0]:
             break
-        data += chunk
+    data = os.read(read_end, MAX_REASON)
     if data == _BUILT:
         return None
     return data.decode(errors="replace") if data else "the trial build died without a word (see the log)"
