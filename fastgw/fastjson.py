@@ -19,11 +19,19 @@ _encode = msgspec.json.encode
 DecodeError = ValueError  # what loads raises on bad JSON (json.JSONDecodeError is a ValueError)
 
 
+class NestingError(ValueError):
+    """JSON nested deeper than the decoders' recursion guard (about 1,000 levels): a clear refusal
+    instead of a RecursionError, and no deeper stack for any code that walks the value later."""
+
+
 def loads(data: bytes | str) -> Any:
     try:
-        return _decode(data)
-    except msgspec.DecodeError:
-        return json.loads(data)  # raises ValueError on real garbage
+        try:
+            return _decode(data)
+        except msgspec.DecodeError:
+            return json.loads(data)  # raises ValueError on real garbage
+    except RecursionError:
+        raise NestingError("JSON is nested too deeply") from None
 
 
 def dumps(obj: Any) -> bytes:

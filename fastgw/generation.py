@@ -21,6 +21,7 @@ from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
 from fastgw.proxy.upstream import Pool, PoolSet
 from fastgw.router import Router
+from fastgw.server.tls import Certificates
 from fastgw.transform import Transform
 
 HOST_PRESERVE = 0
@@ -147,6 +148,7 @@ class Generation:
         "keepalive_timeout",
         "drain_timeout",
         "max_pipelined",
+        "tls",
     )
 
     def __init__(self, number: int, config: dict[str, Any], resources: Resources) -> None:
@@ -174,3 +176,5 @@ class Generation:
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]
+        tls = config["listen"].get("tls")
+        self.tls = Certificates(tls) if tls else None  # files read afresh: a push swaps certificates

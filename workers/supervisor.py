@@ -67,6 +67,15 @@ ACK_TIMEOUT = 15.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def _bound_part(key: str, config: dict) -> object:
+    """What of a restart key is bound at startup: all of it, except the listener's TLS
+    certificates, which each generation loads (only TLS on or off is bound)."""
+    value = config.get(key)
+    if key == "listen" and isinstance(value, dict):
+        return {**value, "tls": value.get("tls") is not None}
+    return value
+
+
 def log(message: str) -> None:
     """One line to stderr with a single ``write(2)``.
 
@@ -185,7 +194,7 @@ class Supervisor:
         with self._push_lock:
             warnings = []
             for key in RESTART_KEYS:
-                if config.get(key) != self.config.get(key):
+                if _bound_part(key, config) != _bound_part(key, self.config):
                     warnings.append(f"{key}: cannot change without a restart; keeping the running value")
                     config[key] = self.config.get(key)
             self.last_number += 1

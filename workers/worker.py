@@ -35,6 +35,11 @@ GC_YOUNG = 20_000
 """How often expired idle upstream connections are closed."""
 
 
+TLS_SHUTDOWN_TIMEOUT = 2.0
+"""Seconds a closing TLS connection waits for the client's close_notify (asyncio's default is
+30 s, which held every drain open for as long as a client that never reads kept quiet)."""
+
+
 def log(message: str) -> None:
     """One line to stderr, with the secrets of every generation this worker loaded scrubbed out."""
     sys.stderr.write(f"fastgw worker {os.getpid()}: {SCRUBBER(message)}\n")
@@ -106,6 +111,13 @@ class Worker:
         if self.control.seq != self.seq:
             self._load_published()
         return self.generation
+
+    def _certificates(self, listener):
+        """The current generation's certificates, for a TLS handshake that just arrived."""
+        generation = self.current_generation()
+        if generation.tls is not None:
+            listener.use(generation.tls)
+        return generation.tls
 
     def _build(self, blob: bytes):
         return build_generation(blob, self.resources, self._use_redis)
@@ -229,7 +241,19 @@ class Worker:
         self._stopping = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._stopping.set)
-        server = await self.loop.create_server(lambda: HttpConnection(self), sock=self.sock)
+        tls = self.generation.config["listen"].get("tls")
+        listener = None
+        if tls is not None:  # on at start: certificates then follow each generation (fastgw.server.tls)
+            from fastgw.server.tls import TLSListener
+
+            listener = TLSListener(tls, lambda: self._certificates(listener))
+            listener.use(self.generation.tls)
+        server = await self.loop.create_server(
+            lambda: HttpConnection(self), sock=self.sock, ssl=listener.context if listener else None,
+            ssl_handshake_timeout=self.generation.header_timeout if listener else None,
+            # a closing connection waits this long for the client's close_notify, not 30 s
+            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if listener else None,
+        )
         from fastgw.ai.probes import HealthProber
 
         self.prober = HealthProber(self.loop)

@@ -127,11 +127,12 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _assistant_message(content: Any, where: str) -> dict[str, Any]:
-    """Text blocks -> content, tool_use -> tool_calls; thinking blocks are dropped (their signatures
-    mean nothing to other providers)."""
+    """Text blocks -> content, tool_use -> tool_calls; thinking and redacted_thinking blocks ride along
+    whole in ``thinking_blocks`` (signatures included), which an Anthropic provider gets back as they
+    were and other providers never see."""
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
-    texts, calls = [], []
+    texts, calls, thinking = [], [], []
     for i, block in enumerate(_blocks(content, where)):
         kind = block["type"]
         if kind == "text":
@@ -149,11 +150,22 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any]:
                     "function": {"name": block["name"], "arguments": arguments},
                 }
             )
-        elif kind not in ("thinking", "redacted_thinking"):
+        elif kind == "thinking":
+            _expect(
+                isinstance(block.get("thinking"), str) and isinstance(block.get("signature"), str),
+                f"{where}.{i}: a thinking block needs thinking and signature strings",
+            )
+            thinking.append({"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]})
+        elif kind == "redacted_thinking":
+            _expect(isinstance(block.get("data"), str), f"{where}.{i}.data: required string")
+            thinking.append({"type": "redacted_thinking", "data": block["data"]})
+        else:
             raise FrontDoorError(f"{where}.{i}: content block type {kind!r} is not supported by this model")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        message["thinking_blocks"] = thinking
     return message
 
 
@@ -190,7 +202,7 @@ def _tool_choice(choice: Any, request: dict[str, Any]) -> None:
         _expect(isinstance(choice.get("name"), str), "tool_choice.name: required string")
         request["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     else:
-        mapped = {"auto": "auto", "any": "required", "none": "none"}.get(kind)
+        mapped = {"auto": "auto", "any": "required", "none": "none"}.get(kind) if isinstance(kind, str) else None
         _expect(mapped is not None, "tool_choice.type: must be one of auto, any, tool, none")
         request["tool_choice"] = mapped
     if choice.get("disable_parallel_tool_use") is True:
@@ -273,14 +285,23 @@ def _anthropic_usage(usage: Any) -> dict[str, int]:
     input_tokens does not, so the cached part moves to cache_read_input_tokens."""
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
-    cached = (details.get("cached_tokens") if isinstance(details, dict) else 0) or 0
+    cached = _count(details.get("cached_tokens") if isinstance(details, dict) else 0)
+    written = _count(usage.get("cache_creation_input_tokens"))  # an Anthropic provider's, kept by its adapter
     result = {
-        "input_tokens": (usage.get("prompt_tokens") or 0) - cached,
-        "output_tokens": usage.get("completion_tokens") or 0,
+        "input_tokens": max(0, _count(usage.get("prompt_tokens")) - cached - written),
+        "output_tokens": _count(usage.get("completion_tokens")),
     }
-    if cached:
+    if cached or written:
         result["cache_read_input_tokens"] = cached
+        result["cache_creation_input_tokens"] = written
     return result
+
+
+def _count(value: Any) -> int:
+    """A token count as JSON allows it (``12``, ``1.2e1``); anything else counts nothing."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _tool_input(arguments: Any) -> dict[str, Any]:
@@ -293,6 +314,19 @@ def _tool_input(arguments: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _signed_thinking(blocks: Any) -> list[dict[str, Any]]:
+    """The well-formed entries of ``thinking_blocks`` (what the Anthropic adapter carries)."""
+    out = []
+    for block in blocks if isinstance(blocks, list) else ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+            out.append({"type": "thinking", "thinking": block["thinking"], "signature": str(block.get("signature") or "")})
+        elif block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str):
+            out.append({"type": "redacted_thinking", "data": block["data"]})
+    return out
+
+
 def openai_to_messages_response(resp: dict[str, Any], model: str) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` -> an Anthropic message; ``model`` is the name the client asked for."""
     choices = resp.get("choices") or [{}]
@@ -300,7 +334,10 @@ def openai_to_messages_response(resp: dict[str, Any], model: str) -> dict[str, A
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    signed = _signed_thinking(message.get("thinking_blocks"))
+    if signed:
+        content.extend(signed)  # an Anthropic provider's blocks, signatures and all
+    elif isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     if isinstance(message.get("content"), str) and message["content"]:
         content.append({"type": "text", "text": message["content"]})
@@ -409,6 +446,24 @@ class OpenAIToAnthropicStream:
                 events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
         return events
 
+    def _thinking_blocks(self, blocks: Any) -> list[tuple[str, dict[str, Any]]]:
+        """Whole thinking blocks from the Anthropic adapter: the signature closes the thinking block
+        its text streamed into (one is opened when none is); redacted blocks are one block each."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        for block in _signed_thinking(blocks):
+            if block["type"] == "redacted_thinking":
+                events += self._open("redacted", block)
+                events += self._close()
+                continue
+            if self.open is None or self.open[0] != "thinking":
+                events += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+                if block["thinking"]:
+                    events.append(self._delta({"type": "thinking_delta", "thinking": block["thinking"]}))
+            if block["signature"]:
+                events.append(self._delta({"type": "signature_delta", "signature": block["signature"]}))
+            events += self._close()
+        return events
+
     def _finish(self) -> list[tuple[str, dict[str, Any]]]:
         self.finished = True
         usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
@@ -435,6 +490,7 @@ class OpenAIToAnthropicStream:
             if self.open is None or self.open[0] != "thinking":
                 events += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
             events.append(self._delta({"type": "thinking_delta", "thinking": reasoning}))
+        events += self._thinking_blocks(delta.get("thinking_blocks"))
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self.open is None or self.open[0] != "text":

@@ -102,8 +102,8 @@ class AnthropicStream:
 class OpenAIDialect:
     name = "openai"
 
-    def error(self, status: int, message: str, code: str | None = None) -> bytes:
-        return error_body(status, message, code)
+    def error(self, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
+        return error_body(status, message, code, param=param)
 
     def response(self, op: str, response: dict[str, Any], model: str) -> bytes:
         return fastjson.dumps(response)
@@ -115,8 +115,8 @@ class OpenAIDialect:
 class AnthropicDialect:
     name = "anthropic"
 
-    def error(self, status: int, message: str, code: str | None = None) -> bytes:
-        return fastjson.dumps(anthropic_error_body(status, message))
+    def error(self, status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
+        return fastjson.dumps(anthropic_error_body(status, message))  # the message names the field
 
     def response(self, op: str, response: dict[str, Any], model: str) -> bytes:
         return fastjson.dumps(openai_to_messages_response(response, model))

@@ -23,16 +23,19 @@ re-encodes it.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastgw import fastjson
 from fastgw._speedups import SSEParser, ends_stream, model_span, relay_bytes
 from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
 from fastgw.ai.dialects import ANTHROPIC
-from fastgw.ai.providers.base import ProviderError, StreamConverter, UnsupportedOperation
+from fastgw.ai.providers.base import ConversionError, ProviderError, StreamConverter, encode_embeddings
 from fastgw.ai.usage import with_usage_requested
 from fastgw.obs.metrics import GATEWAY
+from fastgw.server import lastresort
 from fastgw.server.stream import STAGE_REQUEST, FilterError, Stream
 from fastgw.sse import SSEError
 
@@ -80,6 +83,24 @@ def spliced_body(raw: bytes, request: dict[str, Any], model: str, ask_usage: boo
     return raw[: start + 1] + _USAGE_OPTION + raw[start + 1 :]
 
 
+def _guarded(method: Callable[..., None]) -> Callable[..., None]:
+    """An entry point of the handler (the chain's continuation, attempt callbacks, the timer): an
+    exception that escapes it is a gateway bug, answered by the last resort, never a dropped socket."""
+
+    @functools.wraps(method)
+    def guarded(self: ModelHandler, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception as exc:
+            request_id = lastresort.report("ai", exc)
+            try:
+                self.crashed(lastresort.message(request_id))
+            except Exception:
+                self.conn.abort_exchange()
+
+    return guarded
+
+
 class ModelHandler:
     """One AI request's provider side. Fields most requests never change are class-level
     defaults, so creating a handler sets only what differs."""
@@ -98,6 +119,8 @@ class ModelHandler:
     sent_head = False
     waiting = W_NONE
     last_error: tuple[int, str, str] = (503, "no provider target is available", "no_target")
+    refused: tuple[int, str, str] | None = None  # the last_error of a target that could not convert the request
+    refused_param: str | None = None  # the request field it named
     native = False  # an Anthropic client reaching an Anthropic provider: no conversion at all
     ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
     runs = False  # a relayed stream framed with feed_relay: plain events stay bytes
@@ -133,6 +156,9 @@ class ModelHandler:
         self.body = [raw]
         try:
             request = fastjson.loads(raw)
+        except fastjson.NestingError:
+            self.reply_error(400, "the request body is nested too deeply", "json_too_deep")
+            return
         except ValueError:
             self.reply_error(400, "the request body is not valid JSON", "invalid_json")
             return
@@ -142,6 +168,7 @@ class ModelHandler:
         s.request = s.decoded = request
         s.run(STAGE_REQUEST, self._call)
 
+    @_guarded
     def _call(self) -> None:
         """Every request filter let it through: the provider calls begin."""
         s = self.s
@@ -179,7 +206,7 @@ class ModelHandler:
             self._start(provider, target["model"], key_index)
             return
         status, message, code = self.last_error
-        self.reply_error(status, message, code)
+        self.reply_error(status, message, code, self.refused_param if self.last_error is self.refused else None)
 
     def _start(self, provider: ProviderRuntime, model: str, key_index: int) -> None:
         s = self.s
@@ -218,8 +245,9 @@ class ModelHandler:
                     if ask_usage:
                         request = with_usage_requested(request)
                     call = adapter.build(op, request, model, key)
-        except UnsupportedOperation as exc:
-            self.last_error = (400, str(exc), "unsupported_operation")
+        except ConversionError as exc:  # this target cannot take the request: maybe the next one can
+            self.last_error = self.refused = (400, str(exc), exc.code)
+            self.refused_param = exc.param
             self.target_index += 1
             self._next_attempt()
             return
@@ -243,6 +271,7 @@ class ModelHandler:
 
     # -- attempt callbacks (AttemptOwner) ----------------------------------------------------
 
+    @_guarded
     def attempt_head(self, attempt: Any, status: int, retry_after: float | None) -> None:
         if attempt is not self.attempt:
             return
@@ -260,6 +289,7 @@ class ModelHandler:
             self.runs = s.events_kind == EVENTS_OPENAI and s.chain.sse_runs
             s.stream_ending = False
 
+    @_guarded
     def attempt_body(self, attempt: Any, chunk: Any) -> None:
         if attempt is not self.attempt:
             return
@@ -326,6 +356,7 @@ class ModelHandler:
                 parts.append(item.raw)
         return b"".join(parts)
 
+    @_guarded
     def attempt_end(self, attempt: Any) -> None:
         if attempt is not self.attempt:
             return
@@ -343,6 +374,8 @@ class ModelHandler:
         op = "chat" if self.op == "messages" else self.op
         try:
             response = provider.adapter.convert_response(op, status, body, s.served_model)
+            if op == "embeddings" and not provider.adapter.passthrough:
+                response = encode_embeddings(response, s.request.get("encoding_format"))
             answer = s.response_filters(response)
             if answer is response and (self.native or (provider.adapter.passthrough and self.dialect is not ANTHROPIC)):
                 out = body  # nothing changed it: the provider's bytes as they are
@@ -402,6 +435,7 @@ class ModelHandler:
             # The request itself is wrong: another provider would refuse it too.
             self.reply_error(status, message, code)
 
+    @_guarded
     def attempt_failed(self, attempt: Any, status: int, message: str) -> None:
         if attempt is not self.attempt:
             return
@@ -460,7 +494,7 @@ class ModelHandler:
         self.conn.writer.end(data)
         self.finish()
 
-    def reply_error(self, status: int, message: str, code: str | None) -> None:
+    def reply_error(self, status: int, message: str, code: str | None, param: str | None = None) -> None:
         if self.cancelled:
             return
         s = self.s
@@ -470,8 +504,22 @@ class ModelHandler:
         extra = s.response_headers  # x-ratelimit-* (and retry-after when a limit refused)
         if status == 429 and s.retry_after and b"retry-after:" not in extra.lower():
             extra += b"Retry-After: %d\r\n" % max(1, round(s.retry_after))
-        self.conn.writer.complete(status, self.dialect.error(status, message, code), extra=extra)
+        self.conn.writer.complete(status, self.dialect.error(status, message, code, param), extra=extra)
         self.finish()
+
+    def crashed(self, message: str) -> None:
+        """The last resort (fastgw.server.lastresort): a 500 before the head, else the stream's error
+        event. Nothing is retried: the same bug would meet the next target."""
+        if self.cancelled:
+            return
+        if self.attempt is not None:
+            self.attempt.cancel()
+            self.attempt = None
+        if not self.sent_head:
+            self.reply_error(500, message, "internal_error")
+            return
+        self.s.error = message
+        self._end_stream(self.writer.error(message, "internal_error"))
 
     def _reply_models(self) -> None:
         consumer = self.s.consumer
@@ -501,6 +549,7 @@ class ModelHandler:
             self.waiting = W_NONE
             self.conn.set_timeout(T_NONE, 0.0)
 
+    @_guarded
     def on_timeout(self) -> None:
         """The connection's timer fired while this handler was waiting for its provider."""
         if self.waiting == W_NONE or self.cancelled:

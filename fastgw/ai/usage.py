@@ -16,6 +16,7 @@ from typing import Any
 
 from fastgw import fastjson
 from fastgw._speedups import SSEParser, relay_bytes, usage_events
+from fastgw.ai.providers.anthropic import openai_usage
 
 MAX_KEPT_FOR_ESTIMATE = 4 * 1024 * 1024
 """Relayed stream bytes kept in case the provider never reports usage (then counted)."""
@@ -41,8 +42,7 @@ def _is_usage_chunk(chunk: dict[str, Any]) -> bool:
 class UsageMeter:
     """Collects one request's usage; the exchange feeds it and asks for the result at the end."""
 
-    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native_input", "native_output",
-                 "usage_relayed")
+    __slots__ = ("client_wants", "usage", "kept", "kept_size", "last_chunk", "native", "usage_relayed")
 
     def __init__(self, client_wants: bool) -> None:
         self.client_wants = client_wants
@@ -51,8 +51,7 @@ class UsageMeter:
         self.usage_relayed = False  # a converted usage chunk went on to the client's dialect
         self.kept_size = 0
         self.last_chunk: dict[str, Any] | None = None
-        self.native_input = 0
-        self.native_output = 0
+        self.native: dict[str, Any] = {}  # an Anthropic stream's usage counts, relayed natively
 
     # -- plain answers ----------------------------------------------------------------------
 
@@ -98,13 +97,10 @@ class UsageMeter:
                     continue
                 usage = (payload.get("message") or {}).get("usage") if event.event == "message_start" else payload.get("usage")
                 if isinstance(usage, dict):
-                    self.native_input = usage.get("input_tokens", self.native_input) or self.native_input
-                    self.native_output = usage.get("output_tokens", self.native_output) or self.native_output
-                    self.usage = {
-                        "prompt_tokens": self.native_input,
-                        "completion_tokens": self.native_output,
-                        "total_tokens": self.native_input + self.native_output,
-                    }
+                    # message_delta repeats or updates message_start's counts: the latest non-null wins
+                    native = self.native
+                    native.update((k, _count(v)) for k, v in usage.items() if v is not None)
+                    self.usage = openai_usage(native)
 
     # -- streams converted chunk by chunk ---------------------------------------------------
 
@@ -147,8 +143,10 @@ class UsageMeter:
         if usage is not None:
             prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
             completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-            return {"prompt_tokens": prompt, "completion_tokens": completion,
-                    "total_tokens": prompt + completion, "estimated": False}
+            result = {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion, "estimated": False}
+            result.update(cache_counts(usage))
+            return result
         from fastgw.tokencount import count_chat, count_text
 
         messages = request.get("messages")
@@ -159,6 +157,29 @@ class UsageMeter:
         completion, _ = count_text(model, _streamed_text(self.kept))
         return {"prompt_tokens": prompt, "completion_tokens": completion,
                 "total_tokens": prompt + completion, "estimated": True}
+
+
+def cache_counts(usage: dict[str, Any]) -> dict[str, int]:
+    """Prompt-cache parts of an OpenAI-shaped usage, both already inside prompt_tokens: reads
+    (``prompt_tokens_details.cached_tokens``, OpenAI's and Gemini's; Anthropic's
+    ``cache_read_input_tokens``) and writes (Anthropic's ``cache_creation_input_tokens``)."""
+    details = usage.get("prompt_tokens_details")
+    read = _count(details.get("cached_tokens") if isinstance(details, dict) else None)
+    read = read or _count(usage.get("cache_read_input_tokens"))
+    written = _count(usage.get("cache_creation_input_tokens"))
+    counts = {}
+    if read:
+        counts["cached_tokens"] = read
+    if written:
+        counts["cache_write_tokens"] = written
+    return counts
+
+
+def _count(value: Any) -> int:
+    """A positive token count as JSON allows it (``12``, ``1.2e1``), else 0."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _streamed_text(raw_events: list[bytes]) -> str:

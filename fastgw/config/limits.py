@@ -195,8 +195,12 @@ def _prices(value: Any, path: str, issues: Issues) -> dict[str, dict[str, float]
     out = {}
     for pattern, price in value.items():
         at = f"{path}.{pattern}"
-        given = mapping(price, at, issues, ("input", "output")) or {}
-        out[str(pattern)] = {part: required(given, part, at, issues, _number) for part in ("input", "output")}
+        given = mapping(price, at, issues, ("input", "output", "cached_input", "cache_write")) or {}
+        entry = {part: required(given, part, at, issues, _number) for part in ("input", "output")}
+        for part in ("cached_input", "cache_write"):  # prompt-cache reads and writes; default: input
+            if part in given:
+                entry[part] = _number(given[part], f"{at}.{part}", issues)
+        out[str(pattern)] = entry
     return out
 
 

@@ -91,6 +91,7 @@ from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
+from fastgw.config.tls import tls_section
 from fastgw.filters import NOT_ON_MODELS
 
 TOP_LEVEL_KEYS = (
@@ -145,7 +146,7 @@ _HEALTH_CHECK = {"interval": (duration(), 10.0), "timeout": (duration(), 2.0)}
 _PROVIDER_KEYS = (
     "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check"
 )
-_LISTEN_KEYS = ("address", "reuse_port", "backlog")
+_LISTEN_KEYS = ("address", "reuse_port", "backlog", "tls")
 _ADMIN_KEYS = ("address", "socket", "token", "metrics_public")
 MIN_ADMIN_TOKEN = 16
 """Characters; a guessable token is no better than none (``openssl rand -hex 32`` makes one)."""
@@ -202,6 +203,7 @@ def _listen(value: Any, issues: Issues) -> dict:
         if "reuse_port" in given
         else True,
         "backlog": integer(1)(given["backlog"], "listen.backlog", issues) if "backlog" in given else 2048,
+        "tls": tls_section(given.get("tls"), issues),
     }
 
 

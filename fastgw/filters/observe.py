@@ -47,6 +47,7 @@ class Observe(Filter):
                 consumer=consumer or "", model=s.model, provider=s.provider,
                 prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
                 estimated=usage["estimated"], cost=cost or 0.0, served_model=s.served_model,
+                cached_tokens=usage.get("cached_tokens", 0), cache_write_tokens=usage.get("cache_write_tokens", 0),
             )
         log = services.access_log
         if log.enabled:
@@ -59,6 +60,8 @@ class Observe(Filter):
                 prompt_tokens=usage["prompt_tokens"] if usage else None,
                 completion_tokens=usage["completion_tokens"] if usage else None,
                 total_tokens=usage["total_tokens"] if usage else None,
+                cached_tokens=usage.get("cached_tokens") if usage else None,
+                cache_write_tokens=usage.get("cache_write_tokens") if usage else None,
                 tokens_estimated=usage["estimated"] if usage else None,
                 cost=cost, ttft=ttft, error=s.error,
             )

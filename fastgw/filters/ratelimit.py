@@ -76,8 +76,10 @@ class RateLimit(Filter):
     def on_done(self, s: Stream) -> None:
         usage = s.usage
         reservation = s.vars[self.slot]
+        cached = usage.get("cached_tokens", 0) if usage else 0
+        written = usage.get("cache_write_tokens", 0) if usage else 0
         if reservation is not None:  # charge what was really used; a failed call costs nothing
             self.limiter.settle(reservation, usage["prompt_tokens"] if usage else 0,
-                                usage["completion_tokens"] if usage else 0)
+                                usage["completion_tokens"] if usage else 0, cached, written)
         if usage is not None:
-            s.cost = self.limiter.cost(s.model, usage["prompt_tokens"], usage["completion_tokens"])
+            s.cost = self.limiter.cost(s.model, usage["prompt_tokens"], usage["completion_tokens"], cached, written)

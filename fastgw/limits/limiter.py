@@ -287,19 +287,28 @@ class Limiter:
             rule=charge.rule.name, kind=charge.window.kind,
         )
 
-    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+    def cost(
+        self, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> float | None:
         """USD cost of a call, by the first cost quota whose price table covers ``model``
         (the price tables live in the quota rules); None when no quota prices it."""
         for quota in self._quotas.values():
             if quota.unit == "usd":
-                amount = quota.charge(model, input_tokens, output_tokens)
+                amount = quota.charge(model, input_tokens, output_tokens, cached_tokens, cache_write_tokens)
                 if amount is not None:
                     return amount
         return None
 
     # -- settling ----------------------------------------------------------------------------
 
-    def settle(self, reservation: Reservation | None, input_tokens: int, output_tokens: int = 0) -> None:
+    def settle(
+        self,
+        reservation: Reservation | None,
+        input_tokens: int,
+        output_tokens: int = 0,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> None:
         """Charge actual usage against the reservation: the difference, refunded when negative.
 
         Never waits: local counters are updated now, Redis ones by a background task (see
@@ -312,7 +321,7 @@ class Limiter:
         rates = [(c, limit, float(delta)) for c, limit in reservation.token_charges] if delta else []
         quotas = []
         for debit in reservation.debits:
-            actual = debit.quota.charge(reservation.model, input_tokens, output_tokens)
+            actual = debit.quota.charge(reservation.model, input_tokens, output_tokens, cached_tokens, cache_write_tokens)
             if actual is not None and actual != debit.amount:
                 quotas.append((debit, actual - debit.amount))
         if not rates and not quotas:

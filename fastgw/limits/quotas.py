@@ -40,17 +40,31 @@ class Quota:
         self.unit = "tokens" if "tokens" in spec else "usd"
         self.limit = float(spec["tokens"] if "tokens" in spec else spec["cost"])
         self._prices = [
-            (wildcard([pattern]), price["input"] * PER_TOKEN, price["output"] * PER_TOKEN)
+            (
+                wildcard([pattern]),
+                price["input"] * PER_TOKEN,
+                price["output"] * PER_TOKEN,
+                price.get("cached_input", price["input"]) * PER_TOKEN,
+                price.get("cache_write", price["input"]) * PER_TOKEN,
+            )
             for pattern, price in (spec.get("prices") or {}).items()
         ]
 
-    def charge(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """What a call costs against this budget; None when a cost quota has no price for ``model``."""
+    def charge(
+        self, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> float | None:
+        """What a call costs against this budget; None when a cost quota has no price for ``model``.
+
+        ``input_tokens`` includes the prompt-cache reads (``cached_tokens``) and writes, as OpenAI's
+        prompt_tokens does: those parts are priced at ``cached_input`` / ``cache_write`` when given."""
         if self.unit == "tokens":
             return float(input_tokens + output_tokens)
-        for matches, per_input, per_output in self._prices:
+        for matches, per_input, per_output, per_cached, per_write in self._prices:
             if matches(model):
-                return input_tokens * per_input + output_tokens * per_output
+                cached = min(cached_tokens, input_tokens)
+                written = min(cache_write_tokens, input_tokens - cached)
+                plain = input_tokens - cached - written
+                return plain * per_input + cached * per_cached + written * per_write + output_tokens * per_output
         return None
 
 

@@ -108,6 +108,8 @@ class AccessLog:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         total_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
         tokens_estimated: bool | None = None,
         cost: float | None = None,
         ttft: float | None = None,
@@ -142,6 +144,8 @@ class AccessLog:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": total_tokens,
+            "cached_tokens": cached_tokens,
+            "cache_write_tokens": cache_write_tokens,
             "tokens_estimated": tokens_estimated,
             "cost": cost,
             "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
@@ -214,9 +218,12 @@ class UsageSink:
         estimated: bool,
         cost: float,
         served_model: str | None = None,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
         now: float | None = None,
     ) -> None:
-        """Queue one AI request's usage; dropped (and counted) if the queue is full."""
+        """Queue one AI request's usage; dropped (and counted) if the queue is full. The prompt-cache
+        counts (parts of prompt_tokens) are written only when non-zero."""
         if len(self._queue) >= self.queue_size:
             self.metrics.log_dropped.inc(("usage", "queue_full"))
             return
@@ -234,6 +241,10 @@ class UsageSink:
         }
         if served_model is not None:
             fields["served_model"] = served_model
+        if cached_tokens:
+            fields["cached_tokens"] = cached_tokens
+        if cache_write_tokens:
+            fields["cache_write_tokens"] = cache_write_tokens
         self._queue.append(fields)
         if not self._wake.is_set():
             self._wake.set()

@@ -305,6 +305,10 @@ class Gateway:
             "fastgw_failovers_total", "Attempts moved from one provider to another.",
             ("model", "from_provider", "to_provider"))
         self.redis_errors = r.counter("fastgw_redis_errors_total", "Failed Redis operations.", ("op",))
+        self.internal_errors = r.counter(
+            "fastgw_internal_errors_total",
+            "Exceptions no layer handled, answered 500 or ended with an error event (where: connection|ai).",
+            ("where",))
         self.guard_hits = r.counter(
             "fastgw_guard_hits_total", "Content-filter matches by rule, category and side (prompt, response).",
             ("rule", "category", "side"))

@@ -184,6 +184,13 @@ class ProxyHandler:
             self.route.balancer.release(self.endpoint_index)
             self.endpoint_index = -1
 
+    def crashed(self, message: str) -> None:
+        if self.conn.bytes_out:
+            self.conn.abort_exchange()  # a relayed body cannot be ended well-formed
+            return
+        self.cancel()
+        self.conn.local_reply(500, message, code="internal_error")
+
     def reply_error(self, status: int, message: str, code: str | None) -> None:
         self._release()
         self.conn.local_reply(status, message, code=code, extra=self.stream.response_headers)
@@ -222,9 +229,10 @@ class ProxyHandler:
         forwarded = head.get(b"x-forwarded-for")
         xff = forwarded + b", " + peer if forwarded else peer
         via = head.get(b"via")
-        extra = b"Host: %b\r\nX-Forwarded-For: %b\r\nX-Forwarded-Proto: http\r\nVia: %b\r\n" % (
+        extra = b"Host: %b\r\nX-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nVia: %b\r\n" % (
             host,
             xff,
+            self.conn.scheme,
             via + b", " + VIA if via else VIA,
         )
         if body_length is not None:  # a rewritten body: its own length, no chunked framing

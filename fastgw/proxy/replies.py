@@ -60,12 +60,16 @@ DATE = DateCache()
 SERVER_HEADER = b"Server: fastgw\r\n"
 
 
-def error_body(status: int, message: str, code: str | None = None, err_type: str | None = None) -> bytes:
+def error_body(
+    status: int, message: str, code: str | None = None, err_type: str | None = None, param: str | None = None
+) -> bytes:
+    """OpenAI's error object, all four fields (``param`` names the request field at fault, or null)."""
     return json.dumps(
         {
             "error": {
                 "message": message,
                 "type": err_type or ERROR_TYPES.get(status, "error"),
+                "param": param,
                 "code": code,
             }
         }

@@ -26,6 +26,7 @@ from fastgw.http.response import ResponseWriter
 from fastgw.proxy import replies
 from fastgw.proxy.deadline import Deadline
 from fastgw.proxy.handler import ProxyHandler
+from fastgw.server import lastresort
 from fastgw.server.stream import STAGE_HEADERS, Handler, Stream, WorkerServices
 
 # Connection states.
@@ -60,6 +61,7 @@ class HttpConnection(asyncio.Protocol):
         "state",
         "keep_alive",
         "draining",
+        "scheme",
         "reading_paused",
         "writing_paused",
         "_pumping",
@@ -115,6 +117,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b""
+        self.scheme = b"https" if transport.get_extra_info("sslcontext") is not None else b"http"
         self.services.connection_opened(self)
         self.set_timeout(T_HEADER, self.services.current_generation().header_timeout)
 
@@ -126,7 +129,10 @@ class HttpConnection(asyncio.Protocol):
         if state == S_CLOSED:
             return  # lingering close: discard
         self.parser.feed(data)
-        self._pump()
+        try:
+            self._pump()
+        except Exception as exc:  # a bug below us: answer it, never let asyncio drop the connection
+            self._crashed(exc)
 
     def eof_received(self) -> bool:
         if self.state == S_TUNNEL:
@@ -353,6 +359,18 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.close()
             else:
                 self.transport.abort()
+
+    def _crashed(self, exc: Exception) -> None:
+        """The last resort for the client side (parsing, filters, handlers' request paths)."""
+        request_id = lastresort.report("connection", exc)
+        handler = self.handler
+        try:
+            if handler is not None and self.stream is not None and not self.stream.finished:
+                handler.crashed(lastresort.message(request_id))
+            else:
+                self.abort_exchange()
+        except Exception:  # answering failed too: at least the connection ends
+            self.abort_exchange()
 
     # -- local replies ------------------------------------------------------------------------
 

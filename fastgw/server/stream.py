@@ -64,6 +64,10 @@ class Handler(Protocol):
     def reply_error(self, status: int, message: str, code: str | None) -> None:
         """Answer with an error in the client's dialect and finish the exchange."""
 
+    def crashed(self, message: str) -> None:
+        """An internal error escaped (fastgw.server.lastresort): release what is held, answer 500
+        if nothing was sent yet, else end the answer as well-formed as the protocol allows."""
+
 
 class FilterError(Exception):
     """A filter raised on the response side; the handler ends the answer well-formed (a 500

@@ -9,6 +9,9 @@ drive with recorded payloads.
 
 from __future__ import annotations
 
+import base64
+import math
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -21,8 +24,23 @@ class ProviderError(Exception):
     """The provider answered something that cannot be converted (garbage, wrong shape)."""
 
 
-class UnsupportedOperation(ProviderError):
+class ConversionError(ProviderError):
+    """The client's request cannot be expressed in this provider's format (``n: 2`` to Anthropic, an
+    audio part, arguments that are not JSON...). The engine answers 400 in the client's dialect, naming
+    ``param``, unless another target of the model can take the request: it is the request's fault only
+    for this target, so it never counts against the provider."""
+
+    code = "unsupported_request"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(f"{param}: {message}" if param else message)
+        self.param = param
+
+
+class UnsupportedOperation(ConversionError):
     """This provider type cannot serve the operation (e.g. legacy completions on Anthropic)."""
+
+    code = "unsupported_operation"
 
 
 @dataclass(slots=True)
@@ -88,3 +106,24 @@ class Adapter:
         """A cheap call for active health checks (the provider's model list): any answer below
         500 means the provider is up, whatever it thinks of the key."""
         raise NotImplementedError
+
+
+def encode_embeddings(response: dict[str, Any], encoding_format: Any) -> dict[str, Any]:
+    """A converted embeddings answer in the encoding the client asked for: ``base64`` is OpenAI's
+    base64 of the little-endian float32 vector (what the OpenAI SDKs decode); floats otherwise."""
+    if encoding_format != "base64":
+        return response
+    data = [
+        {**item, "embedding": base64.b64encode(_float32(item["embedding"])).decode()}
+        if isinstance(item.get("embedding"), list) else item
+        for item in response.get("data") or ()
+    ]
+    return {**response, "data": data}
+
+
+def _float32(values: list[float]) -> bytes:
+    """Little-endian float32; a value beyond float32's range becomes +-inf, as numpy casts it."""
+    try:
+        return struct.pack(f"<{len(values)}f", *values)
+    except OverflowError:
+        return struct.pack(f"<{len(values)}f", *(v if abs(v) < 3.4e38 else math.copysign(math.inf, v) for v in values))

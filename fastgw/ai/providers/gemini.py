@@ -10,9 +10,10 @@ Choices worth knowing:
 - Tool parameters and ``json_schema`` response formats go out as ``parametersJsonSchema`` and
   ``responseJsonSchema``: those take plain JSON Schema, whereas ``parameters``/``responseSchema``
   take an OpenAPI subset that rejects ``additionalProperties``, which OpenAI strict schemas require.
-- Gemini calls carry no ids, so tool calls get ``call_<n>`` (n counts the calls of one answer).
-  A tool result is matched back to its function name through the latest earlier assistant
-  message that made a call with that id, so ids repeated across turns still resolve.
+- Gemini calls usually carry no ids, so tool calls get a fresh ``call_<24 hex>`` (unique, as
+  OpenAI's are; Gemini's own ``functionCall.id`` is kept when it sends one). A tool result is
+  matched back to its function name through the latest earlier assistant message that made a
+  call with that id, so ids a client reuses across turns still resolve.
 - A prompt Gemini blocks (``promptFeedback.blockReason``, no candidates) becomes a normal answer
   with empty content, finish_reason ``content_filter`` and the reason in ``message.refusal``:
   the same signal an OpenAI client gets from a filtered answer, rather than an error that would
@@ -31,6 +32,7 @@ from urllib.parse import quote
 
 from fastgw.ai.providers.base import (
     Adapter,
+    ConversionError,
     ProviderError,
     StreamConverter,
     UnsupportedOperation,
@@ -79,33 +81,33 @@ URL_MIME_TYPES = {
 # ------------------------------------------------------------------------------------------- request
 
 
-def _media_part(url: Any) -> dict[str, Any]:
+def _media_part(url: Any, where: str) -> dict[str, Any]:
     """An image_url: base64 data URIs go inline, http(s)/gs URLs by reference (fileData)."""
     if not isinstance(url, str):
-        raise UnsupportedOperation("image_url must carry a url string")
+        raise ConversionError("must be a url string", where)
     if url.startswith("data:"):
         header, comma, data = url[5:].partition(",")
         mime, _, encoding = header.partition(";")
-        if not comma or encoding != "base64":
-            raise UnsupportedOperation("gemini takes data URIs only in base64")
+        if not comma or encoding != "base64" or not data:
+            raise ConversionError("data URLs must be data:<media type>;base64,<data>", where)
         return {"inlineData": {"mimeType": mime or "application/octet-stream", "data": data}}
     if url.startswith(("https://", "http://", "gs://")):
         extension = url.split("?", 1)[0].rsplit(".", 1)[-1].lower()
         mime = URL_MIME_TYPES.get(extension)
         return {"fileData": {"fileUri": url, **({"mimeType": mime} if mime else {})}}
-    raise UnsupportedOperation(f"unsupported image url scheme: {url[:40]!r}")
+    raise ConversionError(f"unsupported url scheme: {url[:40]!r}", where)
 
 
-def _content_parts(content: Any) -> list[dict[str, Any]]:
+def _content_parts(content: Any, where: str) -> list[dict[str, Any]]:
     """OpenAI message content (a string or a list of parts) -> Gemini parts; empty text is dropped."""
     if content is None:
         return []
     if isinstance(content, str):
         return [{"text": content}] if content else []
     if not isinstance(content, list):
-        raise UnsupportedOperation("message content must be a string or a list of parts")
+        raise ConversionError("must be a string or a list of parts", where)
     parts: list[dict[str, Any]] = []
-    for part in content:
+    for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("text", "refusal"):
             text = part.get(kind)
@@ -113,16 +115,16 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
                 parts.append({"text": text})
         elif kind == "image_url":
             image = part.get("image_url")
-            parts.append(_media_part(image.get("url") if isinstance(image, dict) else image))
+            parts.append(_media_part(image.get("url") if isinstance(image, dict) else image, f"{where}[{i}].image_url.url"))
         elif kind == "input_audio":
-            audio = part.get("input_audio") or {}
-            parts.append(
-                {"inlineData": {"mimeType": f"audio/{audio.get('format', 'wav')}", "data": audio.get("data")}}
-            )
-        elif kind == "file" and isinstance((part.get("file") or {}).get("file_data"), str):
-            parts.append(_media_part(part["file"]["file_data"]))
+            audio = part.get("input_audio")
+            if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+                raise ConversionError("needs base64 data and a format", f"{where}[{i}].input_audio")
+            parts.append({"inlineData": {"mimeType": f"audio/{audio.get('format') or 'wav'}", "data": audio["data"]}})
+        elif kind == "file" and isinstance(part.get("file"), dict) and isinstance(part["file"].get("file_data"), str):
+            parts.append(_media_part(part["file"]["file_data"], f"{where}[{i}].file.file_data"))
         else:
-            raise UnsupportedOperation(f"gemini cannot take content part {kind!r}")
+            raise ConversionError(f"gemini cannot take content part {kind!r}", f"{where}[{i}].type")
     return parts
 
 
@@ -150,22 +152,22 @@ def _function_response(name: str, content: Any) -> dict[str, Any]:
     }
 
 
-def _function_calls(tool_calls: Any, names: dict[str, str]) -> list[dict[str, Any]]:
+def _function_calls(tool_calls: Any, names: dict[str, str], where: str) -> list[dict[str, Any]]:
     """Assistant tool_calls -> functionCall parts; records id -> name for the results that follow."""
     if not isinstance(tool_calls, list):
-        raise UnsupportedOperation("tool_calls must be a list")
+        raise ConversionError("must be a list", where)
     parts = []
-    for call in tool_calls:
+    for i, call in enumerate(tool_calls):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise UnsupportedOperation("a tool call needs function.name")
+            raise ConversionError("a tool call needs function.name", f"{where}[{i}]")
         raw = function.get("arguments") or "{}"
         try:
             args = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            raise UnsupportedOperation(f"tool call arguments are not JSON: {raw[:80]!r}") from None
+        except (ValueError, RecursionError):
+            raise ConversionError(f"tool call arguments are not valid JSON: {raw[:80]!r}", f"{where}[{i}].function.arguments") from None
         if not isinstance(args, dict):
-            raise UnsupportedOperation("gemini needs tool call arguments to be a JSON object")
+            raise ConversionError("tool call arguments must be a JSON object for gemini", f"{where}[{i}].function.arguments")
         if isinstance(call.get("id"), str):
             names[call["id"]] = function["name"]
         parts.append({"functionCall": {"name": function["name"], "args": args}})
@@ -180,33 +182,33 @@ def _contents(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     results of parallel calls together in one turn.
     """
     if not isinstance(messages, list) or not messages:
-        raise UnsupportedOperation("chat needs a non-empty messages list")
+        raise ConversionError("must be a non-empty list", "messages")
     names: dict[str, str] = {}
     contents: list[dict[str, Any]] = []
     system: list[dict[str, Any]] = []
-    for message in messages:
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
         role = message.get("role") if isinstance(message, dict) else None
         if role in ("system", "developer"):
-            system += _content_parts(message.get("content"))
+            system += _content_parts(message.get("content"), f"{where}.content")
             continue
         if role == "user":
-            parts = _content_parts(message.get("content"))
+            parts = _content_parts(message.get("content"), f"{where}.content")
         elif role == "assistant":
-            parts = _content_parts(message.get("content"))
+            parts = _content_parts(message.get("content"), f"{where}.content")
             if message.get("tool_calls"):
-                parts += _function_calls(message["tool_calls"], names)
+                parts += _function_calls(message["tool_calls"], names, f"{where}.tool_calls")
             role = "model"
         elif role == "tool":
-            name = names.get(message.get("tool_call_id"))  # type: ignore[arg-type]
+            call_id = message.get("tool_call_id")
+            name = names.get(call_id) if isinstance(call_id, str) else None
             if name is None:
-                raise UnsupportedOperation(
-                    f"tool message refers to unknown tool_call_id {message.get('tool_call_id')!r}"
-                )
+                raise ConversionError(f"refers to no earlier tool call: {str(call_id)[:80]!r}", f"{where}.tool_call_id")
             role, parts = "user", [_function_response(name, message.get("content"))]
         elif role == "function" and isinstance(message.get("name"), str):  # the legacy function role
             role, parts = "user", [_function_response(message["name"], message.get("content"))]
         else:
-            raise UnsupportedOperation(f"gemini cannot take a message with role {role!r}")
+            raise ConversionError(f"gemini cannot take a message with role {role!r}", f"{where}.role")
         if not parts:
             continue  # Gemini refuses contents without parts
         if contents and contents[-1]["role"] == role:
@@ -218,16 +220,16 @@ def _contents(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
-        raise UnsupportedOperation("tools must be a list")
+        raise ConversionError("must be a list", "tools")
     declarations = []
-    for tool in tools:
+    for i, tool in enumerate(tools):
         function = (
             tool.get("function")
             if isinstance(tool, dict) and tool.get("type", "function") == "function"
             else None
         )
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise UnsupportedOperation("gemini takes only function tools with a name")
+            raise ConversionError("gemini takes only function tools with a name", f"tools[{i}]")
         declaration: dict[str, Any] = {"name": function["name"]}
         if function.get("description") is not None:
             declaration["description"] = function["description"]
@@ -243,7 +245,7 @@ def _tool_config(choice: Any) -> dict[str, Any]:
     function = choice.get("function") if isinstance(choice, dict) else None
     if isinstance(function, dict) and isinstance(function.get("name"), str):
         return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [function["name"]]}}
-    raise UnsupportedOperation(f"unsupported tool_choice {choice!r}")
+    raise ConversionError(f"unsupported value {str(choice)[:80]!r}", "tool_choice")
 
 
 def _generation_config(request: dict[str, Any]) -> dict[str, Any]:
@@ -259,17 +261,24 @@ def _generation_config(request: dict[str, Any]) -> dict[str, Any]:
     if stop is not None:
         stop = [stop] if isinstance(stop, str) else stop
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise UnsupportedOperation("stop must be a string or a list of strings")
+            raise ConversionError("must be a string or a list of strings", "stop")
         config["stopSequences"] = stop
     response_format = request.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind in ("json_object", "json_schema"):
+    if kind == "json_object":
         config["responseMimeType"] = "application/json"
-        schema = (response_format.get("json_schema") or {}).get("schema")  # type: ignore[union-attr]
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")  # type: ignore[union-attr]
+        if not isinstance(spec, dict):
+            raise ConversionError("must be an object", "response_format.json_schema")
+        schema = spec.get("schema")  # optional in OpenAI's API: JSON of any shape then
+        if schema is not None and not isinstance(schema, dict):
+            raise ConversionError("must be a JSON Schema object", "response_format.json_schema.schema")
+        config["responseMimeType"] = "application/json"
         if schema is not None:
             config["responseJsonSchema"] = schema
-    elif kind not in (None, "text"):
-        raise UnsupportedOperation(f"unsupported response_format type {kind!r}")
+    elif kind not in (None, "text") or (response_format is not None and kind is None):
+        raise ConversionError(f"unsupported type {kind!r}", "response_format.type")
     return config
 
 
@@ -293,11 +302,13 @@ def chat_body(request: dict[str, Any], options: dict[str, Any]) -> dict[str, Any
 
 def embeddings_body(request: dict[str, Any], model: str) -> dict[str, Any]:
     """An OpenAI embeddings request -> a BatchEmbedContentsRequest (text inputs only)."""
+    if request.get("encoding_format") not in (None, "float", "base64"):
+        raise ConversionError("must be 'float' or 'base64'", "encoding_format")
     inputs = request.get("input")
     if isinstance(inputs, str):
         inputs = [inputs]
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
-        raise UnsupportedOperation("gemini embeds text: input must be a string or a list of strings")
+        raise ConversionError("gemini embeds text: must be a string or a list of strings", "input")
     extra = {"outputDimensionality": request["dimensions"]} if request.get("dimensions") is not None else {}
     return {
         "requests": [
@@ -337,8 +348,14 @@ def convert_usage(meta: Any) -> dict[str, Any] | None:
     return usage
 
 
-def _split_parts(candidate: Any, first_call: int) -> tuple[str, str, list[dict[str, Any]]]:
-    """A candidate's parts -> (text, thoughts, tool calls numbered from ``first_call``).
+def _call_id(call: dict[str, Any]) -> str:
+    """Gemini's id for a call when it gives one, else a fresh one: clients key results by id."""
+    given = call.get("id")
+    return given if isinstance(given, str) and given else f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _split_parts(candidate: Any) -> tuple[str, str, list[dict[str, Any]]]:
+    """A candidate's parts -> (text, thoughts, tool calls).
 
     Parts OpenAI's chat message cannot carry (inline images, executable code) are skipped.
     """
@@ -359,7 +376,7 @@ def _split_parts(candidate: Any, first_call: int) -> tuple[str, str, list[dict[s
             arguments = encode_json(call.get("args") or {}).decode()
             calls.append(
                 {
-                    "id": f"call_{first_call + len(calls)}",
+                    "id": _call_id(call),
                     "type": "function",
                     "function": {"name": call["name"], "arguments": arguments},
                 }
@@ -369,8 +386,15 @@ def _split_parts(candidate: Any, first_call: int) -> tuple[str, str, list[dict[s
     return "".join(text), "".join(thoughts), calls
 
 
+def _index(candidate: dict[str, Any], position: int) -> int:
+    index = candidate.get("index", position)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ProviderError("candidate index is not a non-negative integer")
+    return index
+
+
 def _finish_reason(raw: Any, made_calls: bool) -> str:
-    reason = FINISH_REASONS.get(raw, "stop")
+    reason = FINISH_REASONS.get(raw, "stop") if isinstance(raw, str) else "stop"
     return "tool_calls" if made_calls and reason == "stop" else reason
 
 
@@ -390,10 +414,8 @@ def _candidates(obj: dict[str, Any]) -> list[Any]:
 def chat_response(obj: dict[str, Any], model: str, created: int, fallback_id: str) -> dict[str, Any]:
     """A GenerateContentResponse -> an OpenAI chat.completion."""
     choices = []
-    calls_so_far = 0
     for position, candidate in enumerate(_candidates(obj)):
-        text, thoughts, calls = _split_parts(candidate, calls_so_far)
-        calls_so_far += len(calls)
+        text, thoughts, calls = _split_parts(candidate)
         message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
         if thoughts:
             message["reasoning_content"] = thoughts
@@ -401,7 +423,7 @@ def chat_response(obj: dict[str, Any], model: str, created: int, fallback_id: st
             message["tool_calls"] = calls
         choices.append(
             {
-                "index": candidate.get("index", position),
+                "index": _index(candidate, position),
                 "message": message,
                 "logprobs": None,
                 "finish_reason": _finish_reason(candidate.get("finishReason"), bool(calls)),
@@ -431,7 +453,9 @@ def embeddings_response(obj: dict[str, Any], model: str) -> dict[str, Any]:
     for embeddings, so usage is zero rather than a guess."""
     embeddings = obj.get("embeddings")
     if not isinstance(embeddings, list) or not all(
-        isinstance(e, dict) and isinstance(e.get("values"), list) for e in embeddings
+        isinstance(e, dict) and isinstance(e.get("values"), list)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in e["values"])
+        for e in embeddings
     ):
         raise ProviderError("gemini embeddings response has no valid 'embeddings' list")
     return {
@@ -474,7 +498,6 @@ class GeminiStream(StreamConverter):
         self.model = model
         self.id = ""
         self.created = int(time.time())
-        self.calls = 0  # tool calls numbered across the stream, as in a plain answer
         self.tool_index: dict[int, int] = {}  # per choice: tool calls so far (the delta's index)
         self.open: set[int] = set()  # choices that started and have not finished
         self.seen: set[int] = set()
@@ -514,9 +537,8 @@ class GeminiStream(StreamConverter):
             delta = {"role": "assistant", "content": "", "refusal": f"prompt blocked by gemini: {reason}"}
             chunks += [self._choice(0, delta, None), self._choice(0, {}, "content_filter")]
         for position, candidate in enumerate(candidates):
-            text, thoughts, calls = _split_parts(candidate, self.calls)
-            self.calls += len(calls)
-            index = candidate.get("index", position)
+            text, thoughts, calls = _split_parts(candidate)
+            index = _index(candidate, position)
             delta: dict[str, Any] = {}
             if index not in self.seen:
                 self.seen.add(index)

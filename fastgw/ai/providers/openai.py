@@ -92,6 +92,17 @@ def check_response(op: str, obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def without_thinking_blocks(request: dict[str, Any]) -> dict[str, Any]:
+    """``thinking_blocks`` carries Anthropic's signed thinking through this gateway (an Anthropic
+    client's history, an Anthropic answer sent back): OpenAI-format providers take no such field,
+    and DeepSeek refuses reasoning in input, so it is left out of what they are sent."""
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not any(isinstance(m, dict) and "thinking_blocks" in m for m in messages):
+        return request
+    kept = [{k: v for k, v in m.items() if k != "thinking_blocks"} if isinstance(m, dict) else m for m in messages]
+    return {**request, "messages": kept}
+
+
 class OpenAIStream(StreamConverter):
     """OpenAI SSE chunks pass through as parsed dicts; ``[DONE]`` ends, ``usage`` is recorded."""
 
@@ -137,7 +148,7 @@ class OpenAIAdapter(Adapter):
     def build(self, op: str, request: dict[str, Any], model: str, api_key: str | None) -> UpstreamCall:
         if op not in self.ops:
             raise UnsupportedOperation(f"provider type {self.type!r} does not serve {op}")
-        body = self.body(op, {**request, "model": model})
+        body = self.body(op, without_thinking_blocks({**request, "model": model}))
         return UpstreamCall(b"POST", self.path(op, model).encode(), self.headers(api_key), encode_json(body))
 
     def build_raw(self, op: str, body: bytes, model: str, api_key: str | None) -> UpstreamCall | None:

@@ -175,7 +175,11 @@ def test_images_and_thinking_history() -> None:
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
         {"type": "text", "text": "What are these?"},
     ]
-    assert messages[1] == {"role": "assistant", "content": "Cats."}  # thinking signatures stay behind
+    assert messages[1] == {  # the signed thinking rides along for an Anthropic provider
+        "role": "assistant",
+        "content": "Cats.",
+        "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}],
+    }
 
 
 def test_round_trip_through_the_anthropic_adapter_is_lossless() -> None:
@@ -344,7 +348,8 @@ def test_response_thinking_stop_reasons_cache_and_broken_arguments() -> None:
         assert openai_to_messages_response(completion({"content": "x"}, finish), "m")["stop_reason"] == reason
     cached = {"prompt_tokens": 100, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 80}}
     usage = openai_to_messages_response(completion({"content": "x"}, usage=cached), "m")["usage"]
-    assert usage == {"input_tokens": 20, "output_tokens": 5, "cache_read_input_tokens": 80}
+    assert usage == {"input_tokens": 20, "output_tokens": 5, "cache_read_input_tokens": 80,
+                     "cache_creation_input_tokens": 0}
     broken = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": '}}
     resp = openai_to_messages_response(
         completion({"content": None, "tool_calls": [broken]}, "tool_calls"), "m"

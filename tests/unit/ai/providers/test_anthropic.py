@@ -310,6 +310,8 @@ def test_response_text_and_usage() -> None:
         "completion_tokens": 3,
         "total_tokens": 108,
         "prompt_tokens_details": {"cached_tokens": 100},
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 0,
     }
 
 
@@ -335,6 +337,7 @@ def test_response_tool_use_and_thinking() -> None:
         "role": "assistant",
         "content": None,
         "reasoning_content": "The user wants weather.",
+        "thinking_blocks": [{"type": "thinking", "thinking": "The user wants weather.", "signature": "sig"}],
         "tool_calls": [
             {
                 "id": "toolu_1",
@@ -477,17 +480,20 @@ def test_stream_text_and_thinking() -> None:
     assert [c["choices"][0]["delta"] for c in chunks] == [
         {"role": "assistant", "content": ""},
         {"reasoning_content": "Hmm."},
+        {"thinking_blocks": [{"type": "thinking", "thinking": "Hmm.", "signature": "EqQB"}]},
         {"content": "Hello"},
         {"content": "!"},
         {},
     ]
-    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, None, "stop"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, None, None, None, "stop"]
     assert converter.done
     assert converter.usage == {
         "prompt_tokens": 30,
         "completion_tokens": 15,
         "total_tokens": 45,
         "prompt_tokens_details": {"cached_tokens": 5},
+        "cache_read_input_tokens": 5,
+        "cache_creation_input_tokens": 0,
     }
 
 

@@ -4,13 +4,14 @@ Higress's converter) and round trips, text and tool calls, against the Gemini mo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from fastgw.ai.providers import adapter_for
-from fastgw.ai.providers.base import Adapter, ProviderError, UnsupportedOperation
+from fastgw.ai.providers.base import Adapter, ConversionError, ProviderError, UnsupportedOperation
 from fastgw.mock.core import answer_text, embed_vector
 from tests.unit.ai.providers.test_openai import (
     CHUNKS,
@@ -223,7 +224,7 @@ def test_response_format_tools_tool_choice_and_safety_settings() -> None:
     ("request_body", "match"),
     [
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "tool", "tool_call_id": "call_9", "content": "x"}]}, "unknown tool_call_id"),
+        ({"messages": [{"role": "tool", "tool_call_id": "call_9", "content": "x"}]}, "no earlier tool call"),
         ({"messages": [{"role": "critic", "content": "x"}]}, "role"),
         ({"messages": [{"role": "user", "content": [{"type": "video", "video": "x"}]}]}, "content part"),
         (
@@ -262,7 +263,7 @@ def test_response_format_tools_tool_choice_and_safety_settings() -> None:
     ],
 )
 def test_requests_gemini_cannot_express_are_refused(request_body: dict[str, Any], match: str) -> None:
-    with pytest.raises(UnsupportedOperation, match=match):
+    with pytest.raises(ConversionError, match=match):
         make().build("chat", request_body, "gemini-2.0-flash", "k")
 
 
@@ -283,7 +284,7 @@ def test_embeddings_request() -> None:
     assert single["requests"] == [
         {"model": "models/text-embedding-004", "content": {"parts": [{"text": "one"}]}}
     ]
-    with pytest.raises(UnsupportedOperation, match="text"):
+    with pytest.raises(ConversionError, match="text"):
         make().build("embeddings", {"input": [1, 2, 3]}, "text-embedding-004", "k")
 
 
@@ -352,13 +353,14 @@ def test_function_calls_become_tool_calls() -> None:
     """Higress's inverted check dropped exactly these."""
     message = convert(RECORDED_TOOL_CALLS)["choices"][0]["message"]
     assert message["content"] == "Checking both."
+    ids = [call.pop("id") for call in message["tool_calls"]]
+    assert all(re.fullmatch(r"call_[0-9a-f]{24}", i) for i in ids) and len(set(ids)) == 2
     assert message["tool_calls"] == [
         {
-            "id": "call_0",
             "type": "function",
             "function": {"name": "get_weather", "arguments": '{"city":"Paris","units":["C"]}'},
         },
-        {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+        {"type": "function", "function": {"name": "get_time", "arguments": "{}"}},
     ]
     assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris", "units": ["C"]}
     assert convert(RECORDED_TOOL_CALLS)["choices"][0]["finish_reason"] == "tool_calls"
@@ -533,9 +535,11 @@ def test_stream_tool_calls_thoughts_and_candidates() -> None:
     first = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == 0]
     assert first[0]["delta"] == {"role": "assistant", "reasoning_content": "Hmm."}
     calls = [call for c in first for call in c["delta"].get("tool_calls", [])]
+    ids = [call.pop("id") for call in calls]
+    assert all(re.fullmatch(r"call_[0-9a-f]{24}", i) for i in ids) and len(set(ids)) == 2
     assert calls == [
-        {"index": 0, "id": "call_0", "type": "function", "function": {"name": "a", "arguments": '{"x":1}'}},
-        {"index": 1, "id": "call_1", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+        {"index": 0, "type": "function", "function": {"name": "a", "arguments": '{"x":1}'}},
+        {"index": 1, "type": "function", "function": {"name": "b", "arguments": "{}"}},
     ]
     assert [c["finish_reason"] for c in first if c["finish_reason"]] == ["tool_calls"]
     second = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == 1]
@@ -636,7 +640,9 @@ def test_round_trip_tool_call_and_result(adapter: Adapter) -> None:
     )
     chunks, converter = convert_stream(adapter, "chat", "gemini-2.0-flash", body)
     streamed = [d for c in chunks if c["choices"] for d in c["choices"][0]["delta"].get("tool_calls", [])]
-    assert streamed == [{"index": 0, **call}] and finish_reasons(chunks) == ["tool_calls"] and converter.done
+    assert streamed[0].pop("id") != call["id"]  # every answer's calls get fresh ids
+    assert streamed == [{"index": 0, **{k: v for k, v in call.items() if k != "id"}}]
+    assert finish_reasons(chunks) == ["tool_calls"] and converter.done
 
     follow_up = {
         "messages": [
