@@ -3,7 +3,8 @@
 # `test` everything the suite needs on a fresh machine (apt tools, test extras, the build).
 PY ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-TEST_TOOLS := redis-server nginx wrk
+APT_PACKAGES := redis-server nginx wrk libmodsecurity-dev modsecurity-crs libnginx-mod-http-modsecurity
+WAF_FILES := /usr/include/modsecurity/modsecurity.h /etc/modsecurity/crs/crs-setup.conf
 # The extras a test run needs: the test tools and every optional feature the suite covers.
 TEST_EXTRAS := test,semantic
 
@@ -15,12 +16,14 @@ setup-run:
 	@$(MAKE) --no-print-directory build
 
 setup-test:
-	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	@missing=""; for tool in redis-server nginx wrk; do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	for file in $(WAF_FILES); do [ -f $$file ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(TEST_TOOLS); \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi
 	$(PY) -m pip install -q -e '.[$(TEST_EXTRAS)]'
 	@$(MAKE) --no-print-directory build
+	@$(PY) -c "import fastgw._c.modsec" || { echo "csrc/modsec.pyx did not build: is libmodsecurity-dev installed?"; exit 1; }
 
 setup: setup-test
 

@@ -11,6 +11,9 @@ from glob import glob
 from setuptools import setup
 
 ext_modules = []
+LIBRARIES = {"modsec": ["modsecurity"]}
+"""C libraries an extension links against (Debian: libmodsecurity-dev for modsec)."""
+
 if os.environ.get("FASTGW_PURE") != "1":
     try:
         from Cython.Build import cythonize
@@ -23,6 +26,7 @@ if os.environ.get("FASTGW_PURE") != "1":
                 f"fastgw._c.{os.path.splitext(os.path.basename(path))[0]}",
                 [path],
                 extra_compile_args=["-O3"],
+                libraries=LIBRARIES.get(os.path.splitext(os.path.basename(path))[0], []),
                 optional=True,
             )
             for path in sorted(glob("csrc/*.pyx"))

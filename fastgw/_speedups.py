@@ -12,6 +12,7 @@ from types import ModuleType
 
 from fastgw import jsonscan, matcher, sse, tokens
 from fastgw.http import parser
+from fastgw.waf import engine as waf_engine
 
 PURE = os.environ.get("FASTGW_PURE", "") == "1"
 __all__ = ["COMPILED", "PURE"]  # and X, XPy, XC for every name _twins exports
@@ -39,3 +40,4 @@ _twins(sse, "sse", "SSEParser", "serialize_event", "relay_bytes", "ends_stream")
 _twins(tokens, "tokens", "TokenCounter", "count_tokens")
 _twins(matcher, "matcher", "Matcher")
 _twins(jsonscan, "jsonscan", "scan_chunk", "usage_state", "usage_events", "model_span")
+_twins(waf_engine, "modsec", "WafRules")

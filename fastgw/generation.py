@@ -16,6 +16,7 @@ from fastgw.ai.health import ProviderHealth
 from fastgw.filters import BuildEnv, Chain, build
 from fastgw.filters.observe import Observe
 from fastgw.filters.transform import TransformFilter
+from fastgw.filters.waf import WafFilter
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
@@ -102,6 +103,8 @@ class Route:
         self.first_byte_timeout = timeouts["first_byte"]
         self.idle_timeout = timeouts["idle"]
         filters = build(spec.get("filters") or [], env)
+        if spec.get("waf"):
+            filters.append(WafFilter(spec["waf"]))
         if spec.get("transform"):
             filters.append(TransformFilter(transform=Transform(spec["transform"])))
         filters.append(Observe())

@@ -5,8 +5,10 @@ event loop into the supervisor. Every response is JSON (or Prometheus text), inc
 errors for malformed requests, and no handler failure can reach the supervisor's loop.
 
 Endpoints: ``GET /status``, ``GET /healthz``, ``GET /metrics``, ``GET /config`` (secrets
-redacted), ``POST /config`` (validate, then publish a new generation), and ``GET /quota`` /
-``POST /quota`` (read, set, top up or reset one consumer's quota under one rule).
+redacted), ``POST /config`` (validate, then publish a new generation), ``GET /quota`` /
+``POST /quota`` (read, set, top up or reset one consumer's quota under one rule), and
+``POST /drain`` / ``POST /undrain`` (take the node out of service without exiting: new
+connections refused, answers in flight finish, ``/healthz`` 503; and back).
 
 Who may call: with ``admin.token`` every endpoint but ``/healthz`` (and ``/metrics`` when
 ``admin.metrics_public``) needs ``Authorization: Bearer <token>`` (compared in constant
@@ -66,6 +68,13 @@ class Backend(Protocol):
     def push_config(self, text: str, source: str) -> tuple[int, list[str]]: ...
 
     def quota_admin(self) -> QuotaAdmin: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def drain(self) -> dict: ...
+
+    def undrain(self) -> dict: ...
 
 
 def format_url(host: str, port: int) -> str:
@@ -198,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
         "/metrics": ("GET",),
         "/config": ("GET", "POST"),
         "/quota": ("GET", "POST"),
+        "/drain": ("POST",),
+        "/undrain": ("POST",),
     }
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -257,7 +268,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, backend.status())
         elif path == "/healthz":
             ready = sum(worker["ready"] for worker in backend.status()["workers"])
-            self._send_json(200 if ready else 503, {"ready_workers": ready})
+            if backend.draining:  # a load balancer takes the node out while its streams finish
+                self._send_json(503, {"ready_workers": ready, "draining": True})
+            else:
+                self._send_json(200 if ready else 503, {"ready_workers": ready})
+        elif path == "/drain":
+            self._send_json(200, backend.drain())
+        elif path == "/undrain":
+            self._send_json(200, backend.undrain())
         elif path == "/metrics":
             status = backend.status()
             metrics = [metric for collect in COLLECTORS for metric in collect(status)]

@@ -7,6 +7,7 @@ every worker inherits it with no files to name or clean up:
 * two blob slots (double buffer): a new generation is written into the slot that is
   not live, then published by bumping the sequence number. Pages are only touched
   when written, so reserving a large slot costs no memory;
+* the node's admin-drain flag (``POST /drain``), read by workers on their tick;
 * one status record per worker slot (pid, generation served, the last generation it
   could not load, heartbeat, counters), written by the worker from inside its event loop
   and read by the supervisor; with it, the slot's last load error as text.
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 HEADER_SIZE = 64
 # seq, generation, slot, length, crc32
 _HEADER = struct.Struct("<QQIII")
+_NODE_AT = 32
+"""Offset of the node's admin-drain flag (a uint32 of its own, outside the seqlock)."""
 RECORD_SIZE = 64
 # pid, generation, heartbeat, started, requests_total, active_requests, connections, state, failed_generation
 _RECORD = struct.Struct("<qQddQIIIQ")
@@ -77,6 +80,7 @@ class ControlBlock:
         self._mm = mmap.mmap(-1, self._slots_at + 2 * slot_size, flags=mmap.MAP_SHARED)
         # A cast view reads the sequence number without building a tuple: this runs per request.
         self._seq_view = memoryview(self._mm)[:8].cast("Q")
+        self._node_view = memoryview(self._mm)[_NODE_AT : _NODE_AT + 4].cast("I")
 
     # -- generations -------------------------------------------------------------------
 
@@ -120,6 +124,17 @@ class ControlBlock:
             if self._seq_view[0] == seq1 and zlib.crc32(blob) == crc:
                 return seq1, generation, blob
         raise RuntimeError("could not read a stable generation from shared memory")
+
+    # -- node drain (POST /drain) ---------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        """The admin asked this node to drain: workers stop accepting until it is cleared."""
+        return bool(self._node_view[0])
+
+    def set_draining(self, draining: bool) -> None:
+        """Supervisor only; workers follow on their next tick."""
+        self._node_view[0] = int(draining)
 
     # -- worker records ----------------------------------------------------------------
 
@@ -178,4 +193,5 @@ class ControlBlock:
 
     def close(self) -> None:
         self._seq_view.release()
+        self._node_view.release()
         self._mm.close()

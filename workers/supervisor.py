@@ -36,7 +36,6 @@ from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
 from fastgw.proc import die_with_parent
-from fastgw.shmfiles import remove_node_files, remove_orphans
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
@@ -54,8 +53,11 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
 BACKOFF_RESET_AFTER = 30.0
 """A worker that stayed up this long crashed for a new reason: its slot's back-off starts over."""
-DRAIN_MARGIN = 1.0
-"""Extra time beyond ``http.drain_timeout`` for workers to close and exit after draining."""
+DRAIN_MARGIN = 2.0
+"""Extra time beyond ``http.drain_timeout`` for workers to end what the deadline cut, flush
+their usage records (to Redis or the spool) and exit."""
+DRAIN_ACK_TIMEOUT = 5.0
+"""How long ``POST /drain`` and ``/undrain`` wait for every live worker to follow."""
 SECOND_SIGNAL_GRACE = 1.0
 RESTART_KEYS = ("listen", "workers", "admin")
 """Config keys a pushed generation cannot change: they are bound or forked at startup."""
@@ -181,6 +183,37 @@ class Supervisor:
             )
         return {"generation": self.generation, "workers": workers, "pid": self._pid, "failed_generation": self.failed}
 
+    @property
+    def draining(self) -> bool:
+        """The node is drained (``POST /drain``): ``/healthz`` answers 503."""
+        return self.control.draining
+
+    def drain(self) -> dict:
+        """Drain this node without exiting: every worker stops accepting (new connections are
+        refused), answers in flight finish up to ``http.drain_timeout``; returns once every
+        live worker follows (or after :data:`DRAIN_ACK_TIMEOUT`)."""
+        if not self.control.draining:
+            self.control.set_draining(True)
+            log("node drain requested: workers stop accepting, /healthz answers 503")
+        return self._await_workers(STATE_DRAINING)
+
+    def undrain(self) -> dict:
+        """Undo :meth:`drain`: workers accept again and ``/healthz`` answers 200."""
+        if self.control.draining:
+            self.control.set_draining(False)
+            log("node undrain requested: workers accept again")
+        return self._await_workers(STATE_READY)
+
+    def _await_workers(self, state: int) -> dict:
+        deadline = time.monotonic() + DRAIN_ACK_TIMEOUT
+        while True:
+            records = [(slot, self._record(slot.index)) for slot in self.slots if slot.pid]
+            behind = [slot.index for slot, record in records if record.pid != slot.pid or record.state != state]
+            if not behind or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        return {"draining": self.control.draining, "workers": len(records) - len(behind), "pending": behind}
+
     def push_config(self, text: str, source: str) -> tuple[int, list[str]]:
         """Validate ``text``, build it, publish it and see every live worker load it; returns the
         generation and warnings. All or nothing: on any failure the previous generation stays
@@ -286,8 +319,7 @@ class Supervisor:
         if warning:
             log(f"warning: {warning}")
         self._publish(1, self.config)
-        for name in remove_orphans():
-            log(f"removed {name} from /dev/shm: its supervisor was killed before it could")
+        self._remove_stale_node_caches()
         host, port = listen["host"], listen["port"]
         try:
             self._listeners = bind_listeners(
@@ -475,9 +507,9 @@ class Supervisor:
             if slot.pid == 0 or slot.kill_reason:
                 continue
             record = self._record(slot.index)
-            if record.pid != slot.pid or record.state != STATE_READY:
-                continue
-            if not slot.ready:
+            if record.pid != slot.pid or record.state not in (STATE_READY, STATE_DRAINING):
+                continue  # a drained node's workers still heartbeat
+            if not slot.ready and record.state == STATE_READY:
                 slot.ready = True
                 log(f"worker {slot.index} (pid {slot.pid}) ready, generation {record.generation}")
             age = now - record.heartbeat
@@ -517,12 +549,31 @@ class Supervisor:
             slot.pid = 0
         log("stopped")
 
+    def _remove_stale_node_caches(self) -> None:
+        """Node-cache files of supervisors that died without cleaning up (SIGKILL) hold memory."""
+        from fastgw.cache.nodefile import remove_stale_node_files
+
+        try:
+            removed = remove_stale_node_files()
+        except OSError as exc:
+            log(f"warning: cannot look for stale node-cache files: {exc}")
+            return
+        if removed:
+            log(f"removed {len(removed)} node-cache file(s) left by a gateway that did not stop cleanly")
+
     def _remove_node_cache(self) -> None:
         """The node's shared response cache lives on tmpfs (memory): remove it with the node."""
         if not (self.config.get("cache") and self.config["cache"]["store"] == "memory"):
             return
-        with contextlib.suppress(OSError):
-            remove_node_files(os.getpid())
+        from fastgw.cache.nodefile import node_path
+
+        try:
+            path = node_path(os.getpid())
+        except OSError:
+            return
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
 
     def _reaped(self, slot: _Slot) -> bool:
         pid, status = os.waitpid(slot.pid, os.WNOHANG)

@@ -2,9 +2,14 @@
 
 The worker reads config generations from shared memory (checked per new request and on
 a 100 ms tick, so idle workers pick up a push too), reports a heartbeat and its counters
-from inside the event loop (a stalled loop stops the heartbeat, which is the point), and
-on SIGTERM stops accepting, lets in-flight exchanges finish up to the drain timeout,
-then exits.
+from inside the event loop (a stalled loop stops the heartbeat, which is the point).
+
+Draining (on SIGTERM, or while the supervisor's node-drain flag is set by ``POST /drain``):
+new connections are refused (:mod:`workers.listener`), keep-alive is declined for new
+requests only, and answers in flight finish with their framing. At the drain deadline
+(``http.drain_timeout``) what is still open is ended (an AI stream with an error event in
+its dialect, see ``HttpConnection.drain_deadline``). On SIGTERM the worker then exits; a
+node drain keeps it running, not accepting, until the flag is cleared (``POST /undrain``).
 """
 
 from __future__ import annotations
@@ -24,15 +29,20 @@ from fastgw.config.secrets import SCRUBBER
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
 from fastgw.obs.metrics import GATEWAY
+from fastgw.obs.spool import Spool
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
+from workers.listener import Acceptor
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
 
 TICK = 0.1
 """How often an idle worker looks for a new generation and writes its heartbeat."""
 SWEEP_INTERVAL = 5.0
+"""How often expired idle upstream connections are closed."""
 GC_YOUNG = 20_000
 """Allocations between collections of the youngest generation (CPython's default: 700)."""
-"""How often expired idle upstream connections are closed."""
+FLUSH_GRACE = 0.5
+"""After the drain deadline: how long ended answers may take to reach their clients before
+their connections are reset (a client that stopped reading would hold them forever)."""
 
 
 TLS_SHUTDOWN_TIMEOUT = 2.0
@@ -94,6 +104,10 @@ class Worker:
         self.failed_generation = 0  # the last generation this worker could not load
         self._ticks = 0
         self._stopping: asyncio.Event | None = None
+        self.acceptor: Acceptor | None = None  # made in serve()
+        self.draining = False  # new connections are refused; connections close after their exchange
+        self.node_drained = False  # following the supervisor's node-drain flag (POST /drain)
+        self._drain_task: asyncio.Task | None = None
         snapshot = control.read()
         if snapshot is None:
             raise RuntimeError("no config generation published")
@@ -162,6 +176,8 @@ class Worker:
 
     def connection_opened(self, conn) -> None:
         self.connections.add(conn)
+        if self.draining:  # taken from the accept queue as the worker stopped accepting
+            conn.start_drain()
 
     def connection_closed(self, conn) -> None:
         self.connections.discard(conn)
@@ -201,27 +217,62 @@ class Worker:
         self._ticks += 1
         if self._ticks % max(1, round(SWEEP_INTERVAL / self.tick)) == 0:
             self.resources.pools.sweep()
+        self._follow_node_drain()
         self._write_record()
         self._mirror_limit_stats()
         GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
         self.loop.call_later(self.tick, self._tick)
 
     def _configure_usage_sink(self) -> None:
-        """The billing stream (``log.usage_stream`` with ``redis``), replaced when its target changes."""
+        """The billing stream (``log.usage_stream`` with ``redis``), replaced when its target changes.
+
+        One writer on a spool at a time: a replacement starts once the old sink closed."""
         config = self.generation.config
         log_config = config["log"]
-        target = (config["redis"], log_config["usage_stream"], log_config["usage_maxlen"])
+        target = (config["redis"], log_config["usage_stream"], log_config["usage_maxlen"], log_config["spool"])
         if target == self._usage_target:
             return
+        same_spool = self._usage_target is not None and self._usage_target[3] == log_config["spool"]
         self._usage_target = target
         old, self.usage_sink = self.usage_sink, None
-        if old is not None:
-            self.loop.create_task(old.close())  # flushes what it still holds
         if config["redis"] and log_config["usage_stream"]:
+            kept = old.spool if old is not None and same_spool else None
             self.usage_sink = UsageSink(
-                config["redis"], log_config["usage_stream"], maxlen=log_config["usage_maxlen"], worker=self.slot
+                config["redis"], log_config["usage_stream"], maxlen=log_config["usage_maxlen"], worker=self.slot,
+                spool=kept or self._open_spool(log_config["spool"]),
             )
-            self.usage_sink.start()
+            if old is None:
+                self.usage_sink.start()
+        if old is not None:
+            self.loop.create_task(self._replace_sink(old, self.usage_sink))
+
+    async def _replace_sink(self, old: UsageSink, new: UsageSink | None) -> None:
+        await old.close()  # flushes what it still holds (to Redis, or its spool)
+        if old.spool is not None and (new is None or new.spool is not old.spool):
+            old.spool.close()
+        if new is not None and new is self.usage_sink:
+            new.start()
+
+    def _open_spool(self, spool_config: dict) -> Spool | None:
+        """The slot's spool file; records left in it by an earlier run are replayed first."""
+        try:
+            spool = Spool(spool_config["dir"], self.slot, spool_config["max_bytes"])
+        except OSError as exc:
+            log(f"ERROR: no usage spool ({exc}); records will be DROPPED while Redis is unavailable")
+            return None
+        moved, dropped = spool.absorb_orphans(self.generation.config["workers"])
+        if moved:
+            log(f"usage spool: took over {moved} record(s) of worker slots this run no longer has")
+        if dropped:
+            log(f"ERROR: {dropped} usage record(s) DROPPED: the spool {spool.path} is full")
+            GATEWAY.usage_spool.inc(("dropped",), dropped)
+        if spool.torn:
+            log(f"ERROR: the usage spool {spool.path} ended in a record torn by a crash ({spool.torn} bytes); "
+                "that record is lost")
+            GATEWAY.usage_spool.inc(("dropped",))
+        if spool.pending:
+            log(f"usage spool {spool.path} holds {spool.size} bytes of records from before; replaying them")
+        return spool
 
     def _mirror_limit_stats(self) -> None:
         """The limiter counts Redis errors and fallbacks in a dict; metrics get the increments."""
@@ -248,12 +299,14 @@ class Worker:
 
             listener = TLSListener(tls, lambda: self._certificates(listener))
             listener.use(self.generation.tls)
-        server = await self.loop.create_server(
-            lambda: HttpConnection(self), sock=self.sock, ssl=listener.context if listener else None,
-            ssl_handshake_timeout=self.generation.header_timeout if listener else None,
+        tls_options = {} if listener is None else {
+            "ssl": listener.context,
+            "ssl_handshake_timeout": self.generation.header_timeout,
             # a closing connection waits this long for the client's close_notify, not 30 s
-            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if listener else None,
-        )
+            "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT,
+        }
+        backlog = self.generation.config["listen"]["backlog"]
+        self.acceptor = Acceptor(self.loop, self.sock, lambda: HttpConnection(self), backlog, **tls_options)
         from fastgw.ai.probes import HealthProber
 
         self.prober = HealthProber(self.loop)
@@ -265,28 +318,84 @@ class Worker:
         gc.collect()
         gc.freeze()
         gc.set_threshold(GC_YOUNG, 20, 20)
-        self.state = STATE_READY
+        if self.control.draining:  # respawned while the node is drained: wait for /undrain
+            self._start_node_drain()
+        else:
+            await self.acceptor.start()
+            self.state = STATE_READY
         self._tick()
         await self._stopping.wait()
-        await self._drain(server)
+        await self._shutdown()
 
-    async def _drain(self, server: asyncio.AbstractServer) -> None:
+    # -- draining ------------------------------------------------------------------------
+
+    def _begin_drain(self) -> None:
+        """Refuse new connections; every open one closes after its current exchange."""
+        self.draining = True
         self.state = STATE_DRAINING
-        self._write_record()
-        server.close()
-        self.prober.stop()
+        self.acceptor.stop()
         for conn in list(self.connections):
             conn.start_drain()
-        deadline = self.loop.time() + self.generation.drain_timeout
+        self._write_record()
+
+    def _follow_node_drain(self) -> None:
+        """Apply a change of the supervisor's node-drain flag (POST /drain, /undrain)."""
+        wanted = self.control.draining
+        if wanted == self.node_drained or self._stopping.is_set():
+            return
+        if wanted:
+            self._start_node_drain()
+        else:
+            self.node_drained = False
+            self.draining = False
+            if self._drain_task is not None:
+                self._drain_task.cancel()
+                self._drain_task = None
+            self.loop.create_task(self._accept_again())
+
+    def _start_node_drain(self) -> None:
+        self.node_drained = True
+        self._begin_drain()
+        log("node drain: not accepting; requests in flight finish (POST /undrain resumes)")
+        self._drain_task = self.loop.create_task(self._settle_connections(self.generation.drain_timeout))
+
+    async def _accept_again(self) -> None:
+        await self.acceptor.start()
+        if self.node_drained or self._stopping.is_set():  # drained again meanwhile
+            self.acceptor.stop()
+            return
+        self.state = STATE_READY
+        self._write_record()
+        log("node undrained: accepting again")
+
+    async def _settle_connections(self, timeout: float) -> None:
+        """Let exchanges in flight finish for up to ``timeout``; then end what is left."""
+        deadline = self.loop.time() + timeout
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
-        if self.connections:
-            log(f"drain timeout: closing {len(self.connections)} connections")
-            for conn in list(self.connections):
-                if conn.transport is not None:
-                    conn.transport.abort()
+        if not self.connections:
+            return
+        log(f"drain deadline: ending {len(self.connections)} connection(s)")
+        for conn in list(self.connections):
+            conn.drain_deadline()
+        grace = self.loop.time() + FLUSH_GRACE
+        while self.connections and self.loop.time() < grace:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def _shutdown(self) -> None:
+        """SIGTERM: drain (the deadline counts from now, as the supervisor's does), then release all."""
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            self._drain_task = None
+        self._begin_drain()
+        self.prober.stop()
+        await self._settle_connections(self.generation.drain_timeout)
         if self.usage_sink is not None:
             await self.usage_sink.close()
+        self.acceptor.close()
         self.resources.pools.close()
         if self.resources.redis_link is not None:
             await self.resources.redis_link.close()

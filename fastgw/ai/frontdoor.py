@@ -37,6 +37,7 @@ from fastgw.filters.prompts import PromptsFilter
 from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.filters.usage import Usage
+from fastgw.filters.waf import WafFilter
 from fastgw.mock.core import MockLLM
 from fastgw.proxy.upstream import PoolSet
 from fastgw.server.stream import Stream
@@ -73,6 +74,8 @@ class ModelEntry:
         """This model's chain: the front door's filters, then its own (which run once the
         model is known, so none may sit before ROUTE)."""
         own = build(self.spec.get("filters") or [], env)
+        if self.spec.get("waf"):
+            own.insert(0, WafFilter(self.spec["waf"]))
         rules = self.spec.get("transform")
         if rules:
             own.insert(0, TransformFilter(transform=Transform(rules)))

@@ -51,6 +51,9 @@ ERROR_KINDS = {"upstream_error": "connect", "upstream_timeout": "timeout", "upst
 W_NONE, W_FIRST_BYTE, W_IDLE = 0, 1, 2
 T_NONE, T_HANDLER = 0, 8  # connection timer kinds (fastgw.server.connection)
 
+DRAIN_CODE = "gateway_draining"
+"""The error code of answers cut short by a drain deadline."""
+
 # What the items of a stream's on_sse_events lists are (Stream.events_kind).
 EVENTS_OPENAI = "openai"  # the provider's OpenAI-format events, relayed raw
 EVENTS_NATIVE = "native"  # an Anthropic provider's events to an Anthropic client, relayed raw
@@ -566,6 +569,21 @@ class ModelHandler:
     def resume(self) -> None:
         if self.attempt is not None:
             self.attempt.resume()
+
+    def drain_deadline(self) -> None:
+        """The gateway stops: a stream already started ends with an error event in the client's
+        dialect and a proper end; an answer not yet begun is a 503 (safe to retry elsewhere)."""
+        if self.cancelled:
+            return
+        if self.attempt is not None:
+            self.attempt.cancel()
+            self.attempt = None
+        message = "the gateway is shutting down (drain deadline reached); retry the request"
+        if self.sent_head:
+            self.s.error = message
+            self._end_stream(self.writer.error(message, DRAIN_CODE))
+        else:
+            self.reply_error(503, message, DRAIN_CODE)
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fastgw.cache.nodefile import node_path
 from fastgw.resp import RespClient, RespError
-from fastgw.shmfiles import node_path
 
 ANSWER_PREFIX = "fastgw:cache:a:"
 

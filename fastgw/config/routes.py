@@ -40,8 +40,9 @@ from fastgw.config.fields import (
 from fastgw.config.filters import filters
 from fastgw.config.net import endpoint, valid_host
 from fastgw.config.prompts import transform
+from fastgw.config.waf import waf
 
-_ROUTE_KEYS = ("name", "match", "upstream", "transform", "filters")
+_ROUTE_KEYS = ("name", "match", "upstream", "transform", "waf", "filters")
 _MATCH_KEYS = ("host", "path", "methods", "headers")
 _PATH_TYPES = ("exact", "prefix", "regex")
 _UPSTREAM_KEYS = ("endpoints", "balance", "host_header", "strip_prefix", "timeouts", "pool")
@@ -73,6 +74,7 @@ def routes(value: Any, issues: Issues) -> list[dict]:
             upstream = None
         out.append({"name": name, "match": match, "upstream": upstream,
                     "transform": transform(given["transform"], f"{path}.transform", issues) if "transform" in given else None,
+                    "waf": waf(given["waf"], f"{path}.waf", issues) if given.get("waf") is not None else None,
                     "filters": filters(given.get("filters", []), f"{path}.filters", issues)})
         names.append((i, name))
     unique_names("routes", names, issues)

@@ -92,6 +92,7 @@ from fastgw.config.logging import log_section
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 from fastgw.config.tls import tls_section
+from fastgw.config.waf import waf
 from fastgw.filters import NOT_ON_MODELS
 
 TOP_LEVEL_KEYS = (
@@ -311,7 +312,7 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
-        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "filters"))
+        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -335,6 +336,7 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
             if spec["use"] in NOT_ON_MODELS:
                 issues.add(f"{path}.filters[{j}]", f"'{spec['use']}' {NOT_ON_MODELS[spec['use']]}")
         out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules,
+                    "waf": waf(given["waf"], f"{path}.waf", issues) if given.get("waf") is not None else None,
                     "filters": model_filters})
     unique_names("models", names, issues)
     return out

@@ -46,7 +46,7 @@ class Observe(Filter):
             sink.record(
                 consumer=consumer or "", model=s.model, provider=s.provider,
                 prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
-                estimated=usage["estimated"], cost=cost or 0.0, served_model=s.served_model,
+                estimated=usage["estimated"], cost=cost or 0.0, served_model=s.served_model, owed=s.quota_owed,
                 cached_tokens=usage.get("cached_tokens", 0), cache_write_tokens=usage.get("cache_write_tokens", 0),
             )
         log = services.access_log

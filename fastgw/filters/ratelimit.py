@@ -81,5 +81,7 @@ class RateLimit(Filter):
         if reservation is not None:  # charge what was really used; a failed call costs nothing
             self.limiter.settle(reservation, usage["prompt_tokens"] if usage else 0,
                                 usage["completion_tokens"] if usage else 0, cached, written)
+            if reservation.owed:  # quota use Redis could not take: it rides on the usage record
+                s.quota_owed = reservation.owed
         if usage is not None:
             s.cost = self.limiter.cost(s.model, usage["prompt_tokens"], usage["completion_tokens"], cached, written)

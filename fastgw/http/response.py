@@ -1,8 +1,8 @@
 """The one response writer: every byte of HTTP/1.1 framing the gateway writes itself.
 
 Handlers and filters hand it whole answers or stream data; it chooses Content-Length,
-chunked (keep-alive HTTP/1.1) or close-delimited framing (the connection closes after
-the answer) and writes each call as one buffer. The plain proxy's relay re-chunks an
+chunked (HTTP/1.1, also when the connection closes after the answer) or close-delimited
+framing (HTTP/1.0) and writes each call as one buffer. The plain proxy's relay re-chunks an
 upstream body of unknown length with :func:`chunk`.
 """
 
@@ -51,12 +51,20 @@ class ResponseWriter:
         conn = self.conn
         if conn.reading_body:
             conn.keep_alive = False
-        self.chunked = conn.keep_alive
+        # HTTP/1.1 streams are chunked even when the connection closes after them: the
+        # last chunk tells the client the answer is whole (a close alone could be a cut).
+        self.chunked = conn.head.version == 11
+        if not self.chunked:
+            conn.keep_alive = False  # HTTP/1.0: the body ends when we close
         head = [replies.status_line(status), b"\r\n", replies.SERVER_HEADER, replies.DATE.header()]
         if sse:
             head.append(SSE_HEADERS)
         head.append(extra)
-        head.append(b"Transfer-Encoding: chunked\r\n\r\n" if self.chunked else b"Connection: close\r\n\r\n")
+        if self.chunked:
+            head.append(b"Transfer-Encoding: chunked\r\n\r\n" if conn.keep_alive
+                        else b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        else:
+            head.append(b"Connection: close\r\n\r\n")
         if data:
             head.append(chunk(data) if self.chunked else data)
         conn.write(b"".join(head))
@@ -76,8 +84,11 @@ class ResponseWriter:
         """A stream known in full (a cached answer replayed): head, body and end at once."""
         conn = self.conn
         head = [replies.status_line(200), b"\r\n", replies.SERVER_HEADER, replies.DATE.header(), SSE_HEADERS, extra]
-        if conn.keep_alive:
-            head.append(b"Transfer-Encoding: chunked\r\n\r\n%b%b" % (chunk(events), LAST_CHUNK))
+        if conn.reading_body or conn.head.version != 11:
+            conn.keep_alive = False
+        if conn.head.version == 11:
+            close = b"" if conn.keep_alive else b"Connection: close\r\n"
+            head.append(b"Transfer-Encoding: chunked\r\n%b\r\n%b%b" % (close, chunk(events), LAST_CHUNK))
         else:
             head.append(b"Connection: close\r\n\r\n" + events)
         conn.write(b"".join(head))

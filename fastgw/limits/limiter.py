@@ -71,7 +71,7 @@ class _Debit:
 class Reservation:
     """What was charged, so :meth:`Limiter.settle` can charge the difference once."""
 
-    __slots__ = ("remote", "token_charges", "debits", "model", "reserved", "settled")
+    __slots__ = ("remote", "token_charges", "debits", "model", "reserved", "settled", "unbilled", "owed")
 
     def __init__(
         self,
@@ -87,6 +87,8 @@ class Reservation:
         self.model = model
         self.reserved = reserved
         self.settled = False
+        self.unbilled: list[_Debit] = []  # open quotas passed while Redis was down: charged later
+        self.owed: list[tuple[str, float]] = []  # after settle: quota keys and amounts still to charge
 
 
 _Rates = list[tuple[float, int, float, float]]
@@ -159,7 +161,7 @@ class Limiter:
         reply = await redis.reserve(keys, args)
         if reply is None:
             self.stats["redis_errors"] += 1
-            return self._degraded(ctx, charges, input_tokens + output_tokens)
+            return self._degraded(ctx, charges, debits, input_tokens + output_tokens)
         allowed, rates, quotas = _parse_reply(reply, charges, len(debits))
         reservation = Reservation(
             True,
@@ -200,10 +202,14 @@ class Limiter:
             return plan
         if self._redis is None:
             return self._local(ctx, *plan, input_tokens + output_tokens)
-        return self._degraded(ctx, plan[0], input_tokens + output_tokens)
+        return self._degraded(ctx, plan[0], plan[1], input_tokens + output_tokens)
 
-    def _degraded(self, ctx: RequestContext, charges: list[_Charge], tokens: int) -> Decision:
-        """Redis is down: each rule's ``on_redis_down`` says whether to count locally, allow or refuse."""
+    def _degraded(self, ctx: RequestContext, charges: list[_Charge], debits: list[_Debit], tokens: int) -> Decision:
+        """Redis is down: each rule's ``on_redis_down`` says whether to count locally, allow or refuse.
+
+        An ``open`` quota lets the request through uncounted; what it really used is owed
+        (:meth:`settle` fills ``Reservation.owed``) and charged to the ledger with the
+        request's usage record once Redis is back (:class:`fastgw.obs.accesslog.UsageSink`)."""
         self.stats["fallbacks"] += 1
         for rule in ctx.matched or ():
             if rule.on_redis_down == "closed":
@@ -218,7 +224,10 @@ class Limiter:
                     headers=(("retry-after", "1"),),
                 )
         local = [c for c in charges if c.rule.on_redis_down == "local"]
-        return self._local(ctx, local, [], tokens)  # the open quotas are not counted
+        decision = self._local(ctx, local, [], tokens)  # the open quotas are not counted now
+        if decision.reservation is not None:
+            decision.reservation.unbilled = debits
+        return decision
 
     def _local(
         self, ctx: RequestContext, charges: list[_Charge], debits: list[_Debit], tokens: int
@@ -317,6 +326,10 @@ class Limiter:
         if reservation is None or reservation.settled:
             return
         reservation.settled = True
+        for debit in reservation.unbilled:
+            actual = debit.quota.charge(reservation.model, input_tokens, output_tokens, cached_tokens, cache_write_tokens)
+            if actual:
+                reservation.owed.append((debit.key, actual))
         delta = input_tokens + output_tokens - reservation.reserved
         rates = [(c, limit, float(delta)) for c, limit in reservation.token_charges] if delta else []
         quotas = []
@@ -334,7 +347,9 @@ class Limiter:
             )
             return
         if self._redis is None or not self._redis.up:
-            self.stats["lost_settlements"] += 1
+            reservation.owed += [(debit.key, d) for debit, d in quotas]  # charged with the usage record
+            if rates:
+                self.stats["lost_settlements"] += 1
             return
         task = asyncio.get_running_loop().create_task(self._settle_remote(self._redis, rates, quotas))
         self._pending.add(task)

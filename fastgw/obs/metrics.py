@@ -309,6 +309,8 @@ class Gateway:
             "fastgw_internal_errors_total",
             "Exceptions no layer handled, answered 500 or ended with an error event (where: connection|ai).",
             ("where",))
+        self.waf_matches = r.counter(
+            "fastgw_waf_matches_total", "WAF rule matches by rule id and mode (block, detect).", ("rule", "mode"))
         self.guard_hits = r.counter(
             "fastgw_guard_hits_total", "Content-filter matches by rule, category and side (prompt, response).",
             ("rule", "category", "side"))
@@ -322,8 +324,13 @@ class Gateway:
             "Limiter events: fallbacks (Redis down, on_redis_down applied), rejections, lost_settlements.",
             ("event",))
         self.log_dropped = r.counter(
-            "fastgw_log_dropped_total", "Access-log lines or usage records dropped (reason: write_error|queue_full|redis_error).",
+            "fastgw_log_dropped_total", "Access-log lines or usage records dropped (reason: write_error|queue_full|redis_error|spool_full).",
             ("log", "reason"))
+        self.usage_spool = r.counter(
+            "fastgw_usage_spool_total",
+            "Usage records written to the local spool while Redis was unavailable, replayed from it into the "
+            "stream, or dropped because the spool was full (event: spooled|replayed|dropped).",
+            ("event",))
 
     def request_done(self, route: str, status: int, seconds: float) -> None:
         """A plain proxied request finished (``route`` is the config route's name)."""

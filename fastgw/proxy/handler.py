@@ -191,6 +191,10 @@ class ProxyHandler:
         self.cancel()
         self.conn.local_reply(500, message, code="internal_error")
 
+    def drain_deadline(self) -> None:
+        """A plain relay cannot end well-formed on our say: the connection closes."""
+        self.conn.abort_exchange()
+
     def reply_error(self, status: int, message: str, code: str | None) -> None:
         self._release()
         self.conn.local_reply(status, message, code=code, extra=self.stream.response_headers)

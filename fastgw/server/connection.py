@@ -326,7 +326,7 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         self.state = S_IDLE
-        if self.draining:
+        if self.draining and not self.parser.buffered:  # a request already here is still answered (and closes)
             self._close()
             return
         self.set_timeout(T_KEEPALIVE, gen.keepalive_timeout)
@@ -424,11 +424,30 @@ class HttpConnection(asyncio.Protocol):
             transport.close()
 
     def start_drain(self) -> None:
-        """Worker shutdown: close when idle, else after the current exchange."""
+        """The worker drains: close when idle between requests, else after the current exchange.
+
+        Only *new* requests are told the connection closes (``_on_head``): a response in
+        flight keeps the framing its head announced (chunked stays chunked, to its last
+        chunk). A connection that has not sent its first request yet may still send it."""
         self.draining = True
-        self.keep_alive = False
-        if self.state == S_IDLE and not self.parser.buffered:
+        if self.state == S_IDLE and self.timeout_kind == T_KEEPALIVE and not self.parser.buffered:
             self._close()
+
+    def drain_deadline(self) -> None:
+        """The drain deadline passed: end what is in flight now and close.
+
+        The handler ends its answer as well-formed as it can (an AI stream with an error
+        event in its dialect and a proper end of body); anything else is closed."""
+        if self.state == S_CLOSED:
+            return
+        handler = self.handler
+        if handler is not None and self.state != S_TUNNEL:
+            handler.drain_deadline()
+        if self.state != S_CLOSED:
+            if self.handler is not None or self.gen is not None:
+                self.abort_exchange()
+            else:
+                self._close()
 
     # -- timers --------------------------------------------------------------------------
 

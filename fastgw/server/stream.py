@@ -68,6 +68,10 @@ class Handler(Protocol):
         """An internal error escaped (fastgw.server.lastresort): release what is held, answer 500
         if nothing was sent yet, else end the answer as well-formed as the protocol allows."""
 
+    def drain_deadline(self) -> None:
+        """The worker's drain deadline passed: end the answer now, well-formed if possible
+        (the connection closes whatever is left)."""
+
 
 class FilterError(Exception):
     """A filter raised on the response side; the handler ends the answer well-formed (a 500
@@ -102,6 +106,7 @@ class Stream:
     retry_after: float | None = None
     usage: dict[str, Any] | None = None  # prompt/completion/total tokens + estimated, once known
     cost: float | None = None
+    quota_owed: list | None = None  # quota (key, amount) pairs to charge with the usage record (Redis was down)
     status = 0  # what the client got (0 until a head was written)
     error: str | None = None
     first_byte_at: float | None = None

@@ -16,8 +16,14 @@ from pathlib import Path
 
 import openai
 
-from fastgw.shmfiles import SUFFIXES, directory, node_path
+from fastgw.cache.nodefile import node_path
 from tests.support.gateway import Gateway
+
+SUFFIXES = ("", "-wal", "-shm")
+
+
+def directory() -> str:
+    return os.path.dirname(node_path(os.getpid()))
 
 CONFIG = {
     "providers": [{"name": "mock", "type": "mock"}],
@@ -73,7 +79,7 @@ def test_files_of_a_killed_supervisor_are_removed_at_the_next_start(tmp_path: Pa
             assert os.path.exists(own)
         finally:
             assert second.stop() == 0
-        assert f"removed {os.path.basename(path)} from /dev/shm" in second.stderr_text()
+        assert "node-cache file(s) left by a gateway that did not stop cleanly" in second.stderr_text()
         assert not any(os.path.exists(own + suffix) for suffix in SUFFIXES)  # a clean stop removes its own
     finally:
         sleeper.kill()

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.gateway import ROOT, Gateway, Proc, free_port, http_json
+from fastgw.cache.nodefile import node_path
+from tests.support.gateway import ROOT, Gateway, Proc, RawClient, free_port, http_json
 
 MOCK = {
     "http": {"drain_timeout": "2s"},
@@ -387,3 +388,28 @@ def test_second_signal_cuts_the_drain_short(standin: Callable[..., StandIn]) -> 
     stderr = sup.stderr_text()
     assert "received SIGINT again; cutting the drain short" in stderr
     assert "still running at the end of the drain; killing it" in stderr
+
+
+def test_node_cache_files_of_a_killed_supervisor_are_removed_by_the_next_start(
+    gateway: Callable[..., Gateway],
+) -> None:
+    config = {**MOCK, "cache": {"store": "memory", "key": "last_user_message"}}
+    first = gateway(config, workers=1)
+    c = RawClient(first.port)
+    body = b'{"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}'
+    c.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+    assert c.read_response()[0] == 200
+    c.close()
+    shm = Path(node_path(first.proc.pid)).parent
+
+    def left() -> list[Path]:
+        return sorted(shm.glob(f"cache-{first.proc.pid}-*.sqlite*"))
+
+    assert left()
+    first.proc.send_signal(signal.SIGKILL)  # no chance to remove its files
+    first.proc.wait(timeout=5)
+    assert left()
+    second = gateway(config, workers=1)
+    assert left() == []
+    assert "removed" in second.stderr_text() and "did not stop cleanly" in second.stderr_text()

@@ -51,7 +51,7 @@ def test_embedded_default() -> None:
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
         {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}], "max_attempts": 3, "transform": None,
-         "filters": []}
+         "waf": None, "filters": []}
     ]
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
     assert config["redis"] is None
@@ -447,7 +447,7 @@ models:
         {"provider": "m", "model": "gpt-4o-mini"},
     ]
     assert wildcard == {
-        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None, "filters": []
+        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None, "waf": None, "filters": []
     }
 
 
@@ -537,6 +537,7 @@ def test_route_defaults() -> None:
             "pool": {"max_idle": 1024, "idle_timeout": 60.0},
         },
         "transform": None,
+        "waf": None,
         "filters": [],
     }
 

@@ -136,18 +136,24 @@ def test_off_and_reconfigure(tmp_path: Path) -> None:
 
 
 def test_log_config(tmp_path: Path) -> None:
-    assert load_text("{}")["log"] == {"access": None, "usage_stream": None, "usage_maxlen": 100_000}
+    default_spool = {"dir": os.path.abspath("fastgw-spool"), "max_bytes": 256 * 1024 * 1024}
+    assert load_text("{}")["log"] == {"access": None, "usage_stream": None, "usage_maxlen": 100_000,
+                                      "spool": default_spool}
     config = load_text(
-        f"redis: redis://127.0.0.1:6379/0\nlog: {{access: {tmp_path}/a.log, usage_stream: 'fastgw:usage', usage_maxlen: 500}}"
+        f"redis: redis://127.0.0.1:6379/0\nlog: {{access: {tmp_path}/a.log, usage_stream: 'fastgw:usage', usage_maxlen: 500,"
+        f" spool: {{dir: {tmp_path}/spool, max_bytes: 1m}}}}"
     )
-    assert config["log"] == {"access": f"{tmp_path}/a.log", "usage_stream": "fastgw:usage", "usage_maxlen": 500}
+    assert config["log"] == {"access": f"{tmp_path}/a.log", "usage_stream": "fastgw:usage", "usage_maxlen": 500,
+                             "spool": {"dir": f"{tmp_path}/spool", "max_bytes": 1024 * 1024}}
     assert load_text("log: {access: stderr}")["log"]["access"] == "stderr"
     assert load_text("log: {access: off}")["log"]["access"] is None
     with pytest.raises(ConfigError) as caught:
-        load_text(f"log: {{access: {tmp_path}/missing/a.log, usage_stream: s, usage_maxlen: 0, acces: x}}")
+        load_text(f"log: {{access: {tmp_path}/missing/a.log, usage_stream: s, usage_maxlen: 0, acces: x,"
+                  f" spool: {{dir: {tmp_path}/missing/spool, max_bytes: 0}}}}")
     errors = "\n".join(caught.value.errors)
     for needle in ("log.access: directory", "log.usage_stream: needs the top-level 'redis'",
-                   "log.usage_maxlen: must be >= 1", "log.acces: unknown key; did you mean 'access'?"):
+                   "log.usage_maxlen: must be >= 1", "log.acces: unknown key; did you mean 'access'?",
+                   "log.spool.dir: directory", "log.spool.max_bytes: must be > 0"):
         assert needle in errors
 
 
@@ -203,6 +209,7 @@ def test_usage_records_reach_the_stream(redis_url: str) -> None:
     entries = [fields for _, fields in client.xrange("fastgw:usage")]
     client.close()
     assert len(entries) == 6
+    assert len({entry.pop("id") for entry in entries}) == 6  # the record id consumers may dedupe on
     assert entries[0] == {"ts": "2024-05-01T12:00:00.000Z", "worker": "1", "consumer": "team", "model": "gpt",
                           "provider": "openai", "prompt_tokens": "10", "completion_tokens": "5",
                           "total_tokens": "15", "estimated": "0", "cost": "0.25", "served_model": "gpt-2024"}
@@ -226,7 +233,7 @@ def test_usage_stream_is_trimmed(redis_url: str) -> None:
     assert 10 <= length < 500  # MAXLEN ~ trims whole stream nodes (100 entries each by default)
 
 
-def test_usage_without_redis_drops_and_counts() -> None:
+def test_usage_without_redis_and_without_a_spool_drops_and_counts() -> None:
     metrics = Gateway(Registry())
 
     async def main() -> None:
