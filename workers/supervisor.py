@@ -240,10 +240,10 @@ class Supervisor:
                 self._refuse(409, generation, source, f"cannot build generation {generation}: {reason}")
             self.control.publish(generation, blob)
             timeout = ACK_TIMEOUT + 3 * (time.monotonic() - started)
-            reason = self._await_workers(generation, timeout)
+            reason = self._await_generation(generation, timeout)
             if reason is not None:
                 self.control.publish(self.generation, encode_generation(self.generation, self.config))
-                back = self._await_workers(self.generation, timeout)
+                back = self._await_generation(self.generation, timeout)
                 if back is not None:
                     log(f"rolling back to generation {self.generation}: {back}")
                 self._refuse(500, generation, source, f"generation {generation} was not loaded: {reason}")
@@ -259,7 +259,7 @@ class Supervisor:
         log(f"refused {source}: {reason}; generation {self.generation} stays")
         raise GenerationRefused(status, generation, reason)
 
-    def _await_workers(self, generation: int, timeout: float) -> str | None:
+    def _await_generation(self, generation: int, timeout: float) -> str | None:
         """Wait until every live worker has loaded ``generation`` or failed to; None if all loaded
         it, else why not (each worker that failed, with its error, or did not answer in time).
 

@@ -36,6 +36,8 @@ ENDPOINTS = [
     ("GET", "/quota?rule=r&consumer=c", None),
     ("POST", "/config", b"{}"),
     ("POST", "/quota", b'{"rule": "r", "consumer": "c", "action": "reset"}'),
+    ("POST", "/drain", b"{}"),
+    ("POST", "/undrain", b"{}"),
     ("GET", "/no-such-endpoint", None),
 ]
 
@@ -94,7 +96,7 @@ def test_a_cross_site_simple_post_is_refused_and_changes_nothing(gateway: Callab
         ({"Content-Type": "application/yaml", "Host": "evil.example"}, 403),  # a DNS name rebound to 127.0.0.1
     ]
     for headers, expected in attempts:
-        for path in ("/config", "/quota"):
+        for path in ("/config", "/quota", "/drain"):
             status, answer = http_json("POST", gw.admin + path, push.encode(), headers=headers)
             assert status == expected, (path, headers, status, answer)
     status, _ = http_json("GET", gw.admin + "/config", headers={"Host": "evil.example"})
