@@ -136,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"measure again while other processes take over {DISTURBED:.0f}%% of a core (default 2)")
     parser.add_argument("--ttfb-requests", type=int, default=300, help="sequential streams per target for ttfb")
     parser.add_argument("--push-routes", type=int, default=10_000, help="plain routes in the pushed config")
+    parser.add_argument("--token", help="admin token of the gateways it starts (default: FASTGW_ADMIN_TOKEN, "
+                        "else a random one)")
     args = parser.parse_args(argv)
     chosen: set[str] = set()
     for name in (s.strip() for s in args.scenarios.split(",") if s.strip()):
@@ -454,7 +456,8 @@ def full_features_check(proc: targets.Process, resp: check.Response) -> dict[str
     limits = {k: v for k, v in resp.headers.items() if k.startswith("x-ratelimit-limit-")}
     if not {"x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"} <= set(limits):
         raise check.CheckFailed(f"no x-ratelimit-limit-requests/-tokens headers: limits not applied ({resp.headers})")
-    code, raw = targets.http_get(f"http://{targets.HOST}:{proc.info['admin_port']}/config", timeout=5)
+    code, raw = targets.http_get(f"http://{targets.HOST}:{proc.info['admin_port']}/config", timeout=5,
+                                 headers=targets.admin_headers())
     config = json.loads(raw) if code == 200 else {}
     terms = sum(len(r.get("terms") or []) for r in (config.get("guard") or {}).get("rules") or [])
     live = {"consumers": len(config.get("consumers") or []), "limits": len(config.get("limits") or []),
@@ -804,6 +807,8 @@ def write_results(out: Path, report: dict[str, object]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.token:
+        targets.ADMIN_TOKEN = args.token
     for sig in ABORT_SIGNALS:  # SIGINT too, even if the runner was started with it ignored
         signal.signal(sig, _on_signal)
     ensure_tools()

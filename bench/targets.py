@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +33,9 @@ import bodies
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 HOST = "127.0.0.1"
+ADMIN_TOKEN = os.environ.get("FASTGW_ADMIN_TOKEN") or secrets.token_hex(16)
+"""The bench gateways' admin token (``--token`` sets it): in their environment as
+FASTGW_ADMIN_TOKEN, which their configs name, and sent on every admin call."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -78,15 +82,27 @@ def free_port() -> int:
 def python_env() -> dict[str, str]:
     """Environment for child Pythons: the repo on sys.path, so an uninstalled checkout still runs."""
     env = dict(os.environ)
+    env["FASTGW_ADMIN_TOKEN"] = ADMIN_TOKEN
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-def http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
+def admin_headers(content_type: str | None = None) -> dict[str, str]:
+    """What an admin call sends: the bearer token, and the body's type."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    return headers | ({"Content-Type": content_type} if content_type else {})
+
+
+def admin_line(admin_port: int) -> str:
+    """The config's admin key: behind the token the gateway reads from its environment."""
+    return f"admin: {{address: '{HOST}:{admin_port}', token: '${{FASTGW_ADMIN_TOKEN}}'}}"
+
+
+def http_get(url: str, timeout: float = 1.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """GET a URL; HTTP error statuses are returned, not raised, since any answer proves liveness."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -365,7 +381,7 @@ def fastgw_plain_config(port: int, admin_port: int, workers: int, upstream_port:
     /json/v1/... and /sse/v1/... reach the answers of the same name. `extra_routes` exact
     routes go before the catch-all (the push scenario), so traffic still matches `/`.
     `compress`: compression_line()."""
-    lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}"]
+    lines = [f"listen: {HOST}:{port}", admin_line(admin_port), f"workers: {workers}"]
     if compress:
         lines.append(compression_line())
     lines.append("routes:")
@@ -406,7 +422,7 @@ def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: in
     (tokens per minute and requests per minute, far above the load: the cost of checking and
     settling is measured, never a rejection), an answer-side guard of GUARD_TERMS word terms
     that never match, and the JSON access log to a file. `compress`: compression_line()."""
-    lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}", "providers:"]
+    lines = [f"listen: {HOST}:{port}", admin_line(admin_port), f"workers: {workers}", "providers:"]
     if compress:
         lines.insert(3, compression_line())
     for name, (kind, path, _) in AI_MODELS.items():
@@ -435,7 +451,7 @@ def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: in
 def admin_status(admin_port: int, timeout: float = 1.0) -> dict | None:
     """GET /status as JSON, or None when the admin API is not there (yet)."""
     try:
-        code, body = http_get(f"http://{HOST}:{admin_port}/status", timeout)
+        code, body = http_get(f"http://{HOST}:{admin_port}/status", timeout, admin_headers())
     except OSError:
         return None
     if code != 200:

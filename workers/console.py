@@ -21,6 +21,7 @@ UI_DIR = Path(__file__).resolve().parent / "ui"
 UI_FILES = {
     "/ui": ("index.html", "text/html; charset=utf-8"),
     "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/ui/admin.js": ("admin.js", "text/javascript; charset=utf-8"),
     "/ui/errors": ("errors.html", "text/html; charset=utf-8"),
     "/ui/errors.js": ("errors.js", "text/javascript; charset=utf-8"),
     "/ui/config": ("config.html", "text/html; charset=utf-8"),

@@ -35,6 +35,9 @@ _SENTINEL = "\x00fastgw-content\x00"
 _SENTINEL_JSON = encode_basestring(_SENTINEL).encode()
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 class OpenAIStream:
     """OpenAI chunks out as ``data:`` events, ``[DONE]`` at the end.
 
@@ -57,8 +60,14 @@ class OpenAIStream:
             choice = choices[0]
             delta = choice.get("delta")
             if type(delta) is dict and len(delta) == 1 and type(delta.get("content")) is str:
-                key = (tuple(chunk), tuple(choice), chunk.get("id"), chunk.get("created"), chunk.get("model"),
-                       choice.get("index"), choice.get("finish_reason"), choice.get("logprobs"))
+                # Every other field, with its type (1, 1.0 and True are equal keys but encode apart);
+                # a nested value (usage, a logprobs object) is not cached: it would go stale.
+                key = (
+                    tuple((k, type(v), v) for k, v in chunk.items() if k != "choices"),
+                    tuple((k, type(v), v) for k, v in choice.items() if k != "delta"),
+                )
+                if not all(type(v) in _SCALARS for part in key for _, _, v in part):
+                    return sse_data(chunk)
                 if key != self._key:
                     template = sse_data({**chunk, "choices": [{**choice, "delta": {"content": _SENTINEL}}]})
                     if template.count(_SENTINEL_JSON) != 1:

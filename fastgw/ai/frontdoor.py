@@ -31,6 +31,7 @@ from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
 from fastgw.ai.route import Decode, RouteModel
 from fastgw.config.failover import FAILOVER
+from fastgw.config.secrets import scrub, secret_values
 from fastgw.filters import BuildEnv, Chain, Filter, Phase, build
 from fastgw.filters.auth import Auth
 from fastgw.filters.cache import CacheFilter
@@ -142,6 +143,7 @@ class ProviderRuntime:
         "_health",
         "_breaker_failures",
         "_breaker_cooldown",
+        "_secrets",
     )
 
     def __init__(self, spec: dict[str, Any], pools: PoolSet, health: ProviderHealth) -> None:
@@ -171,16 +173,14 @@ class ProviderRuntime:
         self._health = health
         self._breaker_failures = spec["breaker"]["failures"]
         self._breaker_cooldown = spec["breaker"]["cooldown"]
+        self._secrets = secret_values({"providers": [spec]})  # keys, option headers, URL credentials
 
     def breaker(self, model: str) -> Breaker:
         return self._health.breaker(self.name, model, self._breaker_failures, self._breaker_cooldown)
 
     def redact(self, text: str) -> str:
         """Provider error texts may quote the key they refused; clients must never see one."""
-        for key in self.keys.keys:
-            if key:
-                text = text.replace(key, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def probed_down(self) -> bool:
         return self.name in self._health.probed_down

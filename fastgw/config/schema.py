@@ -9,8 +9,13 @@ plain JSON-serialisable dict, shipped to workers as is.
 ``workers``
     An integer >= 1 or ``auto``; default: the number of CPUs.
 ``admin``
-    ``"host:port"`` (default ``127.0.0.1:9901``) -> ``{host, port}``; ``null`` or ``false``
-    turns the admin API off.
+    ``"host:port"`` (default ``127.0.0.1:9901``) or a mapping ``{address | socket, token,
+    metrics_public: false}`` -> ``{host, port, socket, token, metrics_public}``; ``null`` or
+    ``false`` turns the admin API off. ``token`` (at least 16 characters, usually
+    ``"${FASTGW_ADMIN_TOKEN}"``; empty means none) is the bearer token every endpoint but
+    ``/healthz`` requires (and ``/metrics`` unless ``metrics_public``). Without a token the
+    admin API may only bind a loopback address. ``socket``: a Unix socket path instead of an
+    address (created ``0600``: only this user may connect; host and port are then null).
 ``redis``
     ``redis://``, ``rediss://`` or ``unix://`` URL, or ``null`` (single node, no Redis).
 ``http``
@@ -175,6 +180,9 @@ _PROVIDER_KEYS = (
     "pass_headers",
 )
 _LISTEN_KEYS = ("address", "reuse_port", "backlog", "tls")
+_ADMIN_KEYS = ("address", "socket", "token", "metrics_public")
+MIN_ADMIN_TOKEN = 16
+"""Characters; a guessable token is no better than none (``openssl rand -hex 32`` makes one)."""
 
 
 def normalise(data: Any, source: str, issues: Issues) -> dict:
@@ -253,8 +261,45 @@ def _workers(value: Any, issues: Issues) -> int | None:
 def _admin(value: Any, issues: Issues) -> dict | None:
     if value is None or value is False:
         return None
-    host, port = net.address(value, "admin", issues) or (None, None)
-    return {"host": host, "port": port}
+    socket_path = None
+    if isinstance(value, dict):
+        given = mapping(value, "admin", issues, _ADMIN_KEYS) or {}
+        where = "admin.address"
+        if "socket" in given:
+            if "address" in given:
+                issues.add("admin.socket", "give either address or socket, not both")
+            socket_path = _socket_path(given["socket"], issues)
+            found = None
+        else:
+            found = net.address(given.get("address", "127.0.0.1:9901"), where, issues)
+    else:
+        given, where = {}, "admin"
+        found = net.address(value, where, issues)
+    token = given.get("token")
+    if token is not None:
+        token = text(token, "admin.token", issues) if token != "" else None
+        if token is not None and len(token) < MIN_ADMIN_TOKEN:
+            issues.add("admin.token", f"too short: use at least {MIN_ADMIN_TOKEN} characters (e.g. openssl rand -hex 32)")
+    host, port = found or (None, None)
+    if host is not None and token is None and not net.loopback(host) and "admin.token" not in issues.unresolved:
+        issues.add(
+            where,
+            f"{host} is not a loopback address, and without admin.token anyone who reaches it could change "
+            "the config: set admin.token (e.g. \"${FASTGW_ADMIN_TOKEN}\") or bind 127.0.0.1",
+        )
+    metrics_public = boolean(given["metrics_public"], "admin.metrics_public", issues) if "metrics_public" in given else False
+    return {"host": host, "port": port, "socket": socket_path, "token": token, "metrics_public": metrics_public}
+
+
+def _socket_path(value: Any, issues: Issues) -> str | None:
+    path = text(value, "admin.socket", issues)
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        issues.add("admin.socket", f"directory {os.path.dirname(path)!r} does not exist")
+        return None
+    return path
 
 
 def _providers(value: Any, issues: Issues) -> list[dict]:

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from fastgw.config.secrets import SCRUBBER
 from fastgw.resp import RespClient, RespError
 
 _SCRIPTS = Path(__file__).with_name("scripts")
@@ -33,7 +34,7 @@ error (a script error too: failing over beats failing every request)."""
 
 def log(message: str) -> None:
     """One line to stderr in one ``write(2)``, like the supervisor and workers."""
-    os.write(2, f"fastgw limits {os.getpid()}: {message}\n".encode())
+    os.write(2, f"fastgw limits {os.getpid()}: {SCRUBBER(message)}\n".encode())
 
 
 class Script:

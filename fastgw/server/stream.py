@@ -19,6 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fastgw.config.secrets import SCRUBBER
 from fastgw.filters.api import Status
 from fastgw.filters.chain import Chain
 from fastgw.obs.recent import new_request_id
@@ -204,7 +205,7 @@ class Stream:
 
     def _filter_failed(self, hook: Callable, exc: Exception) -> Status:
         name = _filter_name(hook)
-        sys.stderr.write(f"fastgw: filter {name} failed: {exc!r}\n")
+        sys.stderr.write(SCRUBBER(f"fastgw: filter {name} failed: {exc!r}\n"))
         return self.reply(500, f"filter '{name}' failed", "filter_error")
 
     # -- what filters call ------------------------------------------------------------------
@@ -271,7 +272,7 @@ class Stream:
 
     def _response_failed(self, hook: Callable, exc: Exception) -> FilterError:
         name = _filter_name(hook)
-        sys.stderr.write(f"fastgw: filter {name} failed: {exc!r}\n")
+        sys.stderr.write(SCRUBBER(f"fastgw: filter {name} failed: {exc!r}\n"))
         return FilterError(f"filter '{name}' failed")
 
     def done(self, status: int = 0) -> None:
@@ -288,5 +289,5 @@ class Stream:
             try:
                 hook(self)
             except Exception as exc:
-                sys.stderr.write(f"fastgw: filter {_filter_name(hook)} failed in on_done: {exc!r}\n")
+                sys.stderr.write(SCRUBBER(f"fastgw: filter {_filter_name(hook)} failed in on_done: {exc!r}\n"))
         self.handler = None  # the handler points back at this stream: no cycle left for the collector

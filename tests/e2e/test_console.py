@@ -84,10 +84,17 @@ def test_console_shows_live_rates_tokens_workers_and_explained_errors(gateway, t
     assert (tmp_path / "console-errors.png").stat().st_size > 5_000
 
 
+TOKEN = "console-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def test_config_page_lists_generations_and_rolls_back(gateway, tmp_path: Path) -> None:
+    """Behind an admin token: the pages load, the first data call asks for the token once
+    (a prompt; kept for the tab, sent as a bearer header), and the rollback POST carries it."""
     first = {"providers": [{"name": "mock", "type": "mock"}],
              "models": [{"name": "mock-gpt", "targets": [{"provider": "mock"}]}]}
-    gw = gateway(first, workers=2)
+    gw = gateway(first, workers=2, admin_token=TOKEN)
+    assert http_json("GET", gw.admin + "/config/history")[0] == 401  # the data needs the token
     second = {**first, "models": [{"name": "mock-gpt-2", "targets": [{"provider": "mock"}]}]}
     assert gw.push(second)[0] == 200
     gw.wait_ready(2, generation=2)
@@ -97,6 +104,8 @@ def test_config_page_lists_generations_and_rolls_back(gateway, tmp_path: Path) -
         page = browser.new_page(viewport={"width": 1100, "height": 600})
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        prompts: list[str] = []
+        page.on("dialog", lambda d: (prompts.append(d.message), d.accept(TOKEN)))
         page.goto(gw.admin + "/ui")
         page.click("text=config generations")
         page.wait_for_function("() => document.querySelectorAll('#history tbody tr').length === 2")
@@ -108,12 +117,13 @@ def test_config_page_lists_generations_and_rolls_back(gateway, tmp_path: Path) -
         page.wait_for_function("() => document.getElementById('generation').textContent === '3'")
         page.screenshot(path=str(tmp_path / "console-config.png"), full_page=True)
         browser.close()
-    assert problems == []
+    assert len(prompts) == 1 and "token" in prompts[0]
+    assert [p for p in problems if "401" not in p] == []  # the one 401 before the prompt is expected
     gw.wait_ready(2, generation=3)
-    status, config = http_json("GET", gw.admin + "/config")
+    status, config = http_json("GET", gw.admin + "/config", headers=AUTH)
     assert [m["name"] for m in config["models"]] == ["mock-gpt"]
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
     assert client.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "hi"}]).choices
-    status, history = http_json("GET", gw.admin + "/config/history")
+    status, history = http_json("GET", gw.admin + "/config/history", headers=AUTH)
     assert [(h["generation"], h["source"]) for h in history["history"]][1:] == [
         (2, "POST /config"), (3, "rollback to generation 1")]

@@ -19,7 +19,7 @@ function cell(row, value) {
 }
 
 async function refresh() {
-  const response = await fetch("/ui/data", { cache: "no-store", headers: { "accept": "application/json" } });
+  const response = await adminFetch("/ui/data");
   if (!response.ok) throw new Error("/ui/data answered " + response.status);
   const data = await response.json();
   const s = data.series;

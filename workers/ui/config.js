@@ -2,7 +2,7 @@
 "use strict";
 
 async function refresh() {
-  const response = await fetch("/config/history", { cache: "no-store" });
+  const response = await adminFetch("/config/history");
   if (!response.ok) throw new Error("/config/history answered " + response.status);
   const data = await response.json();
   document.getElementById("generation").textContent = data.generation;
@@ -21,7 +21,8 @@ async function refresh() {
 }
 
 document.getElementById("rollback").addEventListener("click", async () => {
-  const response = await fetch("/config/rollback", { method: "POST" });
+  const response = await adminFetch("/config/rollback",
+    { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
   const data = await response.json();
   document.getElementById("result").textContent = response.ok
     ? `generation ${data.generation} restores generation ${data.restored}` : data.error.message;

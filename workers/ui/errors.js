@@ -11,7 +11,7 @@ function cells(row, values) {
 }
 
 async function refresh() {
-  const response = await fetch("/diagnose", { cache: "no-store" });
+  const response = await adminFetch("/diagnose");
   if (!response.ok) throw new Error("/diagnose answered " + response.status);
   const data = await response.json();
   document.getElementById("failures").textContent = data.failures;
@@ -27,7 +27,7 @@ async function refresh() {
 async function lookup() {
   const id = document.getElementById("request-id").value.trim();
   const out = document.getElementById("one");
-  const response = await fetch("/diagnose?request_id=" + encodeURIComponent(id), { cache: "no-store" });
+  const response = await adminFetch("/diagnose?request_id=" + encodeURIComponent(id));
   const data = await response.json();
   out.textContent = response.ok ? `${data.cause}: ${data.explanation}. Fix: ${data.fix}` : data.error.message;
 }

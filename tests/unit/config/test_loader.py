@@ -46,7 +46,7 @@ def test_embedded_default() -> None:
     config = default_config()
     assert config == load_text(DEFAULT_CONFIG_YAML, env={})
     assert config["listen"] == {"host": "127.0.0.1", "port": 8080, "reuse_port": True, "backlog": 2048, "tls": None}
-    assert config["admin"] == {"host": "127.0.0.1", "port": 9901}
+    assert config["admin"] == {"host": "127.0.0.1", "port": 9901, "socket": None, "token": None, "metrics_public": False}
     assert config["workers"] == (os.cpu_count() or 1)
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
@@ -362,7 +362,21 @@ def test_workers() -> None:
 
 
 def test_admin() -> None:
-    assert load("admin: ':9999'\n")["admin"] == {"host": "0.0.0.0", "port": 9999}
+    token = "t" * 16
+    assert load(f"admin: {{address: ':9999', token: {token}}}\n")["admin"] == {
+        "host": "0.0.0.0", "port": 9999, "socket": None, "token": token, "metrics_public": False
+    }
+    assert load("admin: '[::1]:9999'\n")["admin"] == {"host": "::1", "port": 9999, "socket": None, "token": None, "metrics_public": False}
+    assert load("admin: {metrics_public: true, token: ''}\n")["admin"] == {
+        "host": "127.0.0.1", "port": 9901, "socket": None, "token": None, "metrics_public": True
+    }
+    assert "admin.token" in error_at("admin: ':9999'\n", "admin")
+    assert "admin.token" in error_at("admin: {address: 'gw.example:9999'}\n", "admin.address")
+    assert "at least 16" in error_at("admin: {token: abc}\n", "admin.token")
+    assert "did you mean" in error_at("admin: {tokn: abc}\n", "admin.tokn")
+    assert load("admin: {socket: admin.sock}\n")["admin"]["socket"] == os.path.abspath("admin.sock")
+    assert "either address or socket" in error_at("admin: {socket: a.sock, address: '127.0.0.1:1'}\n", "admin.socket")
+    assert "does not exist" in error_at("admin: {socket: /no/such/dir/a.sock}\n", "admin.socket")
     assert load("admin: null\n")["admin"] is None
     assert load("admin: false\n")["admin"] is None
     assert "expected 'host:port'" in error_at("admin: true\n", "admin")
