@@ -111,6 +111,20 @@ class Counter(_Family):
             self.values[key] = self.values.get(key, 0) + value
 
 
+class Gauge(_Family):
+    """A level per label set that goes up and down; workers' levels are summed (merge) like counters."""
+
+    kind = "gauge"
+
+    def add(self, labels: Labels, value: float) -> None:
+        """Move the level by ``value`` (negative to lower it)."""
+        try:
+            self.values[labels] += value
+        except KeyError:
+            key = self._admit(labels)
+            self.values[key] = self.values.get(key, 0) + value
+
+
 class Histogram(_Family):
     """Bucketed observations per label set, Prometheus ``le`` (upper bound inclusive) semantics."""
 
@@ -174,6 +188,9 @@ class Registry:
     def counter(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Counter:
         """The counter ``name`` (registering it again with the same shape returns the same one)."""
         return self._add(Counter(self, name, help, labelnames, self.max_label_sets))
+
+    def gauge(self, name: str, help: str, labelnames: Sequence[str] = ()) -> Gauge:
+        return self._add(Gauge(self, name, help, labelnames, self.max_label_sets))
 
     def histogram(self, name: str, help: str, labelnames: Sequence[str] = (),
                   buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:
@@ -331,6 +348,13 @@ class Gateway:
             "Client connections refused or cut (reason: refused_max|refused_per_ip|header_timeout|body_timeout|"
             "send_timeout|tunnel_idle).",
             ("reason",))
+        self.tunnels_open = r.gauge(
+            "fastgw_websocket_tunnels_open", "WebSocket tunnels open now (after the 101, until either side ends).",
+            ("route",))
+        self.tunnel_bytes = r.counter(
+            "fastgw_websocket_bytes_total",
+            "Bytes relayed through WebSocket tunnels (direction: client_to_upstream|upstream_to_client).",
+            ("route", "direction"))
         self.log_dropped = r.counter(
             "fastgw_log_dropped_total", "Access-log lines or usage records dropped (reason: write_error|queue_full|redis_error|spool_full).",
             ("log", "reason"))

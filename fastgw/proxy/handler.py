@@ -20,6 +20,7 @@ from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Route
 from fastgw.http.encoding import BodyCoder, plan_relay
 from fastgw.http.errors import END, ParseError
 from fastgw.http.response import LAST_CHUNK, chunk, chunk_into
+from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
 from fastgw.server.stream import STAGE_BODY, FilterError, Stream
 
@@ -95,6 +96,7 @@ class ProxyHandler:
         "upgrading",
         "deferred",
         "coder",
+        "tunnel_labels",
     )
 
     def __init__(self, conn: HttpConnection) -> None:
@@ -122,6 +124,7 @@ class ProxyHandler:
         self.held_body: list[bytes] | None = [] if stream.chain.needs_body else None
         self.started = False
         self.tunnel = False
+        self.tunnel_labels: tuple[tuple[str], tuple[str, str], tuple[str, str]] | None = None  # set while counted open
         # Only a websocket upgrade on a route that allows it is forwarded; anything else
         # (h2c, unknown tokens) goes on as plain HTTP/1.1 without its Upgrade header.
         self.upgrading = route.websocket and offers_websocket(stream.head)
@@ -203,6 +206,10 @@ class ProxyHandler:
                 self.conn.set_timeout(T_FIRST_BYTE, self.route.first_byte_timeout)
 
     def cancel(self) -> None:
+        labels = self.tunnel_labels
+        if labels is not None:  # every way a tunnel ends (either side, idle, drain, crash) comes here once
+            self.tunnel_labels = None
+            GATEWAY.tunnels_open.add(labels[0], -1)
         if self.upstream is not None:
             self.upstream.abort()
             self.upstream = None
@@ -517,6 +524,7 @@ class ProxyHandler:
 
     def on_tunnel_data(self, data: bytes) -> None:
         if self.tunnel:
+            GATEWAY.tunnel_bytes.inc(self.tunnel_labels[2], len(data))
             self.conn.write(data)
             self.conn.extend_timeout(self.route.tunnel_idle_timeout)
 
@@ -531,17 +539,23 @@ class ProxyHandler:
     def _start_tunnel(self, conn: UpstreamConnection, out: list[bytes]) -> None:
         """After 101: whatever either side sends goes to the other, unparsed."""
         conn.tunnel = True
+        name = self.route.name
+        labels = self.tunnel_labels = ((name,), (name, "client_to_upstream"), (name, "upstream_to_client"))
+        GATEWAY.tunnels_open.add(labels[0], 1)
         rest = conn.parser.take_rest()
         if rest:
+            GATEWAY.tunnel_bytes.inc(labels[2], len(rest))
             out.append(rest)
         self._write(out)
         early = self.conn.parser.take_rest()
         if early:
+            GATEWAY.tunnel_bytes.inc(labels[1], len(early))
             conn.write(early)
         self.conn.set_timeout(T_TUNNEL_IDLE, self.route.tunnel_idle_timeout)
 
     def tunnel_data(self, data: bytes) -> None:
         if self.upstream is not None:
+            GATEWAY.tunnel_bytes.inc(self.tunnel_labels[1], len(data))
             self.upstream.write(data)
             self.conn.extend_timeout(self.route.tunnel_idle_timeout)
 
