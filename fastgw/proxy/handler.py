@@ -22,6 +22,7 @@ from fastgw.http.errors import END, ParseError
 from fastgw.http.response import LAST_CHUNK, chunk, chunk_into
 from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
+from fastgw.proxy.wsframes import CLOSE_TO_CLIENT, FrameBoundary, close_to_upstream
 from fastgw.server.stream import STAGE_BODY, FilterError, Stream
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class ProxyHandler:
         "deferred",
         "coder",
         "tunnel_labels",
+        "tunnel_frames",
     )
 
     def __init__(self, conn: HttpConnection) -> None:
@@ -125,6 +127,7 @@ class ProxyHandler:
         self.started = False
         self.tunnel = False
         self.tunnel_labels: tuple[tuple[str], tuple[str, str], tuple[str, str]] | None = None  # set while counted open
+        self.tunnel_frames: tuple[FrameBoundary, FrameBoundary] | None = None  # (to upstream, to client)
         # Only a websocket upgrade on a route that allows it is forwarded; anything else
         # (h2c, unknown tokens) goes on as plain HTTP/1.1 without its Upgrade header.
         self.upgrading = route.websocket and offers_websocket(stream.head)
@@ -225,7 +228,19 @@ class ProxyHandler:
         self.conn.local_reply(500, message, code="internal_error")
 
     def drain_deadline(self) -> None:
-        """A plain relay cannot end well-formed on our say: the connection closes."""
+        """A plain relay cannot end well-formed on our say: the connection closes. A tunnel
+        first tells each side it goes away (close 1001) where that direction is between frames."""
+        frames = self.tunnel_frames
+        if self.tunnel and frames is not None:
+            to_upstream, to_client = frames
+            if to_client.at_boundary:
+                self.conn.write(CLOSE_TO_CLIENT)
+            upstream = self.upstream
+            if upstream is not None:
+                if to_upstream.at_boundary:
+                    upstream.write(close_to_upstream())
+                upstream.close()  # unlike abort(), sends what was written first
+                self.upstream = None
         self.conn.abort_exchange()
 
     def reply_error(self, status: int, message: str, code: str | None) -> None:
@@ -525,6 +540,7 @@ class ProxyHandler:
     def on_tunnel_data(self, data: bytes) -> None:
         if self.tunnel:
             GATEWAY.tunnel_bytes.inc(self.tunnel_labels[2], len(data))
+            self.tunnel_frames[1].feed(data)
             self.conn.write(data)
             self.conn.extend_timeout(self.route.tunnel_idle_timeout)
 
@@ -542,20 +558,24 @@ class ProxyHandler:
         name = self.route.name
         labels = self.tunnel_labels = ((name,), (name, "client_to_upstream"), (name, "upstream_to_client"))
         GATEWAY.tunnels_open.add(labels[0], 1)
+        frames = self.tunnel_frames = (FrameBoundary(), FrameBoundary())
         rest = conn.parser.take_rest()
         if rest:
             GATEWAY.tunnel_bytes.inc(labels[2], len(rest))
+            frames[1].feed(rest)
             out.append(rest)
         self._write(out)
         early = self.conn.parser.take_rest()
         if early:
             GATEWAY.tunnel_bytes.inc(labels[1], len(early))
+            frames[0].feed(early)
             conn.write(early)
         self.conn.set_timeout(T_TUNNEL_IDLE, self.route.tunnel_idle_timeout)
 
     def tunnel_data(self, data: bytes) -> None:
         if self.upstream is not None:
             GATEWAY.tunnel_bytes.inc(self.tunnel_labels[1], len(data))
+            self.tunnel_frames[0].feed(data)
             self.upstream.write(data)
             self.conn.extend_timeout(self.route.tunnel_idle_timeout)
 

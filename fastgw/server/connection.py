@@ -494,7 +494,7 @@ class HttpConnection(asyncio.Protocol):
         if self.state == S_CLOSED:
             return
         handler = self.handler
-        if handler is not None and self.state != S_TUNNEL:
+        if handler is not None:
             handler.drain_deadline()
         if self.state != S_CLOSED:
             if self.handler is not None or self.gen is not None:

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import Server, ServerConnection, serve
 
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, RawClient
 
 KEY = "ws-team-key-0001"
 CONSUMERS = [{"name": "team", "api_keys": [KEY]}, {"name": "other", "api_keys": ["ws-other-key-0002"]}]
@@ -31,6 +31,7 @@ class EchoServer:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str | None]] = []  # (path, Upgrade header) of every request head
+        self.closes: dict[str, int | None] = {}  # path -> close code the upstream received (None: no close frame)
         self.server: Server = serve(self._echo, "127.0.0.1", 0, process_request=self._record,
                                     max_size=None, ping_interval=None)
         self.port = self.server.socket.getsockname()[1]
@@ -40,13 +41,14 @@ class EchoServer:
     def _record(self, connection: ServerConnection, request) -> None:
         self.seen.append((request.path, request.headers.get("Upgrade")))
 
-    @staticmethod
-    def _echo(ws: ServerConnection) -> None:
+    def _echo(self, ws: ServerConnection) -> None:
         try:
             for message in ws:
                 ws.send(message)
         except ConnectionClosed:
             pass
+        received = ws.protocol.close_rcvd
+        self.closes[ws.request.path] = received.code if received else None
 
     def upgrades_for(self, path: str) -> list[str | None]:
         return [upgrade for seen_path, upgrade in self.seen if seen_path == path]
@@ -218,3 +220,41 @@ def test_open_tunnels_and_bytes_each_way_are_counted(gw):
         assert wait_metric(gw, out_key, lambda v: (v or 0) - sent_before >= 100_000) - sent_before >= 100_000
         assert wait_metric(gw, in_key, lambda v: (v or 0) - received_before >= 100_000) - received_before >= 100_000
     assert wait_metric(gw, open_key, lambda v: v == 0) == 0  # counted down exactly once when it ended
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
+def test_the_drain_deadline_tells_both_sides_of_a_tunnel_it_goes_away(gateway, echo, pure):
+    gw = gateway(ws_config(echo) | {"http": {"drain_timeout": "1s"}}, pure=pure, workers=1)
+    path = f"/ws/drain-{pure}"
+    with open_ws(gw, path) as ws:
+        ws.send("before the drain")
+        assert ws.recv(timeout=10) == "before the drain"
+        assert gw.stop() == 0  # SIGTERM: the tunnel outlives the 1s drain timeout
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001  # going away
+    deadline = time.monotonic() + 10
+    while path not in echo.closes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert echo.closes[path] == 1001  # the upstream was told too, in a masked frame it accepted
+
+
+def test_at_the_drain_deadline_no_close_frame_goes_into_the_middle_of_a_frame(gateway, echo):
+    gw = gateway(ws_config(echo) | {"http": {"drain_timeout": "1s"}}, workers=1)
+    client = RawClient(gw.port, timeout=15)
+    client.send(b"GET /ws/mid-frame HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    status, _, _ = client.read_response_head_only()
+    assert status == 101 and client.buf == b""
+    # A masked binary frame announcing 1000 payload bytes, of which only 10 are sent.
+    client.send(b"\x82\xfe\x03\xe8" + b"\x00\x00\x00\x00" + b"0123456789")
+    time.sleep(0.5)  # let the gateway relay it before the drain
+    assert gw.stop() == 0
+    while client._fill():
+        pass
+    assert client.buf == b"\x88\x02\x03\xe9"  # the client side was between frames: told 1001
+    deadline = time.monotonic() + 10
+    while "/ws/mid-frame" not in echo.closes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert echo.closes["/ws/mid-frame"] is None  # the upstream side was mid-frame: only closed
+    client.close()
