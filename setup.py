@@ -6,13 +6,30 @@ set at build time, the package installs without it and the pure-Python twins run
 """
 
 import os
+import sys
+import sysconfig
 from glob import glob
 
 from setuptools import setup
 
 ext_modules = []
-LIBRARIES = {"modsec": ["modsecurity"]}
+LIBRARIES = {"compress": ["zstd", "brotlienc", "z"], "modsec": ["modsecurity"]}
 """C libraries an extension links against (Debian: libmodsecurity-dev for modsec)."""
+HEADERS = {"compress": {"zstd.h": "libzstd-dev", "brotli/encode.h": "libbrotli-dev", "zlib.h": "zlib1g-dev"},
+           "modsec": {"modsecurity/modsecurity.h": "libmodsecurity-dev"}}
+"""Headers an extension needs, with the Debian package that ships each (Makefile APT_PACKAGES)."""
+
+
+def _missing_headers(name: str) -> list[str]:
+    dirs = [sysconfig.get_config_var("INCLUDEDIR") or "/usr/include", "/usr/include", "/usr/local/include",
+            *os.environ.get("CPATH", "").split(os.pathsep)]
+    return [f"{header} ({package})" for header, package in HEADERS.get(name, {}).items()
+            if not any(d and os.path.exists(os.path.join(d, header)) for d in dirs)]
+
+
+def _name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
 
 if os.environ.get("FASTGW_PURE") != "1":
     try:
@@ -21,16 +38,14 @@ if os.environ.get("FASTGW_PURE") != "1":
     except ImportError:  # pragma: no cover - build without Cython gives the pure build
         cythonize = None
     if cythonize is not None:
-        extensions = [
-            Extension(
-                f"fastgw._c.{os.path.splitext(os.path.basename(path))[0]}",
-                [path],
-                extra_compile_args=["-O3"],
-                libraries=LIBRARIES.get(os.path.splitext(os.path.basename(path))[0], []),
-                optional=True,
-            )
-            for path in sorted(glob("csrc/*.pyx"))
-        ]
+        extensions = []
+        for path in sorted(glob("csrc/*.pyx")):
+            missing = _missing_headers(_name(path))
+            if missing:  # said plainly: the pure twin will serve, and `make setup` checks the import
+                sys.stderr.write(f"fastgw: not building {path}: missing {', '.join(missing)}\n")
+                continue
+            extensions.append(Extension(f"fastgw._c.{_name(path)}", [path], extra_compile_args=["-O3"],
+                                        libraries=LIBRARIES.get(_name(path), []), optional=True))
         ext_modules = cythonize(
             extensions,
             language_level=3,

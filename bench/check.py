@@ -53,6 +53,39 @@ def exact(resp: Response, upstream_path: str) -> dict[str, Any]:
     return {"status": 200, "bytes": len(resp.body), "content_type": content_type, "same_bytes": True}
 
 
+def _decode(resp: Response, coding: str) -> bytes:
+    """The body of a compressed answer: the coding asked for, a Vary, and bytes that decode."""
+    import zlib
+
+    import zstandard
+
+    _require(resp.status == 200, "status is not 200", resp)
+    _require(resp.headers.get("content-encoding") == coding, f"content-encoding is not {coding!r}", resp)
+    _require("accept-encoding" in resp.headers.get("vary", "").lower(), "no Vary: Accept-Encoding", resp)
+    try:
+        return (zlib.decompress(resp.body, 31) if coding == "gzip"
+                else zstandard.ZstdDecompressor().decompressobj().decompress(resp.body))
+    except Exception as exc:  # zlib.error, ZstdError: the body is not what it claims
+        raise CheckFailed(f"the {coding} body does not decode ({exc})") from None
+
+
+def decoded(resp: Response, upstream_path: str, coding: str) -> dict[str, Any]:
+    """A compressed relay: the upstream's bytes once decoded."""
+    plain = _decode(resp, coding)
+    _require(plain == bodies.upstream_body(upstream_path), f"decoded body differs from the {upstream_path} answer",
+             resp)
+    return {"status": 200, "bytes": len(resp.body), "decoded_bytes": len(plain), "coding": coding,
+            "ratio": round(len(resp.body) / len(plain), 3)}
+
+
+def openai_sse_coded(resp: Response, coding: str) -> dict[str, Any]:
+    """A compressed AI stream: once decoded, everything `openai_sse` checks."""
+    plain = _decode(resp, coding)
+    stream = openai_sse(Response(resp.status, resp.headers, plain))
+    return {**stream, "bytes": len(resp.body), "decoded_bytes": len(plain), "coding": coding,
+            "ratio": round(len(resp.body) / len(plain), 3)}
+
+
 def openai_json(resp: Response) -> dict[str, Any]:
     """A chat.completion carrying the whole answer and its usage (converted or passed through)."""
     _require(resp.status == 200, "status is not 200", resp)

@@ -28,7 +28,7 @@ def worker_generations(status: dict) -> list[object]:
 def post_config(admin_port: int, body: bytes, timeout: float) -> tuple[int, dict]:
     """POST /config with a YAML body; returns the status and the JSON answer (empty if not JSON)."""
     req = urllib.request.Request(f"http://{targets.HOST}:{admin_port}/config", data=body, method="POST",
-                                 headers={"Content-Type": "application/yaml"})
+                                 headers=targets.admin_headers("application/yaml"))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             code, raw = resp.status, resp.read()

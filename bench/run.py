@@ -28,6 +28,7 @@ from types import FrameType
 
 import bodies
 import check
+import overload
 import push
 import targets
 import ttfb
@@ -51,12 +52,23 @@ class Scenario:
     the same shape of answer (`shape`) from the same upstream."""
 
     name: str
-    gateway: str  # the fastgw process serving it: "plain", "ai" or "ai-full"
+    gateway: str  # the fastgw process serving it: "plain", "plain-compress", "ai" or "ai-full"
     shape: str  # "json" or "sse": the nginx plain relay it is compared with
     upstream_path: str  # the pre-built answer behind it; direct is measured on this path
     request: bodies.Request
-    check: str  # "exact" (the upstream's bytes, unchanged), "openai-json", "openai-sse"[-guarded]
+    check: str  # "exact" (the upstream's bytes, unchanged), "openai-json", "openai-sse"[-guarded], "decoded"
     what: str
+    coding: str = ""  # compression scenarios: the one coding the client accepts
+    compare: str = ""  # compression scenarios: the nginx-gzip relay it is compared with
+
+    @property
+    def nginx_key(self) -> str:
+        return f"relay {self.compare or self.shape}"
+
+
+def coded(request: bodies.Request, coding: str) -> bodies.Request:
+    """The same request accepting only `coding` (the SDK's own header offers gzip, deflate, br)."""
+    return bodies.Request(request.path, request.body, {**request.headers, "Accept-Encoding": coding})
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -78,11 +90,28 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("ai-convert-json", "ai", "json", "/anthropic-json/v1/messages",
              bodies.chat(AI_PATH, "bench-claude-json", False), "openai-json",
              "Anthropic provider answer converted for an OpenAI client"),
+    Scenario("sse-gzip", "plain-compress", "sse", "/sse/v1/chat/completions",
+             coded(bodies.PLAIN_REQUESTS["sse"], "gzip"), "decoded", "plain route, the stream gzip-compressed",
+             coding="gzip", compare="sse-gzip"),
+    Scenario("sse-zstd", "plain-compress", "sse", "/sse/v1/chat/completions",
+             coded(bodies.PLAIN_REQUESTS["sse"], "zstd"), "decoded",
+             "plain route, the stream zstd-compressed (nginx: its gzip of the same stream)",
+             coding="zstd", compare="sse-gzip"),
+    Scenario("json-gzip", "plain-compress", "json", "/json/v1/chat/completions",
+             coded(bodies.PLAIN_REQUESTS["json"], "gzip"), "decoded", "plain route, the JSON answer gzip-compressed",
+             coding="gzip", compare="json-gzip"),
+    Scenario("ai-sse-gzip", "ai-compress", "sse", "/sse/v1/chat/completions",
+             coded(bodies.chat(AI_PATH, "bench-sse", True), "gzip"), "openai-sse-coded",
+             "ai-sse gzip-compressed (nginx: its gzip relay of the stream)", coding="gzip", compare="sse-gzip"),
+    Scenario("ai-sse-zstd", "ai-compress", "sse", "/sse/v1/chat/completions",
+             coded(bodies.chat(AI_PATH, "bench-sse", True), "zstd"), "openai-sse-coded",
+             "ai-sse zstd-compressed (nginx: its gzip relay of the stream)", coding="zstd", compare="sse-gzip"),
 )}
-EXTRAS = ("ttfb", "push")
+COMPRESSED = tuple(name for name, sc in SCENARIOS.items() if sc.coding)
+EXTRAS = ("ttfb", "push", "overload")
 ALL = (*SCENARIOS, *EXTRAS)
-ALIASES = {"ai-full": ("ai-full-json", "ai-full-sse"), "all": ALL}
-CHECKS: dict[str, Callable[[check.Response], dict[str, object]]] = {
+ALIASES = {"ai-full": ("ai-full-json", "ai-full-sse"), "compression": COMPRESSED, "all": ALL}
+CHECKS: dict[str, Callable[[check.Response], dict[str, object]]] = {  # "decoded", "openai-sse-coded": in verify
     "openai-json": check.openai_json, "openai-sse": check.openai_sse, "openai-sse-guarded": check.openai_sse_guarded}
 
 
@@ -95,7 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="worker processes for nginx and fastgw (default 1)")
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk measurement (default 10)")
     parser.add_argument("--scenarios", default="all",
-                        help=f"comma-separated subset of {','.join(ALL)} (ai-full = both ai-full-*; default: all)")
+                        help=f"comma-separated subset of {','.join(ALL)} (ai-full = both ai-full-*; "
+                             "compression = the five *-gzip and *-zstd rows; default: all)")
     parser.add_argument("--out", type=Path, default=targets.BENCH_DIR / "results", help="results directory")
     parser.add_argument("--wrk-threads", type=int, default=1,
                         help="wrk threads (default 1: wrk shares one core with the upstream)")
@@ -106,11 +136,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"measure again while other processes take over {DISTURBED:.0f}%% of a core (default 2)")
     parser.add_argument("--ttfb-requests", type=int, default=300, help="sequential streams per target for ttfb")
     parser.add_argument("--push-routes", type=int, default=10_000, help="plain routes in the pushed config")
+    parser.add_argument("--token", help="admin token of the gateways it starts (default: FASTGW_ADMIN_TOKEN, "
+                        "else a random one)")
     args = parser.parse_args(argv)
     chosen: set[str] = set()
     for name in (s.strip() for s in args.scenarios.split(",") if s.strip()):
         if name not in ALL and name not in ALIASES:
-            parser.error(f"unknown scenario {name!r}; choose from {', '.join(ALL)} (or ai-full, all)")
+            parser.error(f"unknown scenario {name!r}; choose from {', '.join(ALL)} (or ai-full, compression, all)")
         chosen.update(ALIASES.get(name, (name,)))
     args.scenarios = [s for s in ALL if s in chosen]  # canonical order whatever was typed
     if args.workers < 1 or args.duration < 1:
@@ -176,10 +208,11 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 def time_budget(args: argparse.Namespace) -> int:
     """A generous upper bound on the whole run; past it the run aborts and cleans up."""
     chosen = [SCENARIOS[s] for s in args.scenarios if s in SCENARIOS]
-    wrk_runs = len(chosen) + len({s.upstream_path for s in chosen}) + len({s.shape for s in chosen})
-    seconds = 120 + wrk_runs * (1 + args.retries) * (args.duration + args.warmup + 30) + 4 * 90  # 4 starts at most
+    wrk_runs = len(chosen) + len({s.upstream_path for s in chosen}) + len({s.nginx_key for s in chosen})
+    seconds = 120 + wrk_runs * (1 + args.retries) * (args.duration + args.warmup + 30) + 6 * 90  # 6 starts at most
     seconds += ("ttfb" in args.scenarios) * 4 * 60
     seconds += ("push" in args.scenarios) * (2 * args.duration + 200)
+    seconds += ("overload" in args.scenarios) * 2 * (3 * args.duration + 150)
     return int(seconds)
 
 
@@ -291,6 +324,7 @@ class Bench:
             "proxy_core_us_per_req": per_req(proxy_core["seconds"]) if proxy_core else None,
             "proxy_core_busy_pct": proxy_core["busy"] if proxy_core else None,
             "load_core_busy_pct": load_core["busy"] if load_core else None,
+            "wire_bytes_per_req": result["read_bytes"] / requests if requests and result["read_bytes"] else None,
             "load_side_us_per_req": {"wrk": per_req(wrk1 - wrk0),
                                      **{name: per_req(side1[name] - side0[name]) for name in side}},
         })
@@ -301,7 +335,13 @@ class Bench:
     def verify(self, proc: targets.Process, request: bodies.Request, kind: str, upstream_path: str
                ) -> tuple[check.Response, dict[str, object]]:
         resp = check.fetch(targets.HOST, int(proc.info["port"]), request)  # type: ignore[call-overload]
-        return resp, (check.exact(resp, upstream_path) if kind == "exact" else CHECKS[kind](resp))
+        if kind == "exact":
+            return resp, check.exact(resp, upstream_path)
+        if kind == "decoded":
+            return resp, check.decoded(resp, upstream_path, request.headers["Accept-Encoding"])
+        if kind == "openai-sse-coded":
+            return resp, check.openai_sse_coded(resp, request.headers["Accept-Encoding"])
+        return resp, CHECKS[kind](resp)
 
     def record(self, scenario: str, target: str, run: Callable[[], dict[str, object]]) -> None:
         """Run one measurement; a failure is recorded and printed, and the rest of the run goes on."""
@@ -370,7 +410,8 @@ def run_direct(bench: Bench, chosen: list[Scenario]) -> None:
 
 
 def run_plain_relay(bench: Bench, name: str, proc: targets.Process | None, shapes: list[str]) -> None:
-    """nginx or fastgw's plain route, relaying the json and/or sse answer; must pass the bytes unchanged."""
+    """nginx or fastgw's plain route, relaying the json and/or sse answer; must pass the bytes
+    unchanged, or (compression scenarios) decode to them."""
     for shape in shapes:
         sc = SCENARIOS[shape]
         if proc is None:
@@ -378,7 +419,7 @@ def run_plain_relay(bench: Bench, name: str, proc: targets.Process | None, shape
             continue
 
         def one(sc: Scenario = sc, proc: targets.Process = proc) -> dict[str, object]:
-            _, verified = bench.verify(proc, sc.request, "exact", sc.upstream_path)
+            _, verified = bench.verify(proc, sc.request, "decoded" if sc.coding else "exact", sc.upstream_path)
             return {**bench.measure(proc, sc.request, sc.shape), "verified": verified}
 
         bench.record(f"relay {shape}", name, one)
@@ -415,7 +456,8 @@ def full_features_check(proc: targets.Process, resp: check.Response) -> dict[str
     limits = {k: v for k, v in resp.headers.items() if k.startswith("x-ratelimit-limit-")}
     if not {"x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"} <= set(limits):
         raise check.CheckFailed(f"no x-ratelimit-limit-requests/-tokens headers: limits not applied ({resp.headers})")
-    code, raw = targets.http_get(f"http://{targets.HOST}:{proc.info['admin_port']}/config", timeout=5)
+    code, raw = targets.http_get(f"http://{targets.HOST}:{proc.info['admin_port']}/config", timeout=5,
+                                 headers=targets.admin_headers())
     config = json.loads(raw) if code == 200 else {}
     terms = sum(len(r.get("terms") or []) for r in (config.get("guard") or {}).get("rules") or [])
     live = {"consumers": len(config.get("consumers") or []), "limits": len(config.get("limits") or []),
@@ -429,7 +471,7 @@ def run_scenarios(bench: Bench) -> None:
     args = bench.args
     chosen = [SCENARIOS[s] for s in args.scenarios if s in SCENARIOS]
     want_ttfb, want_push = "ttfb" in args.scenarios, "push" in args.scenarios
-    shapes = [shape for shape in ("json", "sse") if shape in {sc.shape for sc in chosen}]  # nginx relays these
+    shapes = [shape for shape in ("json", "sse") if shape in {sc.shape for sc in chosen if not sc.coding}]  # nginx relays these
     workdir, pins, stack, workers = bench.workdir, bench.pins, bench.stack, args.workers
     bench.upstream = bench.start("upstream", lambda: targets.start_upstream(workdir, pins, bodies.CHUNKS, stack))
     if bench.upstream is None:
@@ -464,6 +506,26 @@ def run_scenarios(bench: Bench) -> None:
                         gw, up_port, args.push_routes, settle=max(1.0, args.duration / 2),  # type: ignore[arg-type]
                         threads=args.wrk_threads, pin=pins.prefix("load")))
 
+    compressed = [sc for sc in chosen if sc.coding]
+    if compressed:
+        gzipped = sorted({sc.compare for sc in compressed})
+        with bench.running("nginx-gzip", lambda: targets.start_nginx(workdir, workers, up_port, pins, stack,
+                                                                     gzip=True)) as nginx:
+            run_plain_relay(bench, "nginx", nginx, gzipped)
+    plain_coded = [sc.name for sc in compressed if sc.gateway == "plain-compress"]
+    if plain_coded:
+        render = lambda port, admin: targets.fastgw_plain_config(port, admin, workers, up_port, compress=True)  # noqa: E731
+        with bench.running("fastgw-compress",
+                           lambda: targets.start_gateway(workdir, "fastgw-compress", render, workers, pins, stack)) as gw:
+            run_plain_relay(bench, "fastgw", gw, plain_coded)
+    ai_coded = [sc for sc in compressed if sc.gateway == "ai-compress"]
+    if ai_coded:
+        render = lambda port, admin: targets.fastgw_ai_config(port, admin, workers, up_port, compress=True)  # noqa: E731
+        with bench.running("fastgw-ai-compress",
+                           lambda: targets.start_gateway(workdir, "fastgw-ai-compress", render, workers, pins,
+                                                         stack)) as gw:
+            run_ai(bench, gw, ai_coded)
+
     ai = [sc for sc in chosen if sc.gateway == "ai"]
     if ai or want_ttfb:
         render = lambda port, admin: targets.fastgw_ai_config(port, admin, workers, up_port)  # noqa: E731
@@ -476,6 +538,24 @@ def run_scenarios(bench: Bench) -> None:
     full = [sc for sc in chosen if sc.gateway == "ai-full"]
     if full:
         run_full(bench, full, up_port)
+    if "overload" in args.scenarios:
+        run_overload(bench, up_port)
+
+
+def run_overload(bench: Bench, up_port: int) -> None:
+    """The probe's p99 under a 2x low-priority flood, with shedding off then on (bench/overload.py)."""
+    args, workdir, pins, stack, workers = bench.args, bench.workdir, bench.pins, bench.stack, bench.args.workers
+    for shedding in (False, True):
+        name = f"fastgw-overload-{'on' if shedding else 'off'}"
+        render = lambda port, admin, on=shedding: overload.config(port, admin, workers, up_port, on)  # noqa: E731
+        with bench.running(name, lambda n=name, r=render: targets.start_gateway(workdir, n, r, workers, pins, stack)
+                           ) as gw:
+            target = f"fastgw shedding {'on' if shedding else 'off'}"
+            if gw is None:
+                _skip(bench, ["overload"], target, f"{name} not running")
+                continue
+            bench.record("overload", target, lambda g=gw: overload.measure(
+                g, 2 * args.json_connections, args.duration, args.wrk_threads, pins.prefix("load")))
 
 
 def run_full(bench: Bench, full: list[Scenario], up_port: int) -> None:
@@ -522,16 +602,16 @@ def table_rows(results: dict[str, dict[str, object]], scenarios: list[str], pinn
     rows: list[dict[str, object]] = []
     for name in (s for s in scenarios if s in SCENARIOS):
         sc = SCENARIOS[name]
-        direct_key, nginx_key = f"direct {sc.upstream_path}", f"relay {sc.shape}"
-        fastgw_key = f"relay {name}" if sc.gateway == "plain" else name
-        row: dict[str, object] = {"scenario": name, "what": sc.what, "compared_with": f"nginx {sc.shape}"}
+        direct_key, nginx_key = f"direct {sc.upstream_path}", sc.nginx_key
+        fastgw_key = f"relay {name}" if sc.gateway.startswith("plain") else name
+        row: dict[str, object] = {"scenario": name, "what": sc.what, "compared_with": f"nginx {sc.compare or sc.shape}"}
         for target, key in (("direct", direct_key), ("nginx", nginx_key), ("fastgw", fastgw_key)):
             row[f"{target}_rps"] = _get(results, key, target, "rps")
             row[f"{target}_cpu_us"] = _get(results, key, target, "cpu_us_per_req")
             row[f"{target}_errors"] = _get(results, key, target, "errors")
             row[f"{target}_error"] = (results.get(key, {}).get(target) or {}).get("error")  # type: ignore[union-attr]
             for extra in ("p50_ms", "p99_ms", "cpu_util_pct", "proxy_core_busy_pct", "load_core_busy_pct",
-                          "proxy_core_us_per_req"):
+                          "proxy_core_us_per_req", "wire_bytes_per_req"):
                 row[f"{target}_{extra}"] = _get(results, key, target, extra)
         d, n, f = row["direct_rps"], row["nginx_rps"], row["fastgw_rps"]
         nc, fc = row["nginx_cpu_us"], row["fastgw_cpu_us"]
@@ -551,6 +631,8 @@ def table_rows(results: dict[str, dict[str, object]], scenarios: list[str], pinn
         flags += [f"{target} errors" for target in ("direct", "nginx", "fastgw") if row[f"{target}_errors"]]
         if not pinned:
             flags.append("UNPINNED")
+        nb, fb = row["nginx_wire_bytes_per_req"], row["fastgw_wire_bytes_per_req"]
+        row["bytes_ratio"] = fb / nb if nb and fb is not None else None  # type: ignore[operator]
         row["flags"] = flags
         row["measurements"] = {"direct": direct_key, "nginx": nginx_key, "fastgw": fastgw_key}
         rows.append(row)
@@ -652,6 +734,29 @@ def print_main(rows: list[dict[str, object]]) -> None:
              *("/".join(_fmt(r[f"{t}_{k}"], ".0f") for k in ("cpu_util_pct", "proxy_core_busy_pct",
                                                               "load_core_busy_pct")) for t in ("nginx", "fastgw"))]
             for r in rows])
+    coded = [r for r in rows if r["scenario"] in COMPRESSED]
+    if coded:
+        print("\ncompression: bytes on the wire per request (what wrk read, heads included) and the targets"
+              "\n(>= 0.8x nginx gzip's streams/s at its bytes +-10%; zstd >= 1.2x fastgw gzip's streams/s, smaller)")
+        def twin(r: dict[str, object]) -> tuple[str, str]:  # rows of one gateway and shape: gzip vs zstd
+            sc = SCENARIOS[str(r["scenario"])]
+            return sc.gateway, sc.shape
+
+        gzip_rows = {twin(r): r for r in coded if SCENARIOS[str(r["scenario"])].coding == "gzip"}
+        body = []
+        for r in coded:
+            versus = ""
+            if SCENARIOS[str(r["scenario"])].coding == "zstd":
+                ref = gzip_rows.get(twin(r), {})
+                g, b = ref.get("fastgw_rps"), ref.get("fastgw_wire_bytes_per_req")
+                f, fb = r["fastgw_rps"], r["fastgw_wire_bytes_per_req"]
+                versus = (f"{f / g:.2f}x gzip's rate, {fb / b:.2f}x its bytes"  # type: ignore[operator]
+                          if g and b and f is not None and fb is not None else "-")
+            body.append([str(r["scenario"]), _fmt(r["nginx_wire_bytes_per_req"], ",.0f"),
+                         _fmt(r["fastgw_wire_bytes_per_req"], ",.0f"), _fmt(r["bytes_ratio"], ".2f"),
+                         _fmt(r["ratio"], ".2f"), versus or "-"])
+        _print(["scenario", "nginx B/req", "fastgw B/req", "bytes fastgw/nginx", "rate fastgw/nginx", "zstd vs gzip"],
+               body)
     legend = [f"  {r['scenario']}: {r['what']}; nginx column: its plain relay of the {r['compared_with'][6:]} answer"
               for r in rows if r["scenario"] not in ("json", "sse")]
     if legend:
@@ -677,6 +782,17 @@ def print_extras(results: dict[str, dict[str, object]]) -> None:
               f"errors {load['errors']}")  # type: ignore[index]
     elif isinstance(gw_push, dict) and "error" in gw_push:
         print(f"\npush: {gw_push['error']}")
+    if "overload" in results:
+        print("\noverload: a normal-priority probe's p99 (ms) under a 2x low-priority flood of a plain route")
+        body = []
+        for target, r in results["overload"].items():
+            if "error" in r:
+                body.append([target, "-", "-", "-", "-", r["error"][:60]])  # type: ignore[index]
+                continue
+            body.append([target, _fmt(r["unloaded_p99_ms"], ".2f"), _fmt(r["loaded_p99_ms"], ".2f"),
+                         _fmt(r["p99_ratio"], ".2f"), f"{r['flood_shed']}/{r['flood_requests']}",
+                         f"{r['probe_shed']}/{r['probe_requests']}"])
+        _print(["target", "unloaded p99", "loaded p99", "ratio", "flood shed", "probe shed"], body)
 
 
 def write_results(out: Path, report: dict[str, object]) -> Path:
@@ -691,6 +807,8 @@ def write_results(out: Path, report: dict[str, object]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.token:
+        targets.ADMIN_TOKEN = args.token
     for sig in ABORT_SIGNALS:  # SIGINT too, even if the runner was started with it ignored
         signal.signal(sig, _on_signal)
     ensure_tools()
@@ -726,6 +844,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_results(args.out, report)
     print(f"\nresults: {path} (and {args.out / 'latest.json'}); {elapsed:.0f} s")
+    try:
+        from report import write_report
+    except ImportError as exc:  # matplotlib is the bench extra
+        print(f"no plots ({exc}): pip install 'fastgw[bench]', then python bench/report.py {path}")
+    else:
+        if rows:
+            print("report: " + ", ".join(str(p) for p in write_report(path).values()))
     return 0
 
 

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +33,9 @@ import bodies
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 HOST = "127.0.0.1"
+ADMIN_TOKEN = os.environ.get("FASTGW_ADMIN_TOKEN") or secrets.token_hex(16)
+"""The bench gateways' admin token (``--token`` sets it): in their environment as
+FASTGW_ADMIN_TOKEN, which their configs name, and sent on every admin call."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -78,15 +82,27 @@ def free_port() -> int:
 def python_env() -> dict[str, str]:
     """Environment for child Pythons: the repo on sys.path, so an uninstalled checkout still runs."""
     env = dict(os.environ)
+    env["FASTGW_ADMIN_TOKEN"] = ADMIN_TOKEN
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-def http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes]:
+def admin_headers(content_type: str | None = None) -> dict[str, str]:
+    """What an admin call sends: the bearer token, and the body's type."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    return headers | ({"Content-Type": content_type} if content_type else {})
+
+
+def admin_line(admin_port: int) -> str:
+    """The config's admin key: behind the token the gateway reads from its environment."""
+    return f"admin: {{address: '{HOST}:{admin_port}', token: '${{FASTGW_ADMIN_TOKEN}}'}}"
+
+
+def http_get(url: str, timeout: float = 1.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """GET a URL; HTTP error statuses are returned, not raised, since any answer proves liveness."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -300,12 +316,30 @@ def start_upstream(workdir: Path, pins: Pinning, chunks: int, stack: ExitStack) 
                         {"workers": 1, "cpu": pins.load, "paths": list(bodies.UPSTREAM_PATHS)})
 
 
-def start_nginx(workdir: Path, workers: int, upstream_port: int, pins: Pinning, stack: ExitStack) -> Process:
-    """nginx as a keep-alive, unbuffered reverse proxy on the proxy core: the reference."""
+COMPRESSED_TYPES = ("application/json", "text/event-stream")
+"""What both proxies compress in the compression scenarios (nginx always adds text/html)."""
+GZIP_LEVEL = 5
+ZSTD_LEVEL = 3
+COMPRESS_MIN_SIZE = 1024
+
+
+def nginx_gzip(level: int = GZIP_LEVEL) -> str:
+    """nginx's gzip filter set as fastgw's compression is: same types, level and size floor;
+    `gzip_proxied any` (nginx skips proxied answers by default) and a Vary like fastgw's."""
+    return (f"    gzip on;\n    gzip_comp_level {level};\n    gzip_types {' '.join(COMPRESSED_TYPES)};\n"
+            f"    gzip_min_length {COMPRESS_MIN_SIZE};\n    gzip_proxied any;\n    gzip_vary on;\n")
+
+
+def start_nginx(workdir: Path, workers: int, upstream_port: int, pins: Pinning, stack: ExitStack,
+                gzip: bool = False) -> Process:
+    """nginx as a keep-alive, unbuffered reverse proxy on the proxy core: the reference
+    (with `gzip`: its gzip filter on, for the compression scenarios)."""
     port = free_port()
-    text = render_nginx_conf("nginx.conf.tmpl", workdir / "nginx", workers, port, upstream_port=upstream_port)
-    return _start_nginx(workdir, "nginx", text, port, pins.prefix("proxy"), stack,
-                        {"workers": workers, "cpu": pins.proxy})
+    name = "nginx-gzip" if gzip else "nginx"
+    text = render_nginx_conf("nginx.conf.tmpl", workdir / name, workers, port, upstream_port=upstream_port,
+                             gzip=nginx_gzip() if gzip else "")
+    return _start_nginx(workdir, name, text, port, pins.prefix("proxy"), stack,
+                        {"workers": workers, "cpu": pins.proxy, "gzip": gzip})
 
 
 # ------------------------------------------------------------------------------------------------- Redis
@@ -335,11 +369,22 @@ def start_redis(workdir: Path, pins: Pinning, stack: ExitStack) -> tuple[Process
 
 # ------------------------------------------------------------------------------------------------ fastgw
 
-def fastgw_plain_config(port: int, admin_port: int, workers: int, upstream_port: int, extra_routes: int = 0) -> str:
+def compression_line() -> str:
+    """fastgw's compression set as nginx_gzip() sets nginx's, zstd preferred, gzip too."""
+    return (f"compression: {{algorithms: [zstd, gzip], min_size: {COMPRESS_MIN_SIZE}, "
+            f"types: [{', '.join(COMPRESSED_TYPES)}], levels: {{zstd: {ZSTD_LEVEL}, gzip: {GZIP_LEVEL}}}}}")
+
+
+def fastgw_plain_config(port: int, admin_port: int, workers: int, upstream_port: int, extra_routes: int = 0,
+                        compress: bool = False) -> str:
     """Plain proxying: one catch-all route to the upstream, paths passed as they are, so
     /json/v1/... and /sse/v1/... reach the answers of the same name. `extra_routes` exact
-    routes go before the catch-all (the push scenario), so traffic still matches `/`."""
-    lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}", "routes:"]
+    routes go before the catch-all (the push scenario), so traffic still matches `/`.
+    `compress`: compression_line()."""
+    lines = [f"listen: {HOST}:{port}", admin_line(admin_port), f"workers: {workers}"]
+    if compress:
+        lines.append(compression_line())
+    lines.append("routes:")
     upstream = f"http://{HOST}:{upstream_port}"
     for i in range(extra_routes):
         lines += [f"  - name: r{i}", f"    match: {{path: /r/{i}}}", f"    upstream: {upstream}"]
@@ -371,13 +416,15 @@ class FullFeatures:
 
 
 def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: int,
-                     full: FullFeatures | None = None) -> str:
+                     full: FullFeatures | None = None, compress: bool = False) -> str:
     """The AI front door: one provider per AI_MODELS entry, anonymous access. With `full`: a
     consumer whose API key clients send as `Authorization: Bearer`, two Redis-backed limits on it
     (tokens per minute and requests per minute, far above the load: the cost of checking and
     settling is measured, never a rejection), an answer-side guard of GUARD_TERMS word terms
-    that never match, and the JSON access log to a file."""
-    lines = [f"listen: {HOST}:{port}", f"admin: {HOST}:{admin_port}", f"workers: {workers}", "providers:"]
+    that never match, and the JSON access log to a file. `compress`: compression_line()."""
+    lines = [f"listen: {HOST}:{port}", admin_line(admin_port), f"workers: {workers}", "providers:"]
+    if compress:
+        lines.insert(3, compression_line())
     for name, (kind, path, _) in AI_MODELS.items():
         lines.append(f"  - {{name: {name}, type: {kind}, base_url: 'http://{HOST}:{upstream_port}{path}', "
                      "api_keys: [sk-provider-key]}")
@@ -404,7 +451,7 @@ def fastgw_ai_config(port: int, admin_port: int, workers: int, upstream_port: in
 def admin_status(admin_port: int, timeout: float = 1.0) -> dict | None:
     """GET /status as JSON, or None when the admin API is not there (yet)."""
     try:
-        code, body = http_get(f"http://{HOST}:{admin_port}/status", timeout)
+        code, body = http_get(f"http://{HOST}:{admin_port}/status", timeout, admin_headers())
     except OSError:
         return None
     if code != 200:

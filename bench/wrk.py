@@ -17,6 +17,7 @@ from bodies import Request
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "chat.lua"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_BYTES = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}  # wrk's units are binary
 _DURATION = re.compile(r"^\s*([\d.]+)(us|ms|s|m|h)\s*$")
 
 
@@ -32,6 +33,7 @@ class WrkResult:
     non2xx: int
     socket_errors: dict[str, int]
     raw: str
+    read_bytes: float | None = None  # what wrk read off the sockets, heads included: bytes on the wire
 
     @property
     def errors(self) -> int:
@@ -41,25 +43,32 @@ class WrkResult:
         return {**asdict(self), "errors": self.errors}
 
 
-def _ms(text: str) -> float:
+def duration_ms(text: str) -> float:
+    """A wrk duration (``1.20ms``, ``3.4s``) in milliseconds."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"not a wrk duration: {text!r}")
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def latency_percentiles(raw: str) -> dict[int, float]:
+    """The ``--latency`` distribution of a wrk output: percentile -> milliseconds."""
+    return {int(p): duration_ms(v) for p, v in re.findall(r"^\s*(\d+)%\s+(\S+)\s*$", raw, re.M)}
+
+
 def parse(raw: str) -> WrkResult:
     """Parse `wrk --latency` output; raises ValueError if the summary lines are missing."""
     done = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", raw, re.M)
+    read = re.search(r"requests in [\d.]+\w+, ([\d.]+)(B|KB|MB|GB|TB) read", raw)
     rps = re.search(r"^Requests/sec:\s*([\d.]+)", raw, re.M)
     if not done or not rps:
         raise ValueError("wrk printed no summary:\n" + raw[-2000:])
-    percentiles = {int(p): _ms(v) for p, v in re.findall(r"^\s*(\d+)%\s+(\S+)\s*$", raw, re.M)}
+    percentiles = latency_percentiles(raw)
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", raw)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", raw)
     return WrkResult(
         requests=int(done.group(1)),
-        seconds=_ms(done.group(2) + done.group(3)) / 1e3,
+        seconds=duration_ms(done.group(2) + done.group(3)) / 1e3,
         rps=float(rps.group(1)),
         p50_ms=percentiles.get(50),
         p99_ms=percentiles.get(99),
@@ -67,6 +76,7 @@ def parse(raw: str) -> WrkResult:
         socket_errors=dict(zip(("connect", "read", "write", "timeout"), map(int, socket.groups()), strict=True))
         if socket else {"connect": 0, "read": 0, "write": 0, "timeout": 0},
         raw=raw,
+        read_bytes=float(read.group(1)) * _BYTES[read.group(2)] if read else None,
     )
 
 

@@ -677,7 +677,9 @@ cdef class _Parser:
         cdef int status = head.status
         head.connection_tokens = tokens
         head.content_length = self._cl
-        if self._te_count:  # Transfer-Encoding overrides Content-Length
+        if self._te_count and self._cl >= 0:  # the classic desync: never guess the framing
+            self._fail(502, "both Content-Length and Transfer-Encoding in a response")
+        if self._te_count:
             head.content_length = -1
             head.chunked = self._te_last_chunked
         if (status < 200 or status == 204 or status == 304 or self._method == b"HEAD"

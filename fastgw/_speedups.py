@@ -10,7 +10,7 @@ import importlib
 import os
 from types import ModuleType
 
-from fastgw import jsonscan, matcher, sse, tokens
+from fastgw import compress, jsonscan, matcher, sse, tokens
 from fastgw.http import parser
 from fastgw.waf import engine as waf_engine
 
@@ -40,4 +40,5 @@ _twins(sse, "sse", "SSEParser", "serialize_event", "relay_bytes", "ends_stream")
 _twins(tokens, "tokens", "TokenCounter", "count_tokens")
 _twins(matcher, "matcher", "Matcher")
 _twins(jsonscan, "jsonscan", "scan_chunk", "usage_state", "usage_events", "model_span")
+_twins(compress, "compress", "Compressor", "negotiate")
 _twins(waf_engine, "modsec", "WafRules")

@@ -9,14 +9,19 @@ never changes the rules under an in-flight request or stream.
 from __future__ import annotations
 
 import json
+import resource
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.ai.health import ProviderHealth
 from fastgw.filters import BuildEnv, Chain, build
 from fastgw.filters.observe import Observe
+from fastgw.filters.overload import Overload
+from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.filters.waf import WafFilter
+from fastgw.http.encoding import Compression
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
@@ -81,7 +86,10 @@ class Route:
         "connect_timeout",
         "first_byte_timeout",
         "idle_timeout",
+        "tunnel_idle_timeout",
+        "websocket",
         "chain",
+        "compression",
     )
 
     def __init__(self, spec: dict[str, Any], upstream: Upstream, env: BuildEnv) -> None:
@@ -102,13 +110,24 @@ class Route:
         self.connect_timeout = timeouts["connect"]
         self.first_byte_timeout = timeouts["first_byte"]
         self.idle_timeout = timeouts["idle"]
+        self.tunnel_idle_timeout = timeouts["tunnel_idle"]
+        self.websocket = spec.get("websocket", True)
         filters = build(spec.get("filters") or [], env)
         if spec.get("waf"):
             filters.append(WafFilter(spec["waf"]))
+        limiter = env.limiter
+        if limiter is not None and limiter.limits_route(self.name) and not any(f.name == "ratelimit" for f in filters):
+            filters.append(RateLimit(limiter=limiter))  # a rule names this route in match.routes
+        overload = env.config["http"]["overload"]
+        if overload:
+            filters.append(Overload(overload, env.config["consumers"], spec.get("priority")))
         if spec.get("transform"):
             filters.append(TransformFilter(transform=Transform(spec["transform"])))
         filters.append(Observe())
+        if env.trace is not None:
+            filters.append(env.trace)
         self.chain = Chain(filters)
+        self.compression = Compression.of(spec.get("compression"))
 
 
 @dataclass(slots=True)
@@ -121,6 +140,26 @@ class Resources:
     limit_stats: dict[str, int] = field(default_factory=dict)
     redis_link: RedisLink | None = None  # the worker replaces it when the redis URL changes
     caches: dict[str, tuple] = field(default_factory=dict)  # cache spec -> (store, semantic index)
+    tracing: Any = None  # fastgw.obs.tracing Tracing of the current tracing section
+
+    def tracing_for(self, spec: dict[str, Any]) -> Any:
+        """The tracer for a ``tracing`` section: the same one (and export thread) while it is
+        unchanged; a changed section replaces it and the old one flushes and stops."""
+        from fastgw.obs.tracing import Tracing
+
+        old = self.tracing
+        if old is not None and old.spec == spec:
+            return old
+        self.tracing = Tracing(spec)
+        if old is not None:  # its flush may wait on a stalled collector: never on the event loop
+            threading.Thread(target=old.close, name="fastgw-tracing-close", daemon=True).start()
+        return self.tracing
+
+    def close_tracing(self) -> None:
+        """The worker leaves: export the spans still queued."""
+        if self.tracing is not None:
+            self.tracing.close()
+            self.tracing = None
 
     def cache_for(self, spec: dict[str, Any], redis_url: str | None) -> tuple:
         """The store and index for a cache section; the same ones while it is unchanged, so
@@ -132,6 +171,14 @@ class Resources:
         if found is None:
             found = self.caches[key] = open_cache(spec, redis_url)
         return found
+
+
+def auto_connection_cap() -> int:
+    """Half the fd limit: a proxied connection holds two (client and upstream), plus a reserve."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(16, (soft - 64) // 2)
 
 
 class Generation:
@@ -148,9 +195,15 @@ class Generation:
         "max_headers",
         "max_body_size",
         "header_timeout",
+        "body_timeout",
+        "body_min_rate",
+        "send_timeout",
+        "max_connections",
+        "max_connections_per_ip",
         "keepalive_timeout",
         "drain_timeout",
         "max_pipelined",
+        "compression",
         "tls",
     )
 
@@ -169,15 +222,22 @@ class Generation:
                 upstream = upstreams[key] = Upstream(spec["upstream"], resources.pools)
             self.routes.append(Route(spec, upstream, env))
         self.router = Router(config["routes"], self.routes)
-        self.unrouted_chain = Chain([Observe()])
+        self.unrouted_chain = Chain([Observe()] if env.trace is None else [Observe(), env.trace])
         self.ai = AIFrontDoor(config, resources, env) if config.get("models") else None
         http = config["http"]
         self.max_header_size = http["max_header_size"]
         self.max_headers = http["max_headers"]
         self.max_body_size = http["max_body_size"]
         self.header_timeout = http["header_timeout"]
+        self.body_timeout = http["body_timeout"]
+        self.body_min_rate = http["body_min_rate"]
+        self.send_timeout = http["send_timeout"]
+        cap = http["max_connections"]
+        self.max_connections = auto_connection_cap() if cap == "auto" else cap
+        self.max_connections_per_ip = http["max_connections_per_ip"]
         self.keepalive_timeout = http["keepalive_timeout"]
         self.drain_timeout = http["drain_timeout"]
         self.max_pipelined = http["max_pipelined"]
+        self.compression = Compression.of(config.get("compression"))
         tls = config["listen"].get("tls")
         self.tls = Certificates(tls) if tls else None  # files read afresh: a push swaps certificates

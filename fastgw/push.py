@@ -8,17 +8,22 @@ environment and never travel in the request.
 With ``--redis`` the config goes to every node of a cluster at once (see
 ``workers/cluster.py``); nodes validate it again and keep their running config if it fails.
 
-Exit codes: 0 pushed, 1 invalid config (local or server-side), 2 cannot push (admin or
-Redis unreachable).
+The admin token (``admin.token`` of the running gateway) comes from ``--token`` or the
+``FASTGW_ADMIN_TOKEN`` environment variable and travels as ``Authorization: Bearer``.
+
+Exit codes: 0 pushed, 1 invalid config (local or server-side, or refused as unbuildable),
+2 cannot push (admin or Redis unreachable, or the token refused).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import os
+import socket
 import sys
-import urllib.error
-import urllib.request
+from urllib.parse import urlsplit
 
 DEFAULT_ADMIN = "http://127.0.0.1:9901"
 TIMEOUT = 30.0
@@ -27,8 +32,20 @@ TIMEOUT = 30.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastgw push`` (the CLI owns the sub-command itself)."""
     parser.add_argument("-c", "--config", required=True, help="config file to push (YAML or JSON)")
-    parser.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin API URL (default {DEFAULT_ADMIN})")
+    parser.add_argument(
+        "--admin", default=DEFAULT_ADMIN, help=f"admin API URL, or unix:/path of its socket (default {DEFAULT_ADMIN})"
+    )
     parser.add_argument("--redis", help="push to every node of a cluster through Redis (redis://...)")
+    parser.add_argument(
+        "--token", help="the admin API's bearer token (default: the FASTGW_ADMIN_TOKEN environment variable)"
+    )
+
+
+def admin_headers(token: str | None, content_type: str | None = None) -> dict[str, str]:
+    """Headers of an admin API call: the bearer token if there is one, and the body's type."""
+    token = token if token is not None else os.environ.get("FASTGW_ADMIN_TOKEN") or None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return headers | ({"Content-Type": content_type} if content_type else {})
 
 
 def _fail(message: str, code: int) -> int:
@@ -55,22 +72,58 @@ def main_from_args(args: argparse.Namespace) -> int:
 
     if args.redis:
         return _push_to_cluster(args.redis, text, args.config)
-    url = args.admin.rstrip("/") + "/config"
-    request = urllib.request.Request(
-        url, data=text.encode(), method="POST", headers={"Content-Type": "application/yaml"}
-    )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            result = json.load(response)
-    except urllib.error.HTTPError as exc:
-        return _server_error(exc)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return _fail(f"cannot reach the admin API at {args.admin}: {reason}", 2)
+        status, reason, raw = _post_config(args.admin, text.encode(), admin_headers(args.token, "application/yaml"))
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return _fail(f"cannot reach the admin API at {args.admin}: {exc}", 2)
+    if status != 200:
+        return _server_error(status, reason, raw)
+    try:
+        result = json.loads(raw)
+    except ValueError:
+        return _fail(f"the admin API at {args.admin} answered 200 without JSON", 2)
     for warning in result.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"pushed {args.config}: generation {result['generation']}")
     return 0
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the admin API's Unix socket (``admin: {socket: PATH}``)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _post_config(admin: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
+    """``POST /config`` to ``admin`` (``http(s)://host:port[/prefix]`` or ``unix:/path``)."""
+    if admin.startswith("unix:"):
+        conn: http.client.HTTPConnection = _UnixConnection(admin.removeprefix("unix:"), TIMEOUT)
+        path = "/config"
+    else:
+        parts = urlsplit(admin)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http://host:port or unix:/path")
+        connection = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = connection(parts.hostname, parts.port, timeout=TIMEOUT)
+        path = parts.path.rstrip("/") + "/config"
+    try:
+        conn.request("POST", path, body, headers)
+        response = conn.getresponse()
+        return response.status, response.reason, response.read()
+    finally:
+        conn.close()
 
 
 def _push_to_cluster(url: str, text: str, source: str) -> int:
@@ -87,14 +140,15 @@ def _push_to_cluster(url: str, text: str, source: str) -> int:
     return 0
 
 
-def _server_error(exc: urllib.error.HTTPError) -> int:
-    """Print what the gateway said; 400/413 reject the config (1), anything else the push (2)."""
+def _server_error(status: int, reason: str, raw: bytes) -> int:
+    """Print what the gateway said; 400/413 reject the config and 409 its build (1), anything
+    else the push (2)."""
     try:
-        error = json.load(exc)["error"]
+        error = json.loads(raw)["error"]
     except (ValueError, KeyError, TypeError):
-        return _fail(f"admin API answered {exc.code} {exc.reason}", 2)
+        return _fail(f"admin API answered {status} {reason}", 2)
     errors = error.get("errors") or []
-    print(f"fastgw push: rejected by the gateway ({exc.code}): {error.get('message')}", file=sys.stderr)
+    print(f"fastgw push: rejected by the gateway ({status}): {error.get('message')}", file=sys.stderr)
     for line in errors:
         print(f"  {line}", file=sys.stderr)
-    return 1 if exc.code in (400, 413) else 2
+    return 1 if status in (400, 409, 413) else 2

@@ -9,15 +9,27 @@ redacted), ``POST /config`` (validate, then publish a new generation), ``GET /qu
 ``POST /quota`` (read, set, top up or reset one consumer's quota under one rule), and
 ``POST /drain`` / ``POST /undrain`` (take the node out of service without exiting: new
 connections refused, answers in flight finish, ``/healthz`` 503; and back).
+
+Who may call: with ``admin.token`` every endpoint but ``/healthz`` (and ``/metrics`` when
+``admin.metrics_public``) needs ``Authorization: Bearer <token>`` (compared in constant
+time); without one the admin API only binds loopback (the config refuses anything else) and
+answers only requests whose ``Host`` names a loopback address, so a page that rebinds a DNS
+name to 127.0.0.1 reads nothing. A browser must not be able to drive it either: a request
+with an ``Origin`` other than the admin API's own is refused (403), and a POST must say
+``application/json`` or a YAML type (415 otherwise), which a cross-site "simple" request
+(``text/plain``, forms) cannot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import json
 import math
-import re
+import os
 import socket
 import socketserver
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,13 +41,19 @@ from urllib.parse import parse_qsl
 from redis.exceptions import RedisError
 
 from fastgw.config import ConfigError
+from fastgw.config.net import loopback
+from fastgw.config.secrets import redact
 from fastgw.limits.quotas import QuotaAdmin
+from fastgw.obs import diagnose
 from fastgw.obs.metrics import Snapshot
+from fastgw.obs.recent import RING_SIZE
+from workers.console import UI_DIR, UI_FILES
 from workers.shm import BlobTooLarge
+from workers.trial import GenerationRefused
 
-REDACTED = "***"
-_SECRET_KEYS = {"api_key", "api_keys", "x_api_key", "authorization", "password", "secret", "token", "secret_key"}
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)", re.IGNORECASE)
+POST_TYPES = frozenset(("application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"))
+"""Content types a state-changing request may carry: none of them is one a cross-site form or
+"simple" fetch can send without a CORS preflight (which the Origin check refuses)."""
 
 
 class Backend(Protocol):
@@ -61,31 +79,19 @@ class Backend(Protocol):
 
     def undrain(self) -> dict: ...
 
+    def recent_failures(self) -> list[dict]:
+        """Every worker's recent failed requests, oldest first (``/diagnose``)."""
+
+    def config_history(self) -> list[dict]:
+        """The generations published, newest last (``/config/history``)."""
+
+    def rollback(self) -> tuple[int, int]:
+        """Publish the generation before the live one again (``POST /config/rollback``)."""
+
 
 def format_url(host: str, port: int) -> str:
     """``http://host:port``, bracketing IPv6 literals."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with secrets replaced by ``"***"``, safe to show or log.
-
-    Secrets are the values of secret-named keys (``api_keys`` entries, ``password`` ...)
-    and passwords inside URLs such as ``redis://:pass@host``.
-    """
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if str(key).lower().replace("-", "_") in _SECRET_KEYS and item is not None:
-                out[key] = [REDACTED] * len(item) if isinstance(item, list) else REDACTED
-            else:
-                out[key] = redact(item)
-        return out
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    if isinstance(value, str):
-        return _URL_PASSWORD.sub(rf"\g<head>{REDACTED}", value)
-    return value
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -191,12 +197,19 @@ def render_metrics(metrics: Iterable[Metric]) -> str:
 # -- HTTP -------------------------------------------------------------------------------
 
 
+def _host_name(value: str) -> str:
+    """The host of a ``Host`` header: ``[::1]:9901`` -> ``::1``, ``localhost`` -> ``localhost``."""
+    if value.startswith("["):
+        return value[1 : value.find("]")]
+    return value.rpartition(":")[0] if ":" in value else value
+
+
 def _error(status: int, message: str, kind: str, **extra: object) -> tuple[int, dict]:
     return status, {"error": {"message": message, "type": kind, **extra}}
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: _Server | _UnixServer
     server_version = "fastgw-admin"
     timeout = 10  # a client that stalls mid-request only ties up its own thread, and not for long
 
@@ -205,9 +218,14 @@ class _Handler(BaseHTTPRequestHandler):
         "/healthz": ("GET",),
         "/metrics": ("GET",),
         "/config": ("GET", "POST"),
+        "/config/history": ("GET",),
+        "/config/rollback": ("POST",),
         "/quota": ("GET", "POST"),
         "/drain": ("POST",),
         "/undrain": ("POST",),
+        "/diagnose": ("GET",),
+        "/ui/data": ("GET",),
+        **{path: ("GET",) for path in UI_FILES},
     }
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -219,14 +237,43 @@ class _Handler(BaseHTTPRequestHandler):
         self.request_version = "HTTP/1.0"  # an unparsable request line leaves 0.9, which sends no head
         self._send_json(*_error(code, message or HTTPStatus(code).phrase, "invalid_request"))
 
+    def _refusal(self, path: str) -> tuple[int, dict, tuple[tuple[str, str], ...]] | None:
+        """Why this caller may not go further, as ``(status, body, extra headers)``; None if it may."""
+        server = self.server
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in server.origins:
+            return (*_error(403, "cross-origin requests to the admin API are refused", "forbidden"), ())
+        if server.loopback_only and not loopback(_host_name(self.headers.get("Host") or "")):
+            return (*_error(403, "without admin.token only loopback host names are served", "forbidden"), ())
+        # The console's pages and scripts hold no data (their calls carry the token): a browser
+        # can load them and then ask for the token.
+        open_path = path == "/healthz" or path in UI_FILES or (path == "/metrics" and server.metrics_public)
+        if server.token is not None and not open_path:
+            scheme, _, presented = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), server.token):
+                message = "a valid admin token is required (Authorization: Bearer ...)"
+                challenge = (("WWW-Authenticate", 'Bearer realm="fastgw-admin"'),)
+                return (*_error(401, message, "unauthorized"), challenge)
+        return None
+
     def _dispatch(self) -> None:
         path = self.path.split("?", 1)[0]
         methods = self.ROUTES.get(path)
-        if methods is None:
+        refusal = self._refusal(path)
+        media = (self.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+        if refusal is not None:
+            status, body, headers = refusal
+            self.close_connection = True  # the body of a refused request is never read
+            self._send_json(status, body, *headers)
+        elif methods is None:
             self._send_json(*_error(404, f"no such endpoint: {path}", "not_found"))
         elif self.command not in methods:
             allowed = ", ".join(methods)
             self._send_json(*_error(405, f"{path} allows {allowed}", "method_not_allowed"), ("Allow", allowed))
+        elif self.command != "GET" and media not in POST_TYPES:
+            self.close_connection = True
+            message = f"a {self.command} needs Content-Type application/json or application/yaml"
+            self._send_json(*_error(415, message, "unsupported_media_type"))
         else:
             try:
                 self._route(path)
@@ -258,6 +305,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/quota":
             self._send_json(*self._quota())
+        elif path == "/config/history":
+            self._send_json(200, {"generation": backend.generation, "history": backend.config_history()})
+        elif path == "/config/rollback":
+            try:
+                generation, restored = backend.rollback()
+            except LookupError as exc:
+                self._send_json(*_error(409, str(exc), "no_earlier_generation"))
+            else:
+                self._send_json(200, {"generation": generation, "restored": restored})
+        elif path == "/diagnose":
+            self._send_json(*self._diagnose())
+        elif path in UI_FILES:  # the console's static page, script and vendored uPlot
+            name, content_type = UI_FILES[path]
+            self._send(200, (UI_DIR / name).read_bytes(), content_type, ("Cache-Control", "no-cache"))
+        elif path == "/ui/data":
+            history = getattr(backend, "console", None)
+            status = backend.status()
+            series = history.series() if history is not None else {"t": []}
+            self._send_json(200, {"generation": status["generation"], "workers": status["workers"], "series": series})
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config
             self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))
@@ -303,6 +369,19 @@ class _Handler(BaseHTTPRequestHandler):
         except RedisError as exc:
             return _error(503, f"the quota store (Redis) is unavailable: {exc}", "quota_store_unavailable")
 
+    def _diagnose(self) -> tuple[int, dict]:
+        """``GET /diagnose``: recent failures grouped by cause; ``?request_id=``: one of them."""
+        backend = self.server.backend
+        records = backend.recent_failures()
+        request_id = dict(parse_qsl(self.path.partition("?")[2])).get("request_id")
+        if request_id is None:
+            return 200, {"failures": len(records), "causes": diagnose.group(records, backend.config)}
+        found = next((r for r in reversed(records) if r["request_id"] == request_id), None)
+        if found is None:
+            return _error(404, f"no recent failed request has id {request_id!r} (each worker keeps its last "
+                               f"{RING_SIZE})", "not_found")
+        return 200, {"request_id": request_id, **diagnose.explain(found, backend.config), "record": found}
+
     def _post_config(self) -> tuple[int, dict]:
         length = self.headers.get("Content-Length")
         if length is None:
@@ -323,6 +402,10 @@ class _Handler(BaseHTTPRequestHandler):
             return _error(400, "invalid config", "invalid_config", errors=exc.errors)
         except BlobTooLarge as exc:
             return _error(413, str(exc), "config_too_large")
+        except GenerationRefused as exc:
+            kind = "unbuildable_config" if exc.status == 409 else "generation_not_loaded"
+            message = f"generation {exc.generation} refused; the running generation stays"
+            return _error(exc.status, message, kind, errors=[exc.reason])
         return 200, {"generation": generation, "warnings": warnings}
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
@@ -342,37 +425,105 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _AdminState:
+    """What the handler reads from its server, whether TCP or Unix socket."""
 
-    def __init__(self, host: str, port: int, backend: Backend, max_body: int, log: Callable[[str], None]) -> None:
-        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    backend: Backend
+    max_body: int
+    log: Callable[[str], None]
+    token: bytes | None
+    metrics_public: bool
+    origins: frozenset[str] = frozenset()
+    """The admin API's own origins: a console it serves may POST, no other page may."""
+    loopback_only: bool = False
+    """Answer only ``Host`` names of loopback addresses (TCP without a token: DNS rebinding)."""
+
+    def _state(
+        self, backend: Backend, max_body: int, log: Callable[[str], None], token: str | None, metrics_public: bool
+    ) -> None:
         self.backend = backend
         self.max_body = max_body
         self.log = log
+        self.token = None if token is None else token.encode()
+        self.metrics_public = metrics_public
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished mid-response is not worth a traceback."""
+        self.log("admin: a request failed (the client went away?)")
+
+
+class _Server(_AdminState, ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, state: tuple) -> None:
+        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        self._state(*state)
         super().__init__((host, port), _Handler)
+        bound = self.server_address[1]
+        self.origins = frozenset(format_url(name, bound) for name in (host, "127.0.0.1", "localhost", "::1"))
+        self.loopback_only = self.token is None
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN, a DNS round trip we do not need.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that vanished mid-response is not worth a traceback."""
-        self.log(f"admin: request from {client_address[0]} failed")
+
+class _UnixServer(_AdminState, socketserver.ThreadingUnixStreamServer):
+    """The admin API on a Unix socket: only this user may connect (mode 0600), and no browser can."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, state: tuple) -> None:
+        self._state(*state)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # a previous run's, left by a kill
+        old = os.umask(0o177)  # born 0600: no window in which another user could connect
+        try:
+            super().__init__(path, _Handler)
+        finally:
+            os.umask(old)
 
 
 class AdminServer:
-    """The admin API on ``host:port``, serving ``backend`` from a daemon thread."""
+    """The admin API on ``host:port`` or the Unix socket ``socket_path``, serving ``backend`` from
+    a daemon thread.
 
-    def __init__(self, host: str, port: int, backend: Backend, *, max_body: int, log: Callable[[str], None]) -> None:
-        self._server = _Server(host, port, backend, max_body, log)
+    ``token``: the bearer token required (see the module docstring); without one a TCP admin API
+    binds loopback only.
+    """
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int | None,
+        backend: Backend,
+        *,
+        max_body: int,
+        log: Callable[[str], None],
+        token: str | None = None,
+        metrics_public: bool = False,
+        socket_path: str | None = None,
+    ) -> None:
+        state = (backend, max_body, log, token, metrics_public)
+        self._path = socket_path
+        if socket_path is not None:
+            self._server: _AdminState = _UnixServer(socket_path, state)
+        elif host is None or port is None:
+            raise ValueError("the admin API needs host and port, or a socket path")
+        elif token is None and not loopback(host):
+            raise ValueError(f"the admin API binds {host} only with a token")
+        else:
+            self._server = _Server(host, port, state)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fastgw-admin", daemon=True)
 
     @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return host, port
+    def url(self) -> str:
+        """``http://host:port``, or ``unix:/path`` (what ``fastgw push --admin`` takes)."""
+        if self._path is not None:
+            return f"unix:{self._path}"
+        return format_url(*self._server.server_address[:2])
 
     def start(self) -> None:
         self._thread.start()
@@ -381,6 +532,9 @@ class AdminServer:
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
 
     def close_in_child(self) -> None:
         """In a forked worker: drop the inherited listening socket (the thread did not fork)."""

@@ -8,8 +8,9 @@ every worker inherits it with no files to name or clean up:
   not live, then published by bumping the sequence number. Pages are only touched
   when written, so reserving a large slot costs no memory;
 * the node's admin-drain flag (``POST /drain``), read by workers on their tick;
-* one status record per worker slot (pid, generation served, heartbeat, counters),
-  written by the worker from inside its event loop and read by the supervisor.
+* one status record per worker slot (pid, generation served, the last generation it
+  could not load, heartbeat, counters), written by the worker from inside its event loop
+  and read by the supervisor; with it, the slot's last load error as text.
 
 Workers poll ``seq`` (one 8-byte read) per new request and on a short timer; it only
 changes when a generation is published.
@@ -29,8 +30,10 @@ _HEADER = struct.Struct("<QQIII")
 _NODE_AT = 32
 """Offset of the node's admin-drain flag (a uint32 of its own, outside the seqlock)."""
 RECORD_SIZE = 64
-# pid, generation, heartbeat, started, requests_total, active_requests, connections, state
-_RECORD = struct.Struct("<qQddQIII")
+# pid, generation, heartbeat, started, requests_total, active_requests, connections, state, failed_generation
+_RECORD = struct.Struct("<qQddQIIIQ")
+ERROR_SIZE = 1024
+"""Bytes of a slot's load error (UTF-8, NUL-padded): why its worker refused a generation."""
 MAX_WORKERS = 256
 DEFAULT_SLOT_SIZE = 64 * 1024 * 1024
 
@@ -56,6 +59,7 @@ class WorkerRecord:
     active_requests: int
     connections: int
     state: int
+    failed_generation: int
 
     @property
     def state_name(self) -> str:
@@ -71,7 +75,8 @@ class ControlBlock:
         self.max_workers = max_workers
         self.slot_size = slot_size
         self._records_at = HEADER_SIZE
-        self._slots_at = HEADER_SIZE + RECORD_SIZE * max_workers
+        self._errors_at = HEADER_SIZE + RECORD_SIZE * max_workers
+        self._slots_at = self._errors_at + ERROR_SIZE * max_workers
         self._mm = mmap.mmap(-1, self._slots_at + 2 * slot_size, flags=mmap.MAP_SHARED)
         # A cast view reads the sequence number without building a tuple: this runs per request.
         self._seq_view = memoryview(self._mm)[:8].cast("Q")
@@ -84,10 +89,14 @@ class ControlBlock:
         """Changes (by 2) with every publish; odd while a publish is being written."""
         return self._seq_view[0]
 
-    def publish(self, generation: int, blob: bytes) -> None:
-        """Write ``blob`` into the idle slot and make it the live generation (supervisor only)."""
+    def check_size(self, blob: bytes) -> None:
+        """Raise :class:`BlobTooLarge` if ``blob`` would not fit in a slot."""
         if len(blob) > self.slot_size:
             raise BlobTooLarge(f"generation is {len(blob)} bytes, slot holds {self.slot_size}")
+
+    def publish(self, generation: int, blob: bytes) -> None:
+        """Write ``blob`` into the idle slot and make it the live generation (supervisor only)."""
+        self.check_size(blob)
         seq, _, live_slot, _, _ = _HEADER.unpack_from(self._mm, 0)
         slot = 1 - live_slot if seq else 0
         start = self._slots_at + slot * self.slot_size
@@ -129,10 +138,13 @@ class ControlBlock:
 
     # -- worker records ----------------------------------------------------------------
 
-    def _record_offset(self, slot: int) -> int:
+    def _slot_index(self, slot: int) -> int:
         if not 0 <= slot < self.max_workers:
             raise IndexError(slot)
-        return self._records_at + slot * RECORD_SIZE
+        return slot
+
+    def _record_offset(self, slot: int) -> int:
+        return self._records_at + self._slot_index(slot) * RECORD_SIZE
 
     def write_record(
         self,
@@ -146,6 +158,7 @@ class ControlBlock:
         active_requests: int,
         connections: int,
         state: int,
+        failed_generation: int = 0,
     ) -> None:
         _RECORD.pack_into(
             self._mm,
@@ -158,13 +171,25 @@ class ControlBlock:
             active_requests,
             connections,
             state,
+            failed_generation,
         )
+
+    def write_error(self, slot: int, message: str) -> None:
+        """Why the slot's worker could not load a generation; written before the record names it."""
+        data = message.encode()[: ERROR_SIZE - 1]
+        start = self._errors_at + self._slot_index(slot) * ERROR_SIZE
+        self._mm[start : start + ERROR_SIZE] = data.ljust(ERROR_SIZE, b"\0")
+
+    def read_error(self, slot: int) -> str:
+        start = self._errors_at + self._slot_index(slot) * ERROR_SIZE
+        return self._mm[start : start + ERROR_SIZE].split(b"\0", 1)[0].decode(errors="replace")
 
     def read_record(self, slot: int) -> WorkerRecord:
         return WorkerRecord(slot, *_RECORD.unpack_from(self._mm, self._record_offset(slot)))
 
     def clear_record(self, slot: int) -> None:
         self._mm[self._record_offset(slot) : self._record_offset(slot) + RECORD_SIZE] = bytes(RECORD_SIZE)
+        self.write_error(slot, "")
 
     def close(self) -> None:
         self._seq_view.release()

@@ -19,6 +19,7 @@ Model (gunicorn's arbiter, simplified):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -26,21 +27,31 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastgw.config import load_text
+from fastgw.config.secrets import SCRUBBER
 from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
+from fastgw.obs.recent import RECENT
 from fastgw.proc import die_with_parent
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
+from workers.console import ConsoleHistory
 from workers.exitcodes import HALT_CODES, WORKER_BOOT_ERROR
-from workers.metrics_shm import WorkerMetrics
+from workers.metrics_shm import MetricsArea, WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
 from workers.sockets import Listeners, bind_listeners, migrate_req_warning
+from workers.trial import GenerationRefused, trial_build
+
+HISTORY = 20
+"""Generations kept for /config/history and a rollback."""
+RECENT_SLOT_SIZE = 256 * 1024
+"""Shared memory for one worker's ring of failed requests (pages are touched only when written)."""
 
 WorkerMain = Callable[..., Any]
 """``worker_main(slot, sock, control, heartbeat_interval)``; never returns in a real worker."""
@@ -59,6 +70,10 @@ DRAIN_ACK_TIMEOUT = 5.0
 SECOND_SIGNAL_GRACE = 1.0
 RESTART_KEYS = ("listen", "workers", "admin")
 """Config keys a pushed generation cannot change: they are bound or forked at startup."""
+TRIAL_TIMEOUT = 60.0
+"""How long the trial build of a pushed generation may take (10,000 routes take about 2 s)."""
+ACK_TIMEOUT = 15.0
+"""How long every worker gets to load a published generation, on top of 3x the trial's time."""
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -76,9 +91,10 @@ def log(message: str) -> None:
     """One line to stderr with a single ``write(2)``.
 
     No Python-level buffer or lock is involved, so the admin thread may log while the main
-    thread forks, and lines from several processes never interleave mid-line.
+    thread forks, and lines from several processes never interleave mid-line. Secrets of
+    every config this process read are scrubbed out.
     """
-    os.write(2, f"fastgw supervisor: {message}\n".encode())
+    os.write(2, f"fastgw supervisor: {SCRUBBER(message)}\n".encode())
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -127,15 +143,20 @@ class Supervisor:
         self.config = config
         self.config_source = config_source
         self.generation = 0
+        self.last_number = 0  # the last generation number handed out; a refused one is not reused
+        self.failed: dict | None = None  # the last refused push: generation, source, reason
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.slots = [_Slot(i) for i in range(config["workers"])]
         self.control = ControlBlock(max_workers=len(self.slots))
         self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
+        self.recent_area = MetricsArea(len(self.slots), slot_size=RECENT_SLOT_SIZE)  # each worker's failed requests
         self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
         self._admin: AdminServer | None = None
+        self.console: ConsoleHistory | None = None
+        self.history: deque[tuple[int, float, str, dict]] = deque(maxlen=HISTORY)  # (generation, time, source, config)
         self._push_lock = threading.Lock()
         self._quota_admin: QuotaAdmin | None = None
         self._follower: ConfigFollower | None = None
@@ -143,6 +164,16 @@ class Supervisor:
         self._wake_r = self._wake_w = -1
 
     # -- public API used by the admin server ---------------------------------------------
+
+    def recent_failures(self) -> list[dict]:
+        """Every worker's recent failed requests (``/diagnose``), oldest first."""
+        records = []
+        for slot in range(self.recent_area.max_workers):
+            found = self.recent_area.read(slot)
+            if found is not None:
+                records.extend(json.loads(found[2]))
+        records.sort(key=lambda record: record["time"])
+        return records
 
     def status(self) -> dict:
         """Snapshot of the generation and every slot, as served by ``GET /status``."""
@@ -160,6 +191,10 @@ class Supervisor:
                     "state": state,
                     "ready": state == "ready",
                     "generation": record.generation if mine else None,
+                    "failed_generation": record.failed_generation or None if mine else None,
+                    "load_error": self.control.read_error(slot.index) or None
+                    if mine and record.failed_generation
+                    else None,
                     "heartbeat_age_s": round(now - record.heartbeat, 3) if mine and record.heartbeat else None,
                     "active_requests": record.active_requests if mine else 0,
                     "connections": record.connections if mine else 0,
@@ -168,7 +203,7 @@ class Supervisor:
                     "restarts": slot.restarts,
                 }
             )
-        return {"generation": self.generation, "workers": workers, "pid": self._pid}
+        return {"generation": self.generation, "workers": workers, "pid": self._pid, "failed_generation": self.failed}
 
     @property
     def draining(self) -> bool:
@@ -202,10 +237,13 @@ class Supervisor:
         return {"draining": self.control.draining, "workers": len(records) - len(behind), "pending": behind}
 
     def push_config(self, text: str, source: str) -> tuple[int, list[str]]:
-        """Validate ``text`` and publish it as the next generation; returns it and warnings.
+        """Validate ``text``, build it, publish it and see every live worker load it; returns the
+        generation and warnings. All or nothing: on any failure the previous generation stays
+        live everywhere (``GET /config`` included) and ``GET /status`` says why.
 
-        Raises ``ConfigError`` (nothing changes) or ``BlobTooLarge``. Keys in
-        :data:`RESTART_KEYS` keep their running values, with a warning for each change.
+        Raises ``ConfigError`` (invalid), ``BlobTooLarge`` or :class:`GenerationRefused` (409: the
+        trial build failed; 500: a worker did not load it, and the workers that did went back).
+        Keys in :data:`RESTART_KEYS` keep their running values, with a warning for each change.
         """
         config = load_text(text, source)
         with self._push_lock:
@@ -214,10 +252,97 @@ class Supervisor:
                 if _bound_part(key, config) != _bound_part(key, self.config):
                     warnings.append(f"{key}: cannot change without a restart; keeping the running value")
                     config[key] = self.config.get(key)
-            generation = self.generation + 1
-            self._publish(generation, config)
+            generation = self._commit(config, source)
         log(f"published generation {generation} from {source}")
         return generation, warnings
+
+    def _commit(self, config: dict, source: str) -> int:
+        """Build ``config`` as the workers will, publish it and wait for every live worker to
+        load it; the new generation's number. Raises :class:`GenerationRefused` with the
+        previous generation live everywhere. Call with the push lock held."""
+        self.last_number += 1
+        generation = self.last_number
+        blob = encode_generation(generation, config)
+        self.control.check_size(blob)
+        started = time.monotonic()
+        reason = trial_build(blob, self.limit_store, timeout=TRIAL_TIMEOUT, in_child=self._shed_in_child)
+        if reason is not None:
+            self._refuse(409, generation, source, f"cannot build generation {generation}: {reason}")
+        self.control.publish(generation, blob)
+        timeout = ACK_TIMEOUT + 3 * (time.monotonic() - started)
+        reason = self._await_generation(generation, timeout)
+        if reason is not None:
+            self.control.publish(self.generation, encode_generation(self.generation, self.config))
+            back = self._await_generation(self.generation, timeout)
+            if back is not None:
+                log(f"rolling back to generation {self.generation}: {back}")
+            self._refuse(500, generation, source, f"generation {generation} was not loaded: {reason}")
+        self.config, self.generation = config, generation
+        self._quota_admin = None
+        self.history.append((generation, time.time(), source, config))
+        return generation
+
+    def config_history(self) -> list[dict]:
+        """The generations this supervisor published (newest last, at most ``HISTORY``), each
+        with the top-level keys it changed from the one before."""
+        out, before = [], None
+        for generation, published, source, config in list(self.history):
+            changed = sorted(k for k in config if before is not None and config[k] != before.get(k))
+            out.append({"generation": generation, "published_at": published, "source": source,
+                        "changed": changed if before is not None else None})
+            before = config
+        return out
+
+    def rollback(self) -> tuple[int, int]:
+        """Publish the config of the generation before the live one again, as a new generation;
+        returns (new generation, the one restored). ``LookupError`` when there is none."""
+        with self._push_lock:
+            if len(self.history) < 2:
+                raise LookupError("no earlier generation to roll back to")
+            restored, _, _, config = self.history[-2]
+            generation = self._commit(config, f"rollback to generation {restored}")
+        log(f"published generation {generation}: rollback to generation {restored}")
+        return generation, restored
+
+    def _refuse(self, status: int, generation: int, source: str, reason: str) -> None:
+        """Record and log a refused push (the previous generation stays), then raise it."""
+        reason = SCRUBBER(reason)
+        self.failed = {"generation": generation, "source": source, "reason": reason}
+        log(f"refused {source}: {reason}; generation {self.generation} stays")
+        raise GenerationRefused(status, generation, reason)
+
+    def _await_generation(self, generation: int, timeout: float) -> str | None:
+        """Wait until every live worker has loaded ``generation`` or failed to; None if all loaded
+        it, else why not (each worker that failed, with its error, or did not answer in time).
+
+        Booting workers count (they load it once ready, if they did not boot from it). A worker
+        that dies meanwhile is no longer waited for: its replacement boots from the published
+        generation.
+        """
+        waiting = [(slot.index, slot.pid) for slot in self.slots if slot.pid]
+        failures = []
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            still = []
+            for index, pid in waiting:
+                record = self._record(index)
+                if self.slots[index].pid != pid or (record.pid == pid and record.generation == generation):
+                    continue
+                if record.pid == pid and record.failed_generation == generation:
+                    failures.append(f"worker {index} (pid {pid}) could not load it: {self.control.read_error(index)}")
+                else:
+                    still.append((index, pid))
+            waiting = still
+            if waiting:
+                time.sleep(0.01)
+        failures += [f"worker {index} (pid {pid}) did not load it within {timeout:.0f}s" for index, pid in waiting]
+        return "; ".join(failures) or None
+
+    def _shed_in_child(self) -> None:
+        """In a forked trial child: its signals must not wake the supervisor's loop."""
+        signal.set_wakeup_fd(-1)
+        for sig in (*_STOP_SIGNALS, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -245,7 +370,7 @@ class Supervisor:
         warning = migrate_req_warning(reuse_port)
         if warning:
             log(f"warning: {warning}")
-        self._publish(1, self.config)
+        self._publish(1, self.config, str(self.config_source))
         self._remove_stale_node_caches()
         host, port = listen["host"], listen["port"]
         try:
@@ -256,19 +381,26 @@ class Supervisor:
             raise OSError(exc.errno, f"cannot listen on {format_url(host, port)}: {exc.strerror}") from None
         admin = self.config.get("admin")
         if admin:
+            where = f"unix:{admin['socket']}" if admin["socket"] else format_url(admin["host"], admin["port"])
             try:
-                self._admin = AdminServer(admin["host"], admin["port"], self, max_body=self.control.slot_size, log=log)
+                self._admin = AdminServer(
+                    admin["host"], admin["port"], self, max_body=self.control.slot_size, log=log,
+                    token=admin["token"], metrics_public=admin["metrics_public"], socket_path=admin["socket"],
+                )
             except OSError as exc:
-                url = format_url(admin["host"], admin["port"])
-                raise OSError(exc.errno, f"cannot serve the admin API on {url}: {exc.strerror}") from None
+                raise OSError(exc.errno, f"cannot serve the admin API on {where}: {exc.strerror}") from None
             self._admin.start()
+            self.console = ConsoleHistory(self.metrics.collect)  # the /ui charts' last hour
+            self.console.start()
         if self.config.get("redis"):  # cluster mode: follow config versions pushed through Redis
             self._follower = ConfigFollower(self.config["redis"], self.push_config, log)
             self._follower.poll(time.monotonic())  # adopt the cluster's latest push before forking
 
-    def _publish(self, generation: int, config: dict) -> None:
+    def _publish(self, generation: int, config: dict, source: str) -> None:
         self.control.publish(generation, encode_generation(generation, config))
         self.config, self.generation = config, generation
+        self.history.append((generation, time.time(), source, config))
+        self.last_number = max(self.last_number, generation)
         self._quota_admin = None  # rebuilt from this generation's rules on first use
 
     def quota_admin(self) -> QuotaAdmin:
@@ -280,7 +412,7 @@ class Supervisor:
 
     def _announce(self) -> None:
         assert self._listeners is not None
-        admin = f"admin {format_url(*self._admin.address)}" if self._admin else "admin off"
+        admin = f"admin {self._admin.url}" if self._admin else "admin off"
         print(f"fastgw listening on {format_url(*self._listeners.address)} (workers {len(self.slots)}, {admin})")
         sys.stdout.flush()
         log(f"started (pid {self._pid}, config {self.config_source}, generation {self.generation})")
@@ -368,6 +500,7 @@ class Supervisor:
             if worker_main is None:
                 from workers.worker import run_worker as worker_main
             self.metrics.bind_worker(index)
+            RECENT.bind(self.recent_area, index)
             worker_main(
                 index, self._listeners.for_slot(index), self.control, self.heartbeat_interval,
                 limit_store=self.limit_store,
@@ -411,6 +544,9 @@ class Supervisor:
             if slot is None:
                 continue
             self.metrics.retire(slot.index, pid)  # its counts stay in the totals: counters never go back
+            freed = self.limit_store.slots.release_pid(pid)  # it never ran on_done for these
+            if freed:
+                log(f"worker {slot.index} (pid {pid}) held {freed} concurrency slot(s); freed")
             record = self._record(slot.index)
             ever_ready = slot.ready or (record.pid == pid and record.state in (STATE_READY, STATE_DRAINING))
             code = os.waitstatus_to_exitcode(status)
@@ -516,7 +652,10 @@ class Supervisor:
         if self._admin:
             self._admin.stop()
             self._admin = None
+        if self.console is not None:
+            self.console.stop()
         self.metrics.close()
+        self.recent_area.close()
         if self._listeners:
             self._listeners.close()
             self._listeners = None

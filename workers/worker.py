@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
+from fastgw.config.secrets import SCRUBBER
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
+from fastgw.obs.errorlog import ErrorLog
 from fastgw.obs.metrics import GATEWAY
+from fastgw.obs.recent import RECENT
 from fastgw.obs.spool import Spool
+from fastgw.server.admission import Admission
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.listener import Acceptor
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
@@ -48,8 +54,21 @@ TLS_SHUTDOWN_TIMEOUT = 2.0
 
 
 def log(message: str) -> None:
-    sys.stderr.write(f"fastgw worker {os.getpid()}: {message}\n")
+    """One line to stderr, with the secrets of every generation this worker loaded scrubbed out."""
+    sys.stderr.write(f"fastgw worker {os.getpid()}: {SCRUBBER(message)}\n")
     sys.stderr.flush()
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return SCRUBBER(super().format(record))
+
+
+def _log_through_scrubber() -> None:
+    """Library code that uses :mod:`logging` (the moderation hook) writes worker lines too, scrubbed."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ScrubbingFormatter(f"fastgw worker {os.getpid()}: %(message)s"))
+    logging.getLogger().addHandler(handler)
 
 
 class Worker:
@@ -80,11 +99,13 @@ class Worker:
         self._limit_stats_seen: dict[str, int] = {}
         self.started = time.monotonic()
         self.connections: set = set()
+        self.admission = Admission()
         self.requests_total = 0
         self.active_requests = 0
         self.upstream_errors = 0
         self.rejected = 0
         self.state = STATE_BOOTING
+        self.failed_generation = 0  # the last generation this worker could not load
         self._ticks = 0
         self._stopping: asyncio.Event | None = None
         self.acceptor: Acceptor | None = None  # made in serve()
@@ -117,12 +138,7 @@ class Worker:
         return generation.tls
 
     def _build(self, blob: bytes):
-        from fastgw.config.wire import decode_generation
-        from fastgw.generation import Generation
-
-        number, config = decode_generation(blob)
-        self._use_redis(config.get("redis"))
-        return Generation(number, config, self.resources)
+        return build_generation(blob, self.resources, self._use_redis)
 
     def _use_redis(self, url: str | None) -> None:
         """One Redis link per worker, replaced only when a generation changes the URL."""
@@ -145,13 +161,20 @@ class Worker:
         if number == self.generation.number:
             return
         try:
-            self.generation = self._build(blob)
+            generation = self._build(blob)
             if self.prober is not None:
-                self.prober.configure(self.generation.ai)
-            self.access_log.configure(self.generation.config["log"]["access"])
+                self.prober.configure(generation.ai)
+            self.access_log.configure(generation.config["log"]["access"])
+            self.generation = generation  # named by the record from now on: the acknowledgement
             self._configure_usage_sink()
-        except Exception as exc:  # the supervisor validated it; keep serving the old one
-            log(f"cannot load generation {number}, still serving {self.generation.number}: {exc!r}")
+        except Exception as exc:  # the supervisor built it too; keep serving the old one, and say why
+            from fastgw.extras import describe_failure
+
+            reason = SCRUBBER(describe_failure(exc))
+            log(f"cannot load generation {number}, still serving {self.generation.number}: {reason}")
+            self.failed_generation = number
+            self.control.write_error(self.slot, reason)  # before the record names the generation
+            self._write_record()
 
     # -- fastgw.server.stream.WorkerServices (called by connections) ----------------------
 
@@ -189,6 +212,7 @@ class Worker:
             active_requests=self.active_requests,
             connections=len(self.connections),
             state=self.state,
+            failed_generation=self.failed_generation,
         )
 
     def _tick(self) -> None:
@@ -201,6 +225,7 @@ class Worker:
         self._write_record()
         self._mirror_limit_stats()
         GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
+        RECENT.publish()  # the failed requests /diagnose explains, when there are new ones
         self.loop.call_later(self.tick, self._tick)
 
     def _configure_usage_sink(self) -> None:
@@ -270,6 +295,7 @@ class Worker:
         from fastgw.server.connection import HttpConnection
 
         self._stopping = asyncio.Event()
+        self.loop.set_exception_handler(ErrorLog(log).handle)  # no traceback per bad request
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._stopping.set)
         tls = self.generation.config["listen"].get("tls")
@@ -379,8 +405,44 @@ class Worker:
         self.resources.pools.close()
         if self.resources.redis_link is not None:
             await self.resources.redis_link.close()
+        self.resources.close_tracing()  # the queued spans, bounded by the exporter's timeout
         self._write_record()
         GATEWAY.registry.publish(force=True)
+        RECENT.publish()
+
+
+def build_generation(blob: bytes, resources, use_redis: Callable[[str | None], None]):
+    """A published blob as the :class:`~fastgw.generation.Generation` requests run under."""
+    from fastgw.config.wire import decode_generation
+    from fastgw.generation import Generation
+
+    number, config = decode_generation(blob)
+    SCRUBBER.remember(config)
+    use_redis(config.get("redis"))
+    return Generation(number, config, resources)
+
+
+def trial_build(blob: bytes, limit_store: LocalLimitStore) -> None:
+    """Build ``blob`` as a worker's boot would, then drop it; raises what a worker would raise.
+
+    Run in a child forked from the supervisor (:mod:`workers.trial`), before the push is published.
+    """
+    import uvloop
+
+    from fastgw.ai.health import ProviderHealth
+    from fastgw.generation import Resources
+    from fastgw.limits.cluster import RedisLink
+    from fastgw.proxy.upstream import PoolSet
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    resources = Resources(PoolSet(loop), ProviderHealth(), limit_store)
+
+    def use_redis(url: str | None) -> None:
+        resources.redis_link = RedisLink(url) if url else None
+
+    generation = build_generation(blob, resources, use_redis)
+    AccessLog(generation.config["log"]["access"], worker=0).close()  # the file opens, as for a worker
 
 
 def run_worker(
@@ -391,6 +453,7 @@ def run_worker(
     limit_store: LocalLimitStore | None = None,
 ) -> NoReturn:
     """Entry point in the forked child; never returns."""
+    _log_through_scrubber()
     try:
         import uvloop
 

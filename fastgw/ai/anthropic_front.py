@@ -382,6 +382,7 @@ class OpenAIToAnthropicStream:
         self.next_index = 0  # next Anthropic content block index
         self.open: tuple[str, int] | None = None  # (kind: thinking|text|tool, OpenAI tool index or -1)
         self.tool_blocks: dict[int, int] = {}  # OpenAI tool call index -> Anthropic block index
+        self.pending: dict[int, dict[str, Any]] = {}  # calls that began while another was streaming
         self.stop_reason: str | None = None
         self.usage: dict[str, int] | None = None
 
@@ -425,24 +426,46 @@ class OpenAIToAnthropicStream:
         )
 
     def _tool_calls(self, calls: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The first tool call streams live; a call that begins while another one's block is open
+        is held whole until the answer finishes, so arguments that arrive interleaved (some
+        compatible servers send parallel calls that way; OpenAI sends them one after the other)
+        are never lost to a block that was already closed."""
         events: list[tuple[str, dict[str, Any]]] = []
         for call in calls if isinstance(calls, list) else []:
             if not isinstance(call, dict):
                 continue
             tool = call.get("index") if isinstance(call.get("index"), int) else 0
             function = call.get("function") or {}
+            arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else ""
+            held = self.pending.get(tool)
+            if held is not None:
+                held["arguments"] += arguments
+                continue
             if tool not in self.tool_blocks:
-                self.tool_blocks[tool] = self.next_index
                 block = {
                     "type": "tool_use",
                     "id": call.get("id") or f"toolu_{tool}",
                     "name": function.get("name") or "",
                 }
+                if self.open is not None and self.open[0] == "tool":
+                    self.pending[tool] = {**block, "arguments": arguments}
+                    continue
+                self.tool_blocks[tool] = self.next_index
                 events += self._open("tool", {**block, "input": {}}, tool)
-            arguments = function.get("arguments")
-            # Blocks cannot reopen: arguments for a tool whose block is closed (interleaved parallel
-            # calls, which OpenAI does not send) cannot be expressed and are dropped.
-            if isinstance(arguments, str) and arguments and self.open == ("tool", tool):
+            # Blocks cannot reopen: arguments for a tool whose block text closed are dropped.
+            if arguments and self.open == ("tool", tool):
+                events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
+        return events
+
+    def _flush_pending(self) -> list[tuple[str, dict[str, Any]]]:
+        """The held tool calls, each as a whole block, in call order."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        for tool in sorted(self.pending):
+            block = self.pending.pop(tool)
+            arguments = block.pop("arguments")
+            self.tool_blocks[tool] = self.next_index
+            events += self._open("tool", {**block, "input": {}}, tool)
+            if arguments:
                 events.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
         return events
 
@@ -468,7 +491,9 @@ class OpenAIToAnthropicStream:
         self.finished = True
         usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
         delta = {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None}
+        events = self._flush_pending()
         return [
+            *events,
             *self._close(),
             ("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}),
             ("message_stop", {"type": "message_stop"}),
@@ -500,6 +525,7 @@ class OpenAIToAnthropicStream:
         reason = choice.get("finish_reason")
         if reason and self.stop_reason is None:
             self.stop_reason = STOP_REASONS.get(reason, "end_turn")
+            events += self._flush_pending()
             events += self._close()
         if self.stop_reason is not None and has_usage:
             events += self._finish()  # usage in or after the finishing chunk: the counts are final

@@ -13,9 +13,12 @@ conversion are written once:
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from fastgw.ai.providers.base import UpstreamCall
+from fastgw.http.encoding import DECODABLE, Decoder
 from fastgw.http.errors import END, ParseError
 from fastgw.mock.core import MockLLM, MockReply
 from fastgw.proxy.upstream import Pool, UpstreamConnection
@@ -33,8 +36,10 @@ class AttemptOwner(Protocol):
 
 
 def request_bytes(call: UpstreamCall, host_header: bytes) -> bytes:
+    """The provider request; it asks for an unencoded answer (the framer and the filters
+    read it; the gateway compresses for its own client)."""
     head = [
-        b"%b %b HTTP/1.1\r\nHost: %b\r\nContent-Length: %d\r\n"
+        b"%b %b HTTP/1.1\r\nHost: %b\r\nAccept-Encoding: identity\r\nContent-Length: %d\r\n"
         % (call.method, call.path, host_header, len(call.body))
     ]
     head.extend(b"%b: %b\r\n" % pair for pair in call.headers)
@@ -43,11 +48,32 @@ def request_bytes(call: UpstreamCall, host_header: bytes) -> bytes:
     return b"".join(head)
 
 
-def _retry_after(value: bytes | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
+def _decoder(coding: bytes | None) -> Decoder | None:
+    """What undoes a provider's Content-Encoding; a coding we can't undo is a broken answer."""
+    name = (coding or b"").strip().lower().decode("latin-1")
+    if not name or name == "identity":
         return None
+    if name not in DECODABLE:
+        raise ParseError(502, f"the answer is in content coding {name!r}, which the gateway did not ask for")
+    return Decoder(name)
+
+
+def retry_after_seconds(value: bytes | None) -> float | None:
+    """A ``Retry-After`` header (RFC 9110: delay-seconds or an HTTP-date) as seconds from now;
+    None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value.decode("latin-1"))
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
 
 
 class NetworkAttempt:
@@ -64,6 +90,7 @@ class NetworkAttempt:
         "fresh_retry",
         "interim",
         "keep_alive",
+        "decoder",
     )
 
     def __init__(self, exchange: AttemptOwner, pool: Pool, payload: bytes, connect_timeout: float) -> None:
@@ -77,6 +104,7 @@ class NetworkAttempt:
         self.fresh_retry = True  # one transparent resend when a pooled connection turns out dead
         self.interim = False  # inside a 1xx response, whose END is not the answer's
         self.keep_alive = False
+        self.decoder: Decoder | None = None  # a provider that encoded its answer although asked not to
 
     def start(self) -> None:
         conn = self.pool.take_idle()
@@ -141,6 +169,8 @@ class NetworkAttempt:
                     if self.interim:
                         self.interim = False
                         continue
+                    if self.decoder is not None and (tail := self.decoder.finish()):
+                        body.append(tail)
                     self._flush(body)
                     if self.done:
                         return
@@ -153,12 +183,13 @@ class NetworkAttempt:
                     exchange.attempt_end(self)
                     return
                 if isinstance(event, bytes | memoryview | bytearray):
-                    body.append(event)
+                    body.append(event if self.decoder is None else self.decoder.decode(event))
                 elif event.status < 200:
                     self.interim = True
                 else:
                     self.keep_alive = event.keep_alive
-                    exchange.attempt_head(self, event.status, _retry_after(event.get(b"retry-after")))
+                    self.decoder = _decoder(event.get(b"content-encoding"))
+                    exchange.attempt_head(self, event.status, retry_after_seconds(event.get(b"retry-after")))
         except ParseError as exc:
             self._flush(body)
             if not self.done:

@@ -7,6 +7,7 @@ as a status + body before anything was sent and as a final stream event after.
 
 from __future__ import annotations
 
+import time
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -27,8 +28,14 @@ def sse_event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + fastjson.dumps(payload) + b"\n\n"
 
 
+MODEL_PREFIX = b"/v1/models/"
+"""``GET /v1/models/{id}``: one model (the SDKs' ``models.retrieve``)."""
+
 _SENTINEL = "\x00fastgw-content\x00"
 _SENTINEL_JSON = encode_basestring(_SENTINEL).encode()
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 class OpenAIStream:
@@ -53,8 +60,14 @@ class OpenAIStream:
             choice = choices[0]
             delta = choice.get("delta")
             if type(delta) is dict and len(delta) == 1 and type(delta.get("content")) is str:
-                key = (tuple(chunk), tuple(choice), chunk.get("id"), chunk.get("created"), chunk.get("model"),
-                       choice.get("index"), choice.get("finish_reason"), choice.get("logprobs"))
+                # Every other field, with its type (1, 1.0 and True are equal keys but encode apart);
+                # a nested value (usage, a logprobs object) is not cached: it would go stale.
+                key = (
+                    tuple((k, type(v), v) for k, v in chunk.items() if k != "choices"),
+                    tuple((k, type(v), v) for k, v in choice.items() if k != "delta"),
+                )
+                if not all(type(v) in _SCALARS for part in key for _, _, v in part):
+                    return sse_data(chunk)
                 if key != self._key:
                     template = sse_data({**chunk, "choices": [{**choice, "delta": {"content": _SENTINEL}}]})
                     if template.count(_SENTINEL_JSON) != 1:
@@ -102,6 +115,12 @@ class OpenAIDialect:
     def stream(self, model: str) -> OpenAIStream:
         return OpenAIStream()  # one per stream: it caches that stream's chunk template
 
+    def model(self, name: str, created: int) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": created, "owned_by": "fastgw"}
+
+    def model_list(self, names: list[str], created: int) -> bytes:
+        return fastjson.dumps({"object": "list", "data": [self.model(n, created) for n in names]})
+
 
 class AnthropicDialect:
     name = "anthropic"
@@ -114,6 +133,15 @@ class AnthropicDialect:
 
     def stream(self, model: str) -> AnthropicStream:
         return AnthropicStream(model)
+
+    def model(self, name: str, created: int) -> dict[str, Any]:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+        return {"type": "model", "id": name, "display_name": name, "created_at": stamp}
+
+    def model_list(self, names: list[str], created: int) -> bytes:
+        """Anthropic's page shape; the gateway's list is one page."""
+        return fastjson.dumps({"data": [self.model(n, created) for n in names], "has_more": False,
+                               "first_id": names[0] if names else None, "last_id": names[-1] if names else None})
 
 
 OPENAI = OpenAIDialect()

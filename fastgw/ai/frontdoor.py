@@ -2,7 +2,9 @@
 how each provider is reached, and the filter chain every AI request runs.
 
 OpenAI-compatible paths (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
-``/v1/models``) and Anthropic's ``/v1/messages``. Everything here is built once per
+``/v1/models``, ``/v1/models/{id}``) and Anthropic's ``/v1/messages`` and
+``/v1/messages/count_tokens``; the model list and lookup answer in Anthropic's shape when the
+client sends ``anthropic-version`` (as the Claude SDKs do). Everything here is built once per
 generation; each request gets a :class:`~fastgw.ai.handler.ModelHandler`.
 
 The chain, as one table (request order; the response side runs it in reverse)::
@@ -18,25 +20,30 @@ masked prompt is what the cache key sees.
 from __future__ import annotations
 
 import fnmatch
+import time
 from typing import TYPE_CHECKING, Any
 
-from fastgw.ai.dialects import ANTHROPIC, OPENAI
+from fastgw.ai.dialects import ANTHROPIC, MODEL_PREFIX, OPENAI
 from fastgw.ai.handler import ModelHandler
 from fastgw.ai.health import Breaker, KeyPool, ProviderHealth
 from fastgw.ai.prompts import Prompts
 from fastgw.ai.providers import adapter_for
 from fastgw.ai.providers.base import Adapter
 from fastgw.ai.route import Decode, RouteModel
+from fastgw.config.failover import FAILOVER
+from fastgw.config.secrets import scrub, secret_values
 from fastgw.filters import BuildEnv, Chain, Filter, Phase, build
 from fastgw.filters.auth import Auth
 from fastgw.filters.cache import CacheFilter
 from fastgw.filters.guard import GuardFilter
 from fastgw.filters.observe import Observe
+from fastgw.filters.overload import Overload
 from fastgw.filters.prompts import PromptsFilter
 from fastgw.filters.ratelimit import RateLimit
 from fastgw.filters.transform import TransformFilter
 from fastgw.filters.usage import Usage
 from fastgw.filters.waf import WafFilter
+from fastgw.http.encoding import Compression
 from fastgw.mock.core import MockLLM
 from fastgw.proxy.upstream import PoolSet
 from fastgw.server.stream import Stream
@@ -52,22 +59,27 @@ PATHS = {
     b"/v1/embeddings": ("embeddings", OPENAI),
     b"/v1/models": ("models", OPENAI),
     b"/v1/messages": ("messages", ANTHROPIC),
+    b"/v1/messages/count_tokens": ("count_tokens", ANTHROPIC),
 }
+
+FAILOVER_DEFAULTS = {key: default for key, (_, default) in FAILOVER.items()}
 MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_after")
 
 
 class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
-    __slots__ = ("name", "spec", "target_chain", "max_attempts", "filters", "chain")
+    __slots__ = ("name", "spec", "target_chain", "max_attempts", "failover", "filters", "chain", "compression")
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
         self.spec = spec
         self.target_chain = spec["targets"]
         self.max_attempts = spec["max_attempts"]
+        self.failover: dict[str, Any] = spec.get("failover") or FAILOVER_DEFAULTS
         self.filters: list[Filter] = []
         self.chain: Chain | None = None  # the AI chain plus this model's filters (AIFrontDoor)
+        self.compression = Compression.of(spec.get("compression"))
 
     def compile(self, base: list[Filter], env: BuildEnv) -> None:
         """This model's chain: the front door's filters, then its own (which run once the
@@ -91,7 +103,7 @@ class ModelEntry:
             return self.target_chain
         prefix, _, suffix = self.name.partition("*")
         matched = requested[len(prefix) : len(requested) - len(suffix)]
-        return [{"provider": t["provider"], "model": t["model"].replace("*", matched)} for t in self.target_chain]
+        return [{**t, "model": t["model"].replace("*", matched)} for t in self.target_chain]
 
 
 class ModelTable:
@@ -127,9 +139,11 @@ class ProviderRuntime:
         "timeouts",
         "key_cooldown",
         "health_check",
+        "pass_headers",
         "_health",
         "_breaker_failures",
         "_breaker_cooldown",
+        "_secrets",
     )
 
     def __init__(self, spec: dict[str, Any], pools: PoolSet, health: ProviderHealth) -> None:
@@ -155,19 +169,18 @@ class ProviderRuntime:
         self.timeouts = spec["timeouts"]
         self.key_cooldown = spec["key_cooldown"]
         self.health_check = spec["health_check"]
+        self.pass_headers = tuple(name.encode() for name in spec.get("pass_headers", ()))
         self._health = health
         self._breaker_failures = spec["breaker"]["failures"]
         self._breaker_cooldown = spec["breaker"]["cooldown"]
+        self._secrets = secret_values({"providers": [spec]})  # keys, option headers, URL credentials
 
     def breaker(self, model: str) -> Breaker:
         return self._health.breaker(self.name, model, self._breaker_failures, self._breaker_cooldown)
 
     def redact(self, text: str) -> str:
         """Provider error texts may quote the key they refused; clients must never see one."""
-        for key in self.keys.keys:
-            if key:
-                text = text.replace(key, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def probed_down(self) -> bool:
         return self.name in self._health.probed_down
@@ -186,11 +199,16 @@ class ProviderRuntime:
 class AIFrontDoor:
     def __init__(self, config: dict[str, Any], resources: Resources, env: BuildEnv) -> None:
         self.models = ModelTable(config["models"])
+        self.created = int(time.time())  # the "created" of every model the gateway lists
         self.providers = {
             p["name"]: ProviderRuntime(p, resources.pools, resources.health) for p in config["providers"]
         }
         authenticator = env.authenticator
         base: list[Filter] = [Observe(), Auth(env=env, anonymous=True), Decode()]
+        if env.trace is not None:
+            base.append(env.trace)
+        if config["http"]["overload"]:
+            base.append(Overload(config["http"]["overload"], config["consumers"]))
         spec = config["prompts"]
         if spec["templates"] or spec["decorators"]:
             base.append(PromptsFilter(Prompts(spec)))
@@ -211,9 +229,12 @@ class AIFrontDoor:
             entry.compile(base, env)
 
     def handles(self, path: bytes) -> bool:
-        return path in PATHS
+        return path in PATHS or path.startswith(MODEL_PREFIX)
 
     def start(self, s: Stream) -> ModelHandler:
-        op, dialect = PATHS[s.head.path]
+        head = s.head
+        op, dialect = PATHS.get(head.path) or ("model", OPENAI)
+        if op in ("models", "model") and head.get(b"anthropic-version") is not None:
+            dialect = ANTHROPIC
         s.op = op
         return ModelHandler(self, s, op, dialect)

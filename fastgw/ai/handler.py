@@ -4,10 +4,17 @@ Everything a request needs before the call (auth, decoding, prompts, model resol
 guard, cache, limits) ran as filters; this handler owns only the provider side:
 
 * connect errors, timeouts, 5xx, garbage and a stalled first token move to the next
-  target (and count against that target's breaker);
-* 429 cools the key down (``Retry-After`` if given) and tries the next key or target;
-  401/403 cool the key down for longer — the key is bad, not the provider;
+  target (and count against that target's breaker); a 5xx first gets ``failover.retry_5xx``
+  jittered retries on the same target;
+* 429 cools the key down (``Retry-After`` if given) and tries the next key or target; when
+  none is left and the Retry-After is short (``failover.wait_retry_after``) and within the
+  request's ``failover.deadline``, it is waited out on the same target;
+* 401/403 cool the key down for longer — the key is bad, not the provider; when no key is
+  left the client gets 502 ``upstream_auth_failed`` with the provider's (redacted) message;
+* a context-window error moves to the next target with a larger window (or an unknown one);
 * any other 4xx is the client's error: it is passed back, converted to the dialect;
+* a stream that closes without its end marker after its finish and usage arrived is a
+  complete answer: it is ended normally (see ``fastgw.ai.faults``);
 * after the first byte, a failure ends the stream with a well-formed error event and a
   clean end of the body, never a hang.
 
@@ -24,16 +31,26 @@ re-encodes it.
 from __future__ import annotations
 
 import functools
-import time
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from fastgw import fastjson
 from fastgw._speedups import SSEParser, ends_stream, model_span, relay_bytes
 from fastgw.ai.attempts import MockAttempt, NetworkAttempt, request_bytes
-from fastgw.ai.dialects import ANTHROPIC
-from fastgw.ai.providers.base import ConversionError, ProviderError, StreamConverter, encode_embeddings
+from fastgw.ai.count_tokens import ProviderCount, local_count
+from fastgw.ai.dialects import ANTHROPIC, MODEL_PREFIX
+from fastgw.ai.faults import TAIL_EVENTS, anthropic_stream_complete, context_overflow, openai_stream_complete
+from fastgw.ai.providers.base import (
+    ConversionError,
+    ProviderError,
+    StreamConverter,
+    UpstreamCall,
+    encode_embeddings,
+)
 from fastgw.ai.usage import with_usage_requested
+from fastgw.obs.genai import GEN_AI_OPERATIONS, gen_ai_provider
 from fastgw.obs.metrics import GATEWAY
 from fastgw.server import lastresort
 from fastgw.server.stream import STAGE_REQUEST, FilterError, Stream
@@ -60,6 +77,7 @@ EVENTS_NATIVE = "native"  # an Anthropic provider's events to an Anthropic clien
 EVENTS_CHUNKS = "chunks"  # converted OpenAI chunk dicts, rendered in the client's dialect
 
 _USAGE_OPTION = b'"stream_options":{"include_usage":true},'
+_MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
 def spliced_body(raw: bytes, request: dict[str, Any], model: str, ask_usage: bool) -> bytes | None:
@@ -86,6 +104,15 @@ def spliced_body(raw: bytes, request: dict[str, Any], model: str, ask_usage: boo
     return raw[: start + 1] + _USAGE_OPTION + raw[start + 1 :]
 
 
+def pass_client_headers(call: UpstreamCall, head: Any, names: tuple[bytes, ...]) -> None:
+    """The client's values of the allow-listed headers replace the adapter's (e.g. a client's
+    ``anthropic-version``) or join them (``anthropic-beta``, ``openai-beta``)."""
+    given = [(name, value) for name in names if (value := head.get(name)) is not None]
+    if given:
+        sent = {name for name, _ in given}
+        call.headers = [pair for pair in call.headers if pair[0] not in sent] + given
+
+
 def _guarded(method: Callable[..., None]) -> Callable[..., None]:
     """An entry point of the handler (the chain's continuation, attempt callbacks, the timer): an
     exception that escapes it is a gateway bug, answered by the last resort, never a dropped socket."""
@@ -95,7 +122,7 @@ def _guarded(method: Callable[..., None]) -> Callable[..., None]:
         try:
             method(self, *args)
         except Exception as exc:
-            request_id = lastresort.report("ai", exc)
+            request_id = self.s.request_id = lastresort.report("ai", exc)  # the answer's x-request-id
             try:
                 self.crashed(lastresort.message(request_id))
             except Exception:
@@ -128,6 +155,12 @@ class ModelHandler:
     ended = False  # the provider signalled the end of its stream ([DONE], message_stop)
     runs = False  # a relayed stream framed with feed_relay: plain events stay bytes
     cancelled = False
+    tail: list = []  # the stream's last TAIL_EVENTS events (or runs), to judge an early close
+    rate_limited: tuple | None = None  # (target index, key index, seconds) of a short Retry-After
+    retry_target = -1  # the target whose 5xx retries retry_count counts
+    retry_count = 0
+    pause_handle: Any = None  # a Retry-After wait or a 5xx retry delay
+    attempt_open = False  # an attempt started and its failure (if any) is not recorded yet
 
     def __init__(self, door: AIFrontDoor, s: Stream, op: str, dialect: Any) -> None:
         self.door = door
@@ -149,7 +182,7 @@ class ModelHandler:
 
     def on_request_end(self) -> None:
         s = self.s
-        if self.op == "models":
+        if self.op in ("models", "model"):
             self._reply_models()
             return
         if s.head.method != b"POST":
@@ -178,7 +211,46 @@ class ModelHandler:
         entry = s.entry
         self.targets = entry.targets(s.model)
         self.max_attempts = entry.max_attempts
+        if self.op == "count_tokens":
+            self._count_tokens()
+            return
         self._next_attempt()
+
+    # -- POST /v1/messages/count_tokens (fastgw.ai.count_tokens) ----------------------------
+
+    def _count_tokens(self) -> None:
+        """The model's first target counts: its provider's API if Anthropic-format, else locally."""
+        s = self.s
+        target = self.targets[0]
+        provider = self.door.providers[target["provider"]]
+        model = target["model"]
+        key_index = provider.keys.pick() if provider.type == "anthropic" else None
+        if key_index is None:
+            self.count_locally(provider, model)
+            return
+        call = provider.adapter.build_count_tokens(s.native_request, model, provider.keys.key(key_index))
+        if provider.pass_headers:
+            pass_client_headers(call, s.head, provider.pass_headers)
+        self.attempt = ProviderCount(self, provider, model, key_index)
+        self.attempt.start(call)
+
+    @_guarded
+    def count_locally(self, provider: ProviderRuntime, model: str) -> None:
+        tokens, exact = local_count(self.s.request, model)
+        self.counted(provider, model, fastjson.dumps({"input_tokens": tokens}), "exact" if exact else "estimate")
+
+    @_guarded
+    def counted(self, provider: ProviderRuntime, model: str, body: bytes, how: str) -> None:
+        """Answer a count: ``how`` is provider, exact or estimate (the x-fastgw-token-count header)."""
+        self.attempt = None
+        if self.cancelled:
+            return
+        s = self.s
+        s.provider, s.served_model, s.status = provider.name, model, 200
+        extra = b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-token-count: %b\r\n%b" % (
+            provider.name.encode(), model.encode(), how.encode(), s.response_headers)
+        self.conn.writer.complete(200, body, extra=extra)
+        self.finish()
 
     # -- choosing and starting an attempt --------------------------------------------------
 
@@ -186,6 +258,8 @@ class ModelHandler:
         """Start the next try, or answer with the last error when none is left."""
         door = self.door
         s = self.s
+        if self.attempt_open:  # the attempt before this call failed with last_error
+            self._attempt_failed_record()
         while s.attempts < self.max_attempts and self.target_index < len(self.targets):
             target = self.targets[self.target_index]
             provider = door.providers[target["provider"]]
@@ -201,21 +275,63 @@ class ModelHandler:
             tried = self.tried_keys.setdefault(provider.name, set())
             key_index = provider.keys.pick(frozenset(tried))
             if key_index is None:
-                self.last_error = (429, f"every API key of provider '{provider.name}' is cooling down", "keys_exhausted")
+                self._no_key(provider, tried)
                 breaker.trial_out = False
                 self.target_index += 1
                 continue
             tried.add(key_index)
             self._start(provider, target["model"], key_index)
             return
+        if self._wait_out_rate_limit():
+            return
         status, message, code = self.last_error
         self.reply_error(status, message, code, self.refused_param if self.last_error is self.refused else None)
+
+    def _no_key(self, provider: ProviderRuntime, tried: set[int]) -> None:
+        """Why no key of ``provider`` can be used: every key refused as a credential (502), or
+        every key tried by this request (its own answer stands), or cooling down (429)."""
+        refusal = provider.keys.refusal()
+        if refusal is not None:
+            self.last_error = (502, refusal, "upstream_auth_failed")
+        elif len(tried) < len(provider.keys.keys):
+            self.last_error = (429, f"every API key of provider '{provider.name}' is cooling down", "keys_exhausted")
+
+    def _within_deadline(self, delay: float) -> bool:
+        s = self.s
+        return s.attempts < self.max_attempts and self.loop.time() + delay <= s.started + s.entry.failover["deadline"]
+
+    def _pause(self, delay: float) -> None:
+        """Try again after ``delay`` (the provider's answer already ended this attempt)."""
+        self._cancel_timer()
+        self.pause_handle = self.loop.call_later(delay, self._resume_attempts)
+
+    @_guarded
+    def _resume_attempts(self) -> None:
+        self.pause_handle = None
+        if not self.cancelled:
+            self._next_attempt()
+
+    def _wait_out_rate_limit(self) -> bool:
+        """Nothing else is left: wait out a short Retry-After on the target that asked for it."""
+        pending = self.rate_limited
+        self.rate_limited = None
+        if pending is None:
+            return False
+        target_index, key_index, delay = pending
+        delay += 0.01  # the key's cool-down must have ended when the timer fires
+        if not self._within_deadline(delay):
+            return False
+        self.target_index = target_index
+        self.tried_keys[self.targets[target_index]["provider"]].discard(key_index)
+        self._pause(delay)
+        return True
 
     def _start(self, provider: ProviderRuntime, model: str, key_index: int) -> None:
         s = self.s
         if self.provider is not None and self.provider is not provider:
             GATEWAY.failovers.inc((s.model, self.provider.name, provider.name))
         s.attempts += 1
+        self.attempt_open = True
         self.provider = provider
         s.provider = provider.name
         s.served_model = model
@@ -224,6 +340,7 @@ class ModelHandler:
         s.retry_after = None
         self.error_chunks = []
         self.resp_chunks = []
+        self.tail = []
         # Native pass-through: nothing changed the request and no filter reads OpenAI events.
         self.native = (
             self.dialect is ANTHROPIC and provider.type == "anthropic" and s.request is s.decoded
@@ -234,8 +351,7 @@ class ModelHandler:
         key = provider.keys.key(key_index)
         try:
             if self.native:
-                beta = s.head.get(b"anthropic-beta")  # the client's opt-ins survive the pass-through
-                call = adapter.build_messages(s.native_request, model, key, beta.decode("latin-1") if beta else None)
+                call = adapter.build_messages(s.native_request, model, key)
             else:
                 call = None
                 ask_usage = s.is_stream and adapter.passthrough  # usage is metered; stripped again if unwanted
@@ -254,6 +370,11 @@ class ModelHandler:
             self.target_index += 1
             self._next_attempt()
             return
+        if provider.pass_headers:
+            pass_client_headers(call, s.head, provider.pass_headers)
+        trace = s.trace
+        if trace is not None:
+            call.headers = [*call.headers, (b"traceparent", self._trace_attempt(trace, provider, model, key_index))]
         if provider.mock is not None:
             attempt = MockAttempt(self, provider.mock, call)
         else:
@@ -264,11 +385,46 @@ class ModelHandler:
         self._wait(W_FIRST_BYTE, provider.timeouts["first_byte" if s.is_stream else "idle"])
         attempt.start()
 
-    def _give_up_on_target(self, status: int, message: str, code: str, kind: str | None = None) -> None:
-        """The current target failed before anything reached the client: try the next one."""
+    def _attempt_failed_record(self) -> None:
+        """Keep the failed attempt for /diagnose (and end its span): only failing requests pay."""
+        self.attempt_open = False
+        s = self.s
+        status, message, code = self.last_error
+        provider = self.provider
+        failure = {"provider": provider.name, "key_index": self.key_index, "upstream_status": self.status,
+                   "status": status, "code": code, "message": message}
+        if code == "upstream_timeout":
+            failure["first_byte"] = provider.timeouts["first_byte" if s.is_stream else "idle"]
+            failure["stream"] = s.is_stream
+        if s.failures is None:
+            s.failures = []
+        s.failures.append(failure)
+        if s.trace is not None:
+            s.trace.attempt_failed(self.last_error)
+
+    def _trace_attempt(self, trace: Any, provider: ProviderRuntime, model: str, key_index: int) -> bytes:
+        """A child span for this attempt; the provider gets its traceparent."""
+        operation = GEN_AI_OPERATIONS.get(self.op, self.op)
+        return trace.attempt_started(f"{operation} {model}", {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": gen_ai_provider(provider.type),
+            "gen_ai.request.model": model,
+            "fastgw.provider": provider.name,
+            "fastgw.key_index": key_index,
+            "fastgw.attempt": self.s.attempts,
+        }) or b""
+
+    def _give_up_on_target(self, status: int, message: str, code: str, kind: str | None = None,
+                           retry: bool = False) -> None:
+        """The current target failed before anything reached the client: try it again (``retry``,
+        within ``failover.retry_5xx``) or the next one. The key was not at fault: a later target
+        of the same provider may use it."""
         GATEWAY.upstream_errors.inc((self.provider.name, kind or ERROR_KINDS.get(code, "invalid")))
         self.provider.breaker(self.s.served_model).failure()
         self.last_error = (status, message, code)
+        self.tried_keys[self.provider.name].discard(self.key_index)
+        if retry and self._retry_same_target():
+            return
         self.target_index += 1
         self._next_attempt()
 
@@ -281,6 +437,8 @@ class ModelHandler:
         s = self.s
         self.status = status
         s.retry_after = retry_after
+        if s.trace is not None:
+            s.trace.attempt_status(status)
         if 200 <= status < 300 and s.is_stream:
             self.sse = SSEParser()
             self.writer = self.dialect.stream(s.model)
@@ -309,6 +467,7 @@ class ModelHandler:
             events = self.sse.feed_relay(chunk) if self.runs else self.sse.feed(chunk)
             if not events:
                 return
+            self.tail = (self.tail + events[-TAIL_EVENTS:])[-TAIL_EVENTS:]  # filters may edit `events` in place
             out = self._relay(events)
         except FilterError as exc:
             self._filter_failed(str(exc))
@@ -398,17 +557,22 @@ class ModelHandler:
 
     def _stream_ended(self) -> None:
         """The provider's response ended: finish the client's stream, or fail over if it was empty."""
+        closing = b""
         if not (self.ended if self.passthrough else self.converter.done):
-            # A clean end of the HTTP body without the provider's end marker: truncated.
-            self._attempt_broken(502, f"provider '{self.provider.name}' ended its stream early", "upstream_truncated")
-            return
+            # A clean end of the HTTP body without the provider's end marker: complete if its
+            # finish and usage arrived (the marker is added), else truncated.
+            closing = self._complete_without_end()
+            if closing is None:
+                self._attempt_broken(502, f"provider '{self.provider.name}' ended its stream early",
+                                     "upstream_truncated")
+                return
         s = self.s
         try:
             items = [] if self.passthrough else self.converter.end()
             if not self.passthrough:
                 s.reported_usage = self.converter.usage
             s.stream_ending = True
-            out = self._render(s.sse_filters(items))
+            out = self._render(s.sse_filters(items)) + closing
             if not self.passthrough:
                 out += self.writer.end()
         except FilterError as exc:
@@ -420,23 +584,71 @@ class ModelHandler:
         self.provider.breaker(s.served_model).success()
         self._end_stream(out)
 
+    def _complete_without_end(self) -> bytes | None:
+        """The end marker a complete stream that closed without one is owed (b"" when the
+        converter adds it), or None if the stream is not provably complete."""
+        raw = b"".join(item if type(item) is bytes else item.raw for item in self.tail)
+        anthropic_format = self.native or self.provider.type == "anthropic"
+        if not (anthropic_stream_complete(raw) if anthropic_format else openai_stream_complete(raw)):
+            return None
+        if self.passthrough:
+            self.ended = True
+            return _MESSAGE_STOP if self.native else self.writer.end()
+        if anthropic_format:
+            self.converter.event("message_stop", '{"type":"message_stop"}')  # sets done and usage
+        self.converter.done = True
+        return b""
+
     def _provider_error(self, status: int, body: bytes) -> None:
         provider = self.provider
-        message, code = provider.adapter.error(status, body)
-        message = f"provider '{provider.name}' answered {status}: {provider.redact(message)}"
+        said, code = provider.adapter.error(status, body)
+        message = f"provider '{provider.name}' answered {status}: {provider.redact(said)}"
+        s = self.s
         if status == 429:
-            provider.keys.cool(self.key_index, self.s.retry_after or provider.key_cooldown["rate_limited"])
+            retry_after = s.retry_after
+            provider.keys.cool(self.key_index, retry_after or provider.key_cooldown["rate_limited"])
             self.last_error = (429, message, code or "rate_limited")
+            if retry_after is not None and retry_after <= s.entry.failover["wait_retry_after"]:
+                self.rate_limited = (self.target_index, self.key_index, retry_after)
             self._next_attempt()  # another key of this provider, or the next target
         elif status in (401, 403):
-            provider.keys.cool(self.key_index, provider.key_cooldown["unauthorized"])
-            self.last_error = (502, message, code or "provider_auth_failed")
+            provider.keys.cool(self.key_index, provider.key_cooldown["unauthorized"], message)
+            self.last_error = (502, message, "upstream_auth_failed")
             self._next_attempt()
         elif status >= 500:
-            self._give_up_on_target(504 if status == 504 else 502, message, code or "upstream_error", "status_5xx")
+            self._give_up_on_target(504 if status == 504 else 502, message, code or "upstream_error", "status_5xx",
+                                    retry=True)
+        elif context_overflow(status, said, code):
+            self.last_error = (status, message, code or "context_length_exceeded")
+            self._next_larger_window()
         else:
             # The request itself is wrong: another provider would refuse it too.
             self.reply_error(status, message, code)
+
+    def _retry_same_target(self) -> bool:
+        """Schedule one of ``failover.retry_5xx`` jittered retries of the current target."""
+        failover = self.s.entry.failover
+        if self.retry_target != self.target_index:
+            self.retry_target, self.retry_count = self.target_index, 0
+        delay = failover["retry_delay"] * random.uniform(0.5, 1.5)
+        if self.retry_count >= failover["retry_5xx"] or not self._within_deadline(delay):
+            return False
+        self.retry_count += 1
+        self._pause(delay)
+        return True
+
+    def _next_larger_window(self) -> None:
+        """The prompt does not fit this target: skip the targets known to be no larger (the key
+        was fine: a larger model of the same provider may use it)."""
+        self.tried_keys[self.provider.name].discard(self.key_index)
+        window = self.targets[self.target_index].get("context_window")
+        self.target_index += 1
+        while window and self.target_index < len(self.targets):
+            larger = self.targets[self.target_index].get("context_window")
+            if larger is None or larger > window:
+                break
+            self.target_index += 1
+        self._next_attempt()
 
     @_guarded
     def attempt_failed(self, attempt: Any, status: int, message: str) -> None:
@@ -475,6 +687,8 @@ class ModelHandler:
     def _served_headers(self) -> bytes:
         s = self.s
         cache = b"x-fastgw-cache: %b\r\n" % s.cache_status.encode() if s.cache_status is not None else b""
+        if s.failures is not None:  # served after a failover: the client can look it up
+            cache += s.request_id_header()
         return b"x-fastgw-provider: %b\r\nx-fastgw-model: %b\r\nx-fastgw-attempts: %d\r\n%b%b" % (
             self.provider.name.encode(), s.served_model.encode(), s.attempts, s.response_headers, cache)
 
@@ -504,7 +718,8 @@ class ModelHandler:
         self._cancel_timer()
         s.status = status
         s.error = message
-        extra = s.response_headers  # x-ratelimit-* (and retry-after when a limit refused)
+        s.error_code = code
+        extra = s.response_headers + s.request_id_header()  # x-ratelimit-* (and retry-after when a limit refused)
         if status == 429 and s.retry_after and b"retry-after:" not in extra.lower():
             extra += b"Retry-After: %d\r\n" % max(1, round(s.retry_after))
         self.conn.writer.complete(status, self.dialect.error(status, message, code, param), extra=extra)
@@ -525,14 +740,22 @@ class ModelHandler:
         self._end_stream(self.writer.error(message, "internal_error"))
 
     def _reply_models(self) -> None:
-        consumer = self.s.consumer
-        names = [n for n in self.door.models.names if "*" not in n and (consumer is None or consumer.allows(n))]
-        created = int(time.time())
-        body = fastjson.dumps({
-            "object": "list",
-            "data": [{"id": n, "object": "model", "created": created, "owned_by": "fastgw"} for n in names],
-        })
-        self.s.status = 200
+        """``GET /v1/models`` (the names this consumer may use) or ``/v1/models/{id}``, which also
+        knows the names a wildcard model serves."""
+        s = self.s
+        consumer = s.consumer
+        door = self.door
+        if self.op == "models":
+            names = [n for n in door.models.names if "*" not in n and (consumer is None or consumer.allows(n))]
+            body = self.dialect.model_list(names, door.created)
+        else:
+            name = unquote(s.head.path[len(MODEL_PREFIX) :].decode("utf-8", "replace"))
+            if not name or door.models.resolve(name) is None or (consumer is not None and not consumer.allows(name)):
+                self.reply_error(404, f"The model '{name}' does not exist or you do not have access to it.",
+                                 "model_not_found")
+                return
+            body = fastjson.dumps(self.dialect.model(name, door.created))
+        s.status = 200
         self.conn.writer.complete(200, body)
         self.finish()
 
@@ -567,8 +790,11 @@ class ModelHandler:
             self.attempt.pause()
 
     def resume(self) -> None:
+        """The client reads again: the provider's idle timer runs afresh (it was suspended)."""
         if self.attempt is not None:
             self.attempt.resume()
+        if self.waiting != W_NONE and not self.cancelled:
+            self.conn.set_timeout(T_HANDLER, self.provider.timeouts["idle"])
 
     def drain_deadline(self) -> None:
         """The gateway stops: a stream already started ends with an error event in the client's
@@ -588,6 +814,9 @@ class ModelHandler:
     def cancel(self) -> None:
         self.cancelled = True
         self._cancel_timer()
+        if self.pause_handle is not None:
+            self.pause_handle.cancel()
+            self.pause_handle = None
         if self.attempt is not None:
             self.attempt.cancel()
             self.attempt = None

@@ -16,13 +16,18 @@ NO_KEY = -1
 
 
 class KeyPool:
-    """A provider's API keys, rotated round robin; a refused key sits out its cool-down."""
+    """A provider's API keys, rotated round robin; a refused key sits out its cool-down.
 
-    __slots__ = ("keys", "cooled_until", "next")
+    Each cooling key remembers why: a credential refusal keeps the provider's (redacted) message,
+    so a request that finds every key refused is told about the credentials (502), not asked to
+    retry later as if they were only rate-limited (429)."""
+
+    __slots__ = ("keys", "cooled_until", "refusals", "next")
 
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys
         self.cooled_until = [0.0] * len(keys)
+        self.refusals: list[str | None] = [None] * len(keys)
         self.next = 0
 
     def pick(self, exclude: frozenset[int] = frozenset()) -> int | None:
@@ -41,9 +46,19 @@ class KeyPool:
     def key(self, index: int) -> str | None:
         return None if index == NO_KEY else self.keys[index]
 
-    def cool(self, index: int, seconds: float) -> None:
+    def cool(self, index: int, seconds: float, refusal: str | None = None) -> None:
+        """Bench a key for ``seconds``; ``refusal`` is the provider's message when it refused the
+        credential (None: rate-limited)."""
         if index != NO_KEY:
             self.cooled_until[index] = max(self.cooled_until[index], time.monotonic() + seconds)
+            self.refusals[index] = refusal
+
+    def refusal(self) -> str | None:
+        """The provider's latest message when every key is cooling down for a credential refusal."""
+        now = time.monotonic()
+        if not self.keys or any(until <= now or self.refusals[i] is None for i, until in enumerate(self.cooled_until)):
+            return None
+        return self.refusals[max(range(len(self.keys)), key=self.cooled_until.__getitem__)]
 
     def cooling(self) -> int:
         now = time.monotonic()

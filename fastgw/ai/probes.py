@@ -15,6 +15,7 @@ import sys
 
 from fastgw.ai.attempts import request_bytes
 from fastgw.ai.frontdoor import AIFrontDoor, ProviderRuntime
+from fastgw.config.secrets import SCRUBBER
 
 
 class HealthProber:
@@ -69,7 +70,7 @@ async def probe(provider: ProviderRuntime, timeout: float) -> bool:
         status_line = await asyncio.wait_for(reader.readline(), timeout)
         return int(status_line.split()[1]) < 500
     except (OSError, asyncio.TimeoutError, ValueError, IndexError) as exc:
-        sys.stderr.write(f"fastgw: health probe of provider '{provider.name}' failed: {exc!r}\n")
+        sys.stderr.write(SCRUBBER(f"fastgw: health probe of provider '{provider.name}' failed: {exc!r}\n"))
         return False
     finally:
         if writer is not None:

@@ -47,16 +47,19 @@ class Decode(Filter):
     phase = Phase.DECODE
 
     def on_request(self, s: Stream, request: dict[str, Any]) -> Status:
-        if s.op != "messages":
+        if s.op not in ("messages", "count_tokens"):
             return Status.CONTINUE
         problem = validate("messages", request)
         if problem:
             return s.reply(400, problem, "invalid_request")
+        native = request
+        if s.op == "count_tokens" and "max_tokens" not in request:
+            request = {**request, "max_tokens": 1}  # counting takes none; the converter wants one
         try:
             converted = messages_to_openai(request)
         except FrontDoorError as exc:
             return s.reply(exc.status, exc.message, "invalid_request")
-        s.native_request = request
+        s.native_request = native
         s.request = s.decoded = converted  # the baseline later filters may change
         return Status.CONTINUE
 
@@ -87,6 +90,7 @@ class RouteModel(Filter):
         if denied is not None:
             return s.reply(denied.status, denied.message, denied.code)
         s.entry = entry
+        s.compression = entry.compression
         s.is_stream = bool(request.get("stream")) and s.op != "embeddings"
         s.switch_chain(entry.chain)
         return Status.CONTINUE

@@ -34,6 +34,7 @@ from typing import Any
 
 from fastgw.config import net
 from fastgw.config.fields import Issues, duration, fields, integer, one_of, sequence, text
+from fastgw.extras import requirement
 
 DEFAULT_PARAMS = ["temperature", "tools", "response_format"]
 RESERVED_PARAMS = ("model", "messages", "stream", "stream_options")
@@ -101,6 +102,9 @@ def _semantic(value: Any, path: str, issues: Issues) -> dict | None:
         for key in ("embeddings_url", "model"):
             if key not in value:
                 issues.add(f"{path}.{key}", "required")
+    problem = requirement("numpy")
+    if problem:
+        issues.add(path, problem)
     return out
 
 

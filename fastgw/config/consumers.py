@@ -30,8 +30,9 @@ from fastgw.config.fields import (
     unique_names,
     unknown_name,
 )
+from fastgw.config.overload import priority
 
-_CONSUMER_KEYS = ("name", "api_keys", "models")
+_CONSUMER_KEYS = ("name", "api_keys", "models", "priority")
 _ISSUER_KEYS = ("issuer", "audience", "algorithms", "keys", "jwks_file", "consumer_claim", "leeway")
 _DEFAULT_ALGORITHMS = ["RS256", "ES256"]
 _LEEWAY = duration(allow_zero=True)
@@ -80,7 +81,8 @@ def _consumers(value: Any, models: Collection[str], issues: Issues) -> list[dict
                 )
                 issues.add(f"{path}.models[{j}]", message)
         names.append((i, required(given, "name", path, issues, text)))
-        out.append({"name": names[-1][1], "api_keys": keys, "models": allowed})
+        level = priority(given["priority"], f"{path}.priority", issues) if "priority" in given else None
+        out.append({"name": names[-1][1], "api_keys": keys, "models": allowed, "priority": level})
     unique_names("consumers", names, issues)
     return out
 

@@ -7,8 +7,13 @@ differently when Redis is down.
 
 Rate limit::
 
-    {name, match: {consumers, models, headers, cidrs}, key: [consumer, model, ip, header:<n>, query:<n>],
+    {name, match: {consumers, models, routes, headers, cidrs}, key: [consumer, model, ip, header:<n>, query:<n>],
      tokens: {per_second|per_minute|per_hour|per_day: N}, requests: {...},
+     on_redis_down: local | open | closed, nodes: 1}
+
+Concurrency limit (at most N requests in flight per key; a stream counts until it ends)::
+
+    {name, match: {...}, key: [...], concurrency: N, lease: seconds (10),
      on_redis_down: local | open | closed, nodes: 1}
 
 Quota::
@@ -20,11 +25,16 @@ Prices are USD per million tokens; a model is priced by the first pattern (``*``
 that matches it, in the order written. ``nodes`` is how many gateway nodes share a limit: a
 node that counts on its own (no ``redis``, or Redis down with ``local``) enforces
 ``limit / nodes``. A quota has no local fallback: its ledger is the one in Redis, so
-``on_redis_down`` is ``open`` or ``closed`` (the default).
+``on_redis_down`` is ``open`` or ``closed`` (the default). ``match.routes`` names plain
+routes (``*`` wildcards): such a rule limits those routes (the route needs no
+``filters: [ratelimit]``) and no AI request. ``lease`` is how long a cluster slot outlives
+a holder that stopped renewing it (a node that died); holders renew it while the request
+lives.
 
-Normalised rule: ``{name, match: {consumers, models, headers, cidrs} (each null when not
-given; header names lower-case; CIDRs canonical), key, tokens: {window: N}, requests: {...},
-quota: null | {tokens} | {cost, prices}, on_redis_down, nodes}``.
+Normalised rule: ``{name, match: {consumers, models, routes, headers, cidrs} (each null
+when not given; header names lower-case; CIDRs canonical), key, tokens: {window: N},
+requests: {...}, concurrency: null | N, lease: seconds, quota: null | {tokens} | {cost,
+prices}, on_redis_down, nodes}``.
 """
 
 from __future__ import annotations
@@ -52,8 +62,12 @@ WINDOWS = {"per_second": 1, "per_minute": 60, "per_hour": 3600, "per_day": 86400
 
 KEY_PARTS = ("consumer", "model", "ip")
 KEY_PREFIXES = ("header:", "query:")
-_RULE_KEYS = ("name", "match", "key", "tokens", "requests", "quota", "on_redis_down", "nodes")
-_MATCH_KEYS = ("consumers", "models", "headers", "cidrs")
+_RULE_KEYS = (
+    "name", "match", "key", "tokens", "requests", "concurrency", "lease", "quota", "on_redis_down", "nodes",
+)
+_MATCH_KEYS = ("consumers", "models", "routes", "headers", "cidrs")
+DEFAULT_LEASE = 10.0
+"""Seconds a cluster concurrency slot outlives its holder's last renewal."""
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _POSITIVE = integer(1)
@@ -88,11 +102,22 @@ def _rule(given: dict, path: str, issues: Issues) -> dict:
         "key": _key(given["key"], f"{path}.key", issues) if "key" in given else ["consumer"],
         "tokens": _windows(given["tokens"], f"{path}.tokens", issues) if "tokens" in given else {},
         "requests": _windows(given["requests"], f"{path}.requests", issues) if "requests" in given else {},
+        "concurrency": _POSITIVE(given["concurrency"], f"{path}.concurrency", issues)
+        if "concurrency" in given
+        else None,
+        "lease": _lease(given, path, issues),
         "quota": _quota(given["quota"], f"{path}.quota", issues) if is_quota else None,
         "on_redis_down": "closed" if is_quota else "local",
         "nodes": _POSITIVE(given["nodes"], f"{path}.nodes", issues) if "nodes" in given else 1,
     }
-    if is_quota:
+    if "concurrency" in given:
+        for key in ("tokens", "requests", "quota"):
+            if key in given:
+                issues.add(
+                    join(path, key),
+                    "not allowed in a concurrency rule (it counts requests in flight; use a separate rule)",
+                )
+    elif is_quota:
         for key in ("tokens", "requests", "key", "nodes"):
             if key in given:
                 issues.add(
@@ -100,7 +125,12 @@ def _rule(given: dict, path: str, issues: Issues) -> dict:
                     "not allowed in a quota rule (quotas count per consumer; use a separate rule)",
                 )
     elif "tokens" not in given and "requests" not in given:
-        issues.add(path, "a rule needs tokens, requests or quota")
+        issues.add(path, "a rule needs tokens, requests, concurrency or quota")
+    if rule["match"]["routes"] is not None and "tokens" in given:
+        issues.add(
+            join(path, "tokens"),
+            "a plain route has no token count (its bodies are not AI requests); limit it by requests or concurrency",
+        )
     if "on_redis_down" in given:
         choices = ("open", "closed") if is_quota else ("local", "open", "closed")
         rule["on_redis_down"] = one_of(*choices)(given["on_redis_down"], f"{path}.on_redis_down", issues)
@@ -110,7 +140,7 @@ def _rule(given: dict, path: str, issues: Issues) -> dict:
 def _match(value: Any, path: str, issues: Issues) -> dict:
     given = mapping(value, path, issues, _MATCH_KEYS) or {}
     out: dict[str, Any] = dict.fromkeys(_MATCH_KEYS)
-    for key in ("consumers", "models"):
+    for key in ("consumers", "models", "routes"):
         if key in given:
             out[key] = text_list(given[key], f"{path}.{key}", issues)
     if "headers" in given:
@@ -129,6 +159,15 @@ def _match(value: Any, path: str, issues: Issues) -> dict:
         cidrs = sequence(given["cidrs"], f"{path}.cidrs", issues) or []
         out["cidrs"] = [_cidr(c, f"{path}.cidrs[{j}]", issues) for j, c in enumerate(cidrs)]
     return out
+
+
+def _lease(given: dict, path: str, issues: Issues) -> float:
+    if "lease" not in given:
+        return DEFAULT_LEASE
+    if "concurrency" not in given:
+        issues.add(f"{path}.lease", "only a concurrency rule has a lease")
+    lease = _number(given["lease"], f"{path}.lease", issues, positive=True)
+    return lease if lease is not None else DEFAULT_LEASE
 
 
 def _cidr(value: Any, path: str, issues: Issues) -> str | None:

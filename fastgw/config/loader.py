@@ -9,6 +9,7 @@ from fastgw.config.env import substitute
 from fastgw.config.errors import ConfigError
 from fastgw.config.fields import Issues
 from fastgw.config.schema import normalise
+from fastgw.config.secrets import SCRUBBER, scrub, secret_values
 from fastgw.config.source import parse
 
 DEFAULT_CONFIG_YAML = """\
@@ -32,16 +33,21 @@ routes: []
 def load_text(text: str, source: str = "<config>", env: Mapping[str, str] | None = None) -> dict:
     """Parse, substitute ``${VAR}`` from ``env`` (default: the process environment), check, normalise.
 
-    Raises :class:`ConfigError` listing every problem, each prefixed by its field path.
+    Raises :class:`ConfigError` listing every problem, each prefixed by its field path; no
+    message shows a value of a secret-bearing field (:mod:`fastgw.config.secrets`). The
+    secrets are remembered by this process's :data:`~fastgw.config.secrets.SCRUBBER`, so
+    its logs never show them either.
     """
     issues = Issues()
     data = parse(text, source, issues)
     if issues.errors:
         raise ConfigError(issues.errors)
     data = substitute(data, "", os.environ if env is None else env, issues)
+    secrets = secret_values(data)
+    SCRUBBER.secrets |= secrets
     config = normalise(data, source, issues)
     if issues.errors:
-        raise ConfigError(issues.errors)
+        raise ConfigError([scrub(line, secrets) for line in issues.errors])
     return config
 
 

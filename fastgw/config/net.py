@@ -30,6 +30,16 @@ def valid_host(host: str) -> bool:
     return _HOSTNAME.match(host) is not None
 
 
+def loopback(host: str) -> bool:
+    """Whether ``host`` (as :func:`address` returns it) only ever reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name may resolve anywhere
+
+
 def address(value: Any, path: str, issues: Issues) -> tuple[str, int] | None:
     """``host:port``, ``[v6]:port`` or ``:port`` (all IPv4 interfaces) -> ``(host, port)``."""
     if not isinstance(value, str):

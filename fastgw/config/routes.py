@@ -14,8 +14,10 @@ Accepted input, and the normalised form the router and proxy read::
           balance: round_robin       # or least_request
           host_header: preserve      # or upstream (the endpoint's host:port), or a literal Host value
           strip_prefix: /api         # removed from the start of the path before forwarding
-          timeouts: {connect: 2s, first_byte: 30s, idle: 60s}
+          timeouts: {connect: 2s, first_byte: 30s, idle: 60s, tunnel_idle: 5m}
           pool: {max_idle: 1024, idle_timeout: 60s}
+        compression: {min_size: 4k}  # or false; overrides the top-level section (fastgw.config.compression)
+        websocket: true              # tunnel "Upgrade: websocket" after a 101 (other upgrades never are)
 
 ``match.path`` becomes ``{"type": "exact"|"prefix"|"regex", "value": str}``; regexes are
 checked to compile as the router compiles them (on bytes, ``search`` anchored as written).
@@ -26,8 +28,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fastgw.config.compression import compression
 from fastgw.config.fields import (
     Issues,
+    boolean,
     duration,
     fields,
     integer,
@@ -39,14 +43,20 @@ from fastgw.config.fields import (
 )
 from fastgw.config.filters import filters
 from fastgw.config.net import endpoint, valid_host
+from fastgw.config.overload import priority
 from fastgw.config.prompts import transform
 from fastgw.config.waf import waf
 
-_ROUTE_KEYS = ("name", "match", "upstream", "transform", "waf", "filters")
+_ROUTE_KEYS = ("name", "match", "upstream", "transform", "waf", "filters", "compression", "websocket", "priority")
 _MATCH_KEYS = ("host", "path", "methods", "headers")
 _PATH_TYPES = ("exact", "prefix", "regex")
 _UPSTREAM_KEYS = ("endpoints", "balance", "host_header", "strip_prefix", "timeouts", "pool")
-_TIMEOUTS = {"connect": (duration(), 2.0), "first_byte": (duration(), 30.0), "idle": (duration(), 60.0)}
+_TIMEOUTS = {
+    "connect": (duration(), 2.0),
+    "first_byte": (duration(), 30.0),
+    "idle": (duration(), 60.0),
+    "tunnel_idle": (duration(), 300.0),  # a websocket with no traffic either way is closed
+}
 # An idle upstream connection costs one fd; a cap below the client concurrency makes every
 # request beyond it open a new connection (measured: 256 clients through one worker ran at
 # half the rate with 64 than with 1024).
@@ -57,8 +67,9 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token: method 
 _HOST_VALUE = re.compile(r"[!-~]+\Z")  # visible ASCII: a literal Host header can't smuggle CR/LF
 
 
-def routes(value: Any, issues: Issues) -> list[dict]:
-    """Check and normalise the ``routes`` list; names default to ``route-<index>``."""
+def routes(value: Any, issues: Issues, compressing: dict | None = None) -> list[dict]:
+    """Check and normalise the ``routes`` list; names default to ``route-<index>``.
+    ``compressing``: the top-level compression settings, which a route's own override."""
     out, names = [], []
     for i, item in enumerate(sequence(value, "routes", issues) or []):
         path = f"routes[{i}]"
@@ -75,7 +86,12 @@ def routes(value: Any, issues: Issues) -> list[dict]:
         out.append({"name": name, "match": match, "upstream": upstream,
                     "transform": transform(given["transform"], f"{path}.transform", issues) if "transform" in given else None,
                     "waf": waf(given["waf"], f"{path}.waf", issues) if given.get("waf") is not None else None,
-                    "filters": filters(given.get("filters", []), f"{path}.filters", issues)})
+                    "filters": filters(given.get("filters", []), f"{path}.filters", issues),
+                    "compression": compression(given["compression"], f"{path}.compression", issues, compressing)
+                    if "compression" in given else compressing,
+                    "websocket": boolean(given["websocket"], f"{path}.websocket", issues)
+                    if "websocket" in given else True,
+                    "priority": priority(given["priority"], f"{path}.priority", issues) if "priority" in given else None})
         names.append((i, name))
     unique_names("routes", names, issues)
     return out

@@ -9,8 +9,13 @@ plain JSON-serialisable dict, shipped to workers as is.
 ``workers``
     An integer >= 1 or ``auto``; default: the number of CPUs.
 ``admin``
-    ``"host:port"`` (default ``127.0.0.1:9901``) -> ``{host, port}``; ``null`` or ``false``
-    turns the admin API off.
+    ``"host:port"`` (default ``127.0.0.1:9901``) or a mapping ``{address | socket, token,
+    metrics_public: false}`` -> ``{host, port, socket, token, metrics_public}``; ``null`` or
+    ``false`` turns the admin API off. ``token`` (at least 16 characters, usually
+    ``"${FASTGW_ADMIN_TOKEN}"``; empty means none) is the bearer token every endpoint but
+    ``/healthz`` requires (and ``/metrics`` unless ``metrics_public``). Without a token the
+    admin API may only bind a loopback address. ``socket``: a Unix socket path instead of an
+    address (created ``0600``: only this user may connect; host and port are then null).
 ``redis``
     ``redis://``, ``rediss://`` or ``unix://`` URL, or ``null`` (single node, no Redis).
 ``http``
@@ -21,17 +26,30 @@ plain JSON-serialisable dict, shipped to workers as is.
     - ``max_headers`` (100): number of header lines; more -> 431.
     - ``max_body_size`` (10MiB): request body; larger -> 413.
     - ``header_timeout`` (10s): time to receive a whole request head (slowloris) -> 408.
+    - ``body_timeout`` (10s): longest silence inside a request body -> 408.
+    - ``body_min_rate`` (240 bytes/s; 0 = off): after a ``body_timeout`` grace a body must
+      average this rate, so a trickle that is never silent is cut too -> 408.
+    - ``send_timeout`` (30s): how long a client may leave our answer unread before it is
+      disconnected (the upstream is released and never blamed).
+    - ``max_connections`` (``auto``: half the worker's file-descriptor limit; 0 = no cap):
+      open client connections per worker; beyond it a new one gets a 503 and is closed.
+    - ``max_connections_per_ip`` (0 = off): open client connections per worker and client address.
     - ``keepalive_timeout`` (75s): idle time allowed between requests; 0 turns keep-alive off.
     - ``drain_timeout`` (30s): on shutdown, how long in-flight requests and streams may finish.
     - ``max_pipelined`` (32): pipelined requests queued per connection before reading pauses.
+    - ``overload`` (off): ``{max_in_flight, max_loop_lag, retry_after}``, shed low-priority
+      requests with 503 when a worker is loaded, see :mod:`fastgw.config.overload`.
 ``providers``
     ``[{name, type, base_url, api_keys: [], timeouts: {connect, first_byte, idle}, options: {},
     breaker: {failures, cooldown}, key_cooldown: {rate_limited, unauthorized}, health_check: null | {interval, timeout}}]``;
     ``first_byte`` bounds the wait for the first stream event (time to first token) and
     ``idle`` any silence after it, or the wait for a non-streamed answer;
-    ``base_url`` is required unless ``type: mock``; ``options`` is passed to the adapter as is.
+    ``base_url`` is required unless ``type: mock``; ``options`` is passed to the adapter as is;
+    ``pass_headers`` lists client headers forwarded as sent (see :mod:`fastgw.config.failover`).
 ``models``
-    ``[{name, targets: [{provider, model}]}]``: the public name and its failover chain.
+    ``[{name, targets: [{provider, model, context_window}], failover}]``: the public name and its
+    failover chain; ``context_window`` (tokens, optional) lets a context-window error skip targets
+    no larger; ``failover`` tunes waits and retries (see :mod:`fastgw.config.failover`).
     A name may hold one ``*`` (``gpt-4*``); in a target ``model`` (default: the public
     name) ``*`` stands for the part of the requested name the public ``*`` matched.
 ``consumers``
@@ -53,6 +71,11 @@ plain JSON-serialisable dict, shipped to workers as is.
     Plain HTTP routes, see :mod:`fastgw.config.routes`.
 ``log``
     Access log and usage stream, see :mod:`fastgw.config.logging`.
+``tracing``
+    OpenTelemetry traces over OTLP/HTTP, see :mod:`fastgw.config.tracing`.
+``compression``
+    Response compression (off when absent), overridable per route and per model; see
+    :mod:`fastgw.config.compression`.
 """
 
 from __future__ import annotations
@@ -63,7 +86,10 @@ from typing import Any
 
 from fastgw.config import net
 from fastgw.config.cache import cache
+from fastgw.config.compression import compression
 from fastgw.config.consumers import access
+from fastgw.config.failover import failover as _failover
+from fastgw.config.failover import pass_headers as _pass_headers
 from fastgw.config.fields import (
     Issues,
     boolean,
@@ -84,9 +110,11 @@ from fastgw.config.filters import filters
 from fastgw.config.guard import guard
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
+from fastgw.config.overload import overload
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 from fastgw.config.tls import tls_section
+from fastgw.config.tracing import tracing
 from fastgw.config.waf import waf
 from fastgw.filters import NOT_ON_MODELS
 
@@ -106,6 +134,8 @@ TOP_LEVEL_KEYS = (
     "prompts",
     "cache",
     "guard",
+    "tracing",
+    "compression",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -127,9 +157,15 @@ _HTTP = {
     "max_headers": (integer(1), 100),
     "max_body_size": (size, 10 * 1024 * 1024),
     "header_timeout": (duration(), 10.0),
+    "body_timeout": (duration(), 10.0),
+    "body_min_rate": (integer(0), 240),
+    "send_timeout": (duration(), 30.0),
+    "max_connections": (lambda value, path, issues: _connection_cap(value, path, issues), "auto"),
+    "max_connections_per_ip": (integer(0), 0),
     "keepalive_timeout": (duration(allow_zero=True), 75.0),
     "drain_timeout": (duration(allow_zero=True), 30.0),
     "max_pipelined": (integer(1), 32),
+    "overload": (overload, None),
 }
 _PROVIDER_TIMEOUTS = {
     "connect": (duration(), 2.0),
@@ -140,9 +176,13 @@ _BREAKER = {"failures": (integer(1), 3), "cooldown": (duration(), 30.0)}
 _KEY_COOLDOWN = {"rate_limited": (duration(), 30.0), "unauthorized": (duration(), 300.0)}
 _HEALTH_CHECK = {"interval": (duration(), 10.0), "timeout": (duration(), 2.0)}
 _PROVIDER_KEYS = (
-    "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check"
+    "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check",
+    "pass_headers",
 )
 _LISTEN_KEYS = ("address", "reuse_port", "backlog", "tls")
+_ADMIN_KEYS = ("address", "socket", "token", "metrics_public")
+MIN_ADMIN_TOKEN = 16
+"""Characters; a guessable token is no better than none (``openssl rand -hex 32`` makes one)."""
 
 
 def normalise(data: Any, source: str, issues: Issues) -> dict:
@@ -162,16 +202,19 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         "redis": net.redis_url(data.get("redis"), "redis", issues),
         "http": fields(data.get("http", {}), "http", issues, _HTTP),
         "providers": _providers(data.get("providers", []), issues),
+        "compression": compression(data.get("compression"), "compression", issues),
     }
-    config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues)
+    config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues,
+                               config["compression"])
     config["consumers"], config["auth"] = access(
         data.get("consumers", []), data.get("auth", {}), [m["name"] for m in config["models"] if m["name"]], issues
     )
     config["limits"] = _limits(data.get("limits", []), issues)
-    config["routes"] = routes(data.get("routes", []), issues)
+    config["routes"] = routes(data.get("routes", []), issues, config["compression"])
     config["log"] = log_section(data.get("log"), config["redis"], issues)
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["guard"] = guard(data.get("guard", {}), issues)
+    config["tracing"] = tracing(data.get("tracing"), issues)
     config["prompts"] = prompts(
         data.get("prompts", {}),
         issues,
@@ -179,6 +222,15 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         [c["name"] for c in config["consumers"] if c.get("name")],
     )
     return config
+
+
+def _connection_cap(value: Any, path: str, issues: Issues) -> int | str | None:
+    if value == "auto":
+        return value
+    if type(value) is int and value >= 0:
+        return value
+    issues.add(path, f"expected 'auto' or a number of connections >= 0 (0 = no cap), found {issues.describe(value)}")
+    return None
 
 
 def _listen(value: Any, issues: Issues) -> dict:
@@ -209,8 +261,45 @@ def _workers(value: Any, issues: Issues) -> int | None:
 def _admin(value: Any, issues: Issues) -> dict | None:
     if value is None or value is False:
         return None
-    host, port = net.address(value, "admin", issues) or (None, None)
-    return {"host": host, "port": port}
+    socket_path = None
+    if isinstance(value, dict):
+        given = mapping(value, "admin", issues, _ADMIN_KEYS) or {}
+        where = "admin.address"
+        if "socket" in given:
+            if "address" in given:
+                issues.add("admin.socket", "give either address or socket, not both")
+            socket_path = _socket_path(given["socket"], issues)
+            found = None
+        else:
+            found = net.address(given.get("address", "127.0.0.1:9901"), where, issues)
+    else:
+        given, where = {}, "admin"
+        found = net.address(value, where, issues)
+    token = given.get("token")
+    if token is not None:
+        token = text(token, "admin.token", issues) if token != "" else None
+        if token is not None and len(token) < MIN_ADMIN_TOKEN:
+            issues.add("admin.token", f"too short: use at least {MIN_ADMIN_TOKEN} characters (e.g. openssl rand -hex 32)")
+    host, port = found or (None, None)
+    if host is not None and token is None and not net.loopback(host) and "admin.token" not in issues.unresolved:
+        issues.add(
+            where,
+            f"{host} is not a loopback address, and without admin.token anyone who reaches it could change "
+            "the config: set admin.token (e.g. \"${FASTGW_ADMIN_TOKEN}\") or bind 127.0.0.1",
+        )
+    metrics_public = boolean(given["metrics_public"], "admin.metrics_public", issues) if "metrics_public" in given else False
+    return {"host": host, "port": port, "socket": socket_path, "token": token, "metrics_public": metrics_public}
+
+
+def _socket_path(value: Any, issues: Issues) -> str | None:
+    path = text(value, "admin.socket", issues)
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        issues.add("admin.socket", f"directory {os.path.dirname(path)!r} does not exist")
+        return None
+    return path
 
 
 def _providers(value: Any, issues: Issues) -> list[dict]:
@@ -246,6 +335,7 @@ def _providers(value: Any, issues: Issues) -> list[dict]:
                 "health_check": None
                 if given.get("health_check") in (None, False)
                 else fields(given["health_check"], f"{path}.health_check", issues, _HEALTH_CHECK),
+                "pass_headers": _pass_headers(given.get("pass_headers"), kind, f"{path}.pass_headers", issues),
             }
         )
     unique_names("providers", names, issues)
@@ -263,11 +353,12 @@ def _check_json(value: Any, path: str, issues: Issues) -> None:
 _NO_RULES = {"add": {}, "remove": [], "rename": {}}
 
 
-def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
+def _models(value: Any, providers: set[str], issues: Issues, compressing: dict | None = None) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
-        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters"))
+        given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters",
+                                             "compression", "failover"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -292,22 +383,28 @@ def _models(value: Any, providers: set[str], issues: Issues) -> list[dict]:
                 issues.add(f"{path}.filters[{j}]", f"'{spec['use']}' {NOT_ON_MODELS[spec['use']]}")
         out.append({"name": name, "targets": chain, "max_attempts": attempts or len(chain) + 2, "transform": rules,
                     "waf": waf(given["waf"], f"{path}.waf", issues) if given.get("waf") is not None else None,
-                    "filters": model_filters})
+                    "filters": model_filters,
+                    "compression": compression(given["compression"], f"{path}.compression", issues, compressing)
+                    if "compression" in given else compressing,
+                    "failover": _failover(given.get("failover", {}), f"{path}.failover", issues)})
     unique_names("models", names, issues)
     return out
 
 
 def _target(value: Any, path: str, public: str | None, providers: set[str], issues: Issues) -> dict:
-    given = mapping(value, path, issues, ("provider", "model"))
+    given = mapping(value, path, issues, ("provider", "model", "context_window"))
     if given is None:
-        return {"provider": None, "model": public}
+        return {"provider": None, "model": public, "context_window": None}
     provider = _required(given, "provider", path, issues, text)
     if provider is not None and provider not in providers:
         issues.add(f"{path}.provider", _unknown_name("provider", provider, providers))
     model = text(given["model"], f"{path}.model", issues) if "model" in given else public
     if model is not None and public is not None and "*" in model and "*" not in public:
         issues.add(f"{path}.model", "'*' in a target model needs a '*' in the public model name")
-    return {"provider": provider, "model": model}
+    window = given.get("context_window")
+    if window is not None:
+        window = integer(1)(window, f"{path}.context_window", issues)
+    return {"provider": provider, "model": model, "context_window": window}
 
 
 def _limits(value: Any, issues: Issues) -> list[dict]:

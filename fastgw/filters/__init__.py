@@ -85,6 +85,17 @@ class BuildEnv:
         return Limiter(self.config["limits"], store=r.limit_store, redis=r.redis_link, stats=r.limit_stats)
 
     @cached_property
+    def trace(self) -> Filter | None:
+        """The tracing filter every chain gets when the config has a ``tracing`` section
+        (stateless: one object serves every chain). The SDK is imported only then."""
+        spec = self.config.get("tracing")
+        if not spec:
+            return None
+        from fastgw.filters.trace import Trace
+
+        return Trace(self.resources.tracing_for(spec))
+
+    @cached_property
     def guard(self) -> Any:
         from fastgw.guard import Guard
 

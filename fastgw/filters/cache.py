@@ -27,6 +27,9 @@ from fastgw.server.stream import Stream
 
 _BACKGROUND: set = set()  # cache writes in flight (the loop keeps only weak references to tasks)
 
+REDIS = {"db.system.name": "redis", "db.operation.name": "GET"}
+"""Span attributes of a lookup in the Redis store."""
+
 
 class CacheState:
     """What a request knows about the response cache: its keys, and what its stream said."""
@@ -68,7 +71,16 @@ class CacheFilter(Filter):
         s.cache_status = "miss"
         if not read:
             return Status.CONTINUE
+        if s.trace is not None:  # a Redis (or node store) round trip, and maybe an embedding call
+            store = self.spec["store"]
+            span = s.trace.child("cache lookup", {"fastgw.cache.store": store, **(REDIS if store == "redis" else {})})
+            return s.spawn(self._lookup(state), lambda found: self._traced(s, found, span))
         return s.spawn(self._lookup(state), lambda found: self._looked_up(s, found))
+
+    def _traced(self, s: Stream, found: Any, span: Any) -> Status:
+        span.set_attribute("fastgw.cache", "unavailable" if isinstance(found, BaseException) else found[1])
+        span.end()  # before a hit is answered: the request span ends with the answer
+        return self._looked_up(s, found)
 
     async def _lookup(self, state: CacheState) -> tuple[CachedAnswer | None, str]:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastgw.filters.api import Filter, Phase
 from fastgw.obs.metrics import GATEWAY
+from fastgw.obs.recent import RECENT, failure_record
 from fastgw.server.stream import Stream
 
 
@@ -20,6 +21,8 @@ class Observe(Filter):
         conn = s.conn
         duration = conn.loop.time() - s.started
         services = conn.services
+        if s.status >= 400 or s.error is not None or s.failures is not None:
+            RECENT.add(failure_record(s, duration, s.first_byte_at - s.started if s.first_byte_at is not None else None))
         if s.op is None:  # a plain route
             route = s.route_name or ""
             GATEWAY.request_done(route, s.status, duration)

@@ -21,6 +21,8 @@ class Usage(Filter):
     accepts_sse_runs = True  # runs of plain events carry no usage: only their bytes are kept
 
     def on_request(self, s: Stream, request: dict[str, Any]) -> Status:
+        if s.op == "count_tokens":  # counting costs no tokens: nothing to meter
+            return Status.CONTINUE
         s.vars[self.slot] = UsageMeter(wants_usage(request))
         return Status.CONTINUE
 

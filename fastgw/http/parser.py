@@ -535,7 +535,11 @@ class _Parser:
     def _frame_response(self, head: ResponseHead) -> None:
         """RFC 9112 6.3: pick the body framing of a response."""
         status = head.status
-        if self._te_count:  # Transfer-Encoding overrides Content-Length
+        if self._te_count and head.content_length >= 0:
+            # RFC 9112 6.3 lets a recipient pick Transfer-Encoding, but the pair is the classic
+            # desync: a proxy must not guess which framing the upstream meant.
+            self._fail(502, "both Content-Length and Transfer-Encoding in a response")
+        if self._te_count:
             head.content_length = -1
             head.chunked = self._te_last_chunked
         method = self._method

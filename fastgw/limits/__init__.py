@@ -18,6 +18,10 @@ Per request::
         ... call the provider, add decision.headers to the answer ...
         limiter.settle(decision.reservation, actual_in, actual_out)   # also on failure: settle(res, 0, 0) refunds tokens
 
+Concurrency rules (``concurrency: N``) go through ``limiter.concurrency``
+(:mod:`fastgw.limits.concurrency`): ``acquire_nowait`` / ``acquire`` before the call and
+``release`` when the request ends, however it ends.
+
 Every rule that matches applies; one Redis script (or one locked update of the local
 store) checks and charges all of their counters, or none (:mod:`fastgw.limits.limiter`).
 Neither this package face nor the limiter holds an I/O library: the supervisor imports

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from fastgw.config.secrets import SCRUBBER
 from fastgw.resp import RespClient, RespError
 
 _SCRIPTS = Path(__file__).with_name("scripts")
@@ -33,7 +34,7 @@ error (a script error too: failing over beats failing every request)."""
 
 def log(message: str) -> None:
     """One line to stderr in one ``write(2)``, like the supervisor and workers."""
-    os.write(2, f"fastgw limits {os.getpid()}: {message}\n".encode())
+    os.write(2, f"fastgw limits {os.getpid()}: {SCRUBBER(message)}\n".encode())
 
 
 class Script:
@@ -48,6 +49,9 @@ class Script:
 
 RESERVE = Script("reserve.lua")
 SETTLE = Script("settle.lua")
+ACQUIRE = Script("acquire.lua")
+RENEW = Script("renew.lua")
+RELEASE = Script("release.lua")
 
 
 class RedisLink:
@@ -69,6 +73,18 @@ class RedisLink:
     async def settle(self, keys: list[str], args: list[str | int | float]) -> bool:
         """Run ``settle.lua``; False if Redis failed (it is then marked down)."""
         return await self._run(SETTLE, keys, args) is not None
+
+    async def acquire(self, keys: list[str], args: list[str | int | float]) -> list | None:
+        """``acquire.lua``'s reply (concurrency slots), or None if Redis failed."""
+        return await self._run(ACQUIRE, keys, args)
+
+    async def renew(self, keys: list[str], args: list[str | int | float]) -> bool:
+        """Extend slot leases with ``renew.lua``; False if Redis failed."""
+        return await self._run(RENEW, keys, args) is not None
+
+    async def release(self, keys: list[str], args: list[str | int | float]) -> bool:
+        """Give slots back with ``release.lua``; False if Redis failed."""
+        return await self._run(RELEASE, keys, args) is not None
 
     async def _run(self, script: Script, keys: list[str], args: list[str | int | float]) -> list | None:
         try:

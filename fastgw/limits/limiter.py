@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fastgw.limits.concurrency import Concurrency
+from fastgw.limits.decision import ALLOWED, Decision
 from fastgw.limits.gcra import reset_text
 from fastgw.limits.local import LocalLimitStore, QuotaTableFull, key_hash
 from fastgw.limits.quotas import Quota, quota_key
@@ -23,29 +25,13 @@ from fastgw.names import ANONYMOUS
 if TYPE_CHECKING:
     from fastgw.limits.cluster import RedisLink
 
-__all__ = ["Decision", "Limiter", "Reservation"]
+__all__ = ["ALLOWED", "Decision", "Limiter", "Reservation"]
 
 STATS = ("redis_errors", "fallbacks", "rejections", "lost_settlements")
 """``Limiter.stats`` counters: Redis calls that failed; requests decided without Redis
 because it was down; requests refused; settlements dropped because Redis was down."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer to :meth:`Limiter.reserve`; ``headers`` go on the response either way."""
-
-    allowed: bool
-    status: int = 200
-    code: str = ""
-    message: str = ""
-    retry_after: float | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    reservation: Reservation | None = None
-    rule: str = ""  # on a refusal: the rule that refused, and its kind (tokens, requests, quota)
-    kind: str = ""
-
-
-ALLOWED = Decision(True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +104,18 @@ class Limiter:
         for name in STATS:
             self.stats.setdefault(name, 0)
         self._pending: set[asyncio.Task] = set()
+        self.concurrency = Concurrency(self.rules, store.slots, redis, self.stats)
+
+    def limits_route(self, name: str) -> bool:
+        """Whether a rule names the plain route ``name`` (its chain then gets the limit filter)."""
+        return any(rule.applies_to_route(name) for rule in self.rules)
 
     # -- reserving ---------------------------------------------------------------------------
 
     def needs_check(self, ctx: RequestContext) -> bool:
         """Whether any rule applies to ``ctx`` (remembered on it); if not, the request is free."""
         if ctx.matched is None:
-            ctx.matched = [rule for rule in self.rules if rule.matches(ctx)]
+            ctx.matched = [rule for rule in self.rules if rule.concurrency is None and rule.matches(ctx)]
         return bool(ctx.matched)
 
     def reserve_nowait(
@@ -371,6 +362,7 @@ class Limiter:
         """Wait for settlements still on their way to Redis (before closing a generation)."""
         while self._pending:
             await asyncio.gather(*self._pending)
+        await self.concurrency.flush()
 
 
 def _parse_reply(reply: list, charges: list[_Charge], debits: int) -> tuple[bool, _Rates, _Quotas]:

@@ -14,7 +14,8 @@ Layout (a ``memfd`` mapped ``MAP_SHARED``; pages are only touched when written):
   is busy, the one closest to full is evicted (counted): the table degrades by forgetting
   the least-used counter, never by failing;
 * ``quota_slots`` quota slots ``(key hash u64, limit f64 (NaN: the rule's), used f64)``,
-  never evicted: a budget must not be forgotten.
+  never evicted: a budget must not be forgotten;
+* beside them, in a memfd of its own, the concurrency slots (:mod:`fastgw.limits.slots`).
 
 Locking: a POSIX record lock (``fcntl.lockf``) on the memfd, held for one synchronous
 update (microseconds, no ``await`` inside). Chosen over a ``multiprocessing.Lock``
@@ -39,6 +40,7 @@ import struct
 from collections.abc import Sequence
 
 from fastgw.limits import gcra
+from fastgw.limits.slots import SlotTable
 
 PROBE = 32
 """Rate slots looked at per key before evicting."""
@@ -78,6 +80,7 @@ class LocalLimitStore:
         self._fd = os.memfd_create("fastgw-limits")
         os.ftruncate(self._fd, size)
         self._mm = mmap.mmap(self._fd, size, flags=mmap.MAP_SHARED)
+        self.slots = SlotTable()  # concurrency limits: requests in flight per key and worker
 
     @property
     def evictions(self) -> int:
@@ -254,5 +257,6 @@ class LocalLimitStore:
             self._unlock()
 
     def close(self) -> None:
+        self.slots.close()
         self._mm.close()
         os.close(self._fd)

@@ -34,6 +34,8 @@ class RequestContext:
     ip: str | None = None
     header: Callable[[bytes], bytes | None] = _no_header
     query: bytes = b""
+    route: str | None = None
+    """The plain route's name; None for an AI request."""
     matched: list[Rule] | None = field(default=None, repr=False)
     """Rules that apply, filled in by the limiter's first look at the request."""
 
@@ -57,7 +59,9 @@ class Window:
 class Rule:
     """One normalised ``limits`` entry, ready to match requests."""
 
-    __slots__ = ("name", "windows", "quota", "on_redis_down", "nodes", "_tests", "_key")
+    __slots__ = (
+        "name", "windows", "concurrency", "lease", "quota", "on_redis_down", "nodes", "routes", "_tests", "_key",
+    )
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name: str = spec["name"]
@@ -66,12 +70,18 @@ class Rule:
             for kind in ("requests", "tokens")
             for window, amount in spec[kind].items()
         ]
+        self.concurrency: int | None = spec.get("concurrency")
+        self.lease: float = spec.get("lease", 10.0)
         self.quota: dict[str, Any] | None = spec["quota"]
         self.on_redis_down: str = spec["on_redis_down"]
         self.nodes: int = spec["nodes"]
         self._key: list[tuple[str, str]] = [part.partition(":")[::2] for part in spec["key"]]
         self._tests: list[Callable[[RequestContext], bool]] = []
         match = spec["match"]
+        self.routes: Callable[[str], bool] | None = None
+        if match.get("routes") is not None:
+            routes = self.routes = wildcard(match["routes"])
+            self._tests.append(lambda ctx: ctx.route is not None and routes(ctx.route))
         if match["consumers"] is not None:
             consumers = wildcard(match["consumers"])
             self._tests.append(lambda ctx: consumers(ctx.consumer or ANONYMOUS))
@@ -86,6 +96,10 @@ class Rule:
         if match["cidrs"] is not None:
             networks = [ipaddress.ip_network(c) for c in match["cidrs"]]
             self._tests.append(lambda ctx: _in_networks(ctx.ip, networks))
+
+    def applies_to_route(self, name: str) -> bool:
+        """Whether this rule names the plain route ``name`` in ``match.routes``."""
+        return self.routes is not None and self.routes(name)
 
     def matches(self, ctx: RequestContext) -> bool:
         return all(test(ctx) for test in self._tests)

@@ -298,6 +298,9 @@ class Gateway:
         self.ratelimit_rejections = r.counter(
             "fastgw_ratelimit_rejections_total", "Requests rejected by a limit rule (kind: tokens|requests|quota).",
             ("rule", "kind"))
+        self.overload_shed = r.counter(
+            "fastgw_overload_shed_total", "Requests refused with 503 because their worker was overloaded.",
+            ("priority",))
         self.upstream_errors = r.counter(
             "fastgw_upstream_errors_total", "Failed upstream attempts (kind: connect|timeout|status_5xx|invalid).",
             ("provider", "kind"))
@@ -323,6 +326,11 @@ class Gateway:
             "fastgw_limit_events_total",
             "Limiter events: fallbacks (Redis down, on_redis_down applied), rejections, lost_settlements.",
             ("event",))
+        self.connection_events = r.counter(
+            "fastgw_connection_events_total",
+            "Client connections refused or cut (reason: refused_max|refused_per_ip|header_timeout|body_timeout|"
+            "send_timeout|tunnel_idle).",
+            ("reason",))
         self.log_dropped = r.counter(
             "fastgw_log_dropped_total", "Access-log lines or usage records dropped (reason: write_error|queue_full|redis_error|spool_full).",
             ("log", "reason"))

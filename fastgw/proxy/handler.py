@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastgw._speedups import serialize_head
 from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Route
+from fastgw.http.encoding import BodyCoder, plan_relay
 from fastgw.http.errors import END, ParseError
 from fastgw.http.response import LAST_CHUNK, chunk, chunk_into
 from fastgw.proxy import replies
@@ -42,10 +43,13 @@ HOP_BY_HOP = frozenset(
         b"via",
     }
 )
-# For an Upgrade request the Upgrade and Connection headers must reach the upstream.
-HOP_BY_HOP_UPGRADE = HOP_BY_HOP - {b"upgrade", b"connection"}
+# Content-Length is re-emitted from the parsed value: one header, one value ("5, 5" -> "5").
+FRAMING = frozenset({b"content-length"})
+# The one upgrade the gateway tunnels; the request's own Upgrade/Connection never pass as is.
+WEBSOCKET_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
 RESPONSE_HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"via"}
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"via",
+     b"content-length"}
 )
 RESPONSE_HOP_BY_HOP_UPGRADE = RESPONSE_HOP_BY_HOP - {b"upgrade", b"connection"}
 
@@ -54,7 +58,19 @@ REPLAY_LIMIT = 64 * 1024  # request bodies up to this size can be resent on a st
 BODY_HIGH_WATER = 256 * 1024  # pause the client while this much body waits for the upstream
 
 # connection timer kinds this handler arms (fastgw.server.connection)
-T_NONE, T_FIRST_BYTE, T_UPSTREAM_IDLE, T_CLIENT_STALL = 0, 4, 5, 6
+T_NONE, T_FIRST_BYTE, T_UPSTREAM_IDLE, T_CLIENT_STALL, T_TUNNEL_IDLE = 0, 4, 5, 6, 9
+
+
+def offers_websocket(head: Any) -> bool:
+    """The request asks for ``Upgrade: websocket`` (RFC 6455 4.1; other offered tokens are ignored)."""
+    if not head.upgrade:
+        return False
+    for name, value in head.headers:
+        if name.lower() == b"upgrade":
+            for token in value.split(b","):
+                if token.strip(b" \t").lower() == b"websocket":
+                    return True
+    return False
 
 
 class ProxyHandler:
@@ -76,7 +92,9 @@ class ProxyHandler:
         "held_body",
         "started",
         "tunnel",
+        "upgrading",
         "deferred",
+        "coder",
     )
 
     def __init__(self, conn: HttpConnection) -> None:
@@ -104,7 +122,11 @@ class ProxyHandler:
         self.held_body: list[bytes] | None = [] if stream.chain.needs_body else None
         self.started = False
         self.tunnel = False
+        # Only a websocket upgrade on a route that allows it is forwarded; anything else
+        # (h2c, unknown tokens) goes on as plain HTTP/1.1 without its Upgrade header.
+        self.upgrading = route.websocket and offers_websocket(stream.head)
         self.deferred = False  # the upstream connect waits for a body that is already buffered
+        self.coder: BodyCoder | None = None  # the answer is re-encoded for the client (compression)
 
     # -- Handler --------------------------------------------------------------------------
 
@@ -166,15 +188,19 @@ class ProxyHandler:
             self.conn.set_timeout(T_FIRST_BYTE, self.route.first_byte_timeout)
 
     def pause(self) -> None:
+        """The client stopped reading (the connection now guards http.send_timeout)."""
         if self.upstream is not None:
             self.upstream.pause_reading()
-            self.conn.set_timeout(T_CLIENT_STALL, self.route.idle_timeout)
 
     def resume(self) -> None:
         if self.upstream is not None:
             self.upstream.resume_reading()
-            if self.resp_started and not self.tunnel:
+            if self.tunnel:
+                self.conn.set_timeout(T_TUNNEL_IDLE, self.route.tunnel_idle_timeout)
+            elif self.resp_started:
                 self.conn.set_timeout(T_UPSTREAM_IDLE, self.route.idle_timeout)
+            else:
+                self.conn.set_timeout(T_FIRST_BYTE, self.route.first_byte_timeout)
 
     def cancel(self) -> None:
         if self.upstream is not None:
@@ -243,14 +269,17 @@ class ProxyHandler:
             extra += b"Content-Length: %d\r\n" % body_length
         elif head.chunked:
             extra += b"Transfer-Encoding: chunked\r\n"
-        if head.upgrade:
-            drop = HOP_BY_HOP_UPGRADE
-        else:
-            drop = HOP_BY_HOP
-            if head.connection_tokens:
-                drop = drop | frozenset(head.connection_tokens)
-        if body_length is not None:
-            drop = drop | {b"content-length"}
+        elif head.content_length >= 0:
+            extra += b"Content-Length: %d\r\n" % head.content_length
+        if self.upgrading:
+            extra += WEBSOCKET_UPGRADE
+        drop = HOP_BY_HOP | FRAMING
+        if head.connection_tokens:
+            drop = drop | frozenset(head.connection_tokens)
+        trace = stream.trace
+        if trace is not None and trace.traceparent is not None:  # the upstream is a child of our span
+            drop = drop | {b"traceparent"}
+            extra += b"traceparent: %b\r\n" % trace.traceparent
         headers = stream.upstream_headers if stream.upstream_headers is not None else head.headers
         return serialize_head(first, headers, drop, extra)
 
@@ -360,6 +389,9 @@ class ProxyHandler:
                     if self.tunnel:
                         self._start_tunnel(conn, out)
                         return
+                    if self.coder is not None:
+                        self._coded(out, self.coder.finish())
+                        self.coder = None
                     if self.rechunk:
                         out.append(LAST_CHUNK)
                     if out:
@@ -367,18 +399,24 @@ class ProxyHandler:
                     self._response_complete(conn)
                     return
                 if self.resp_started:
-                    if self.rechunk:
+                    if self.coder is not None:
+                        self._coded(out, self.coder.feed(event))
+                    elif self.rechunk:
                         chunk_into(out, event)
                     else:
                         out.append(event)
                 else:
                     self._on_response_head(event, out)
+            if self.coder is not None:  # each upstream read reaches the client decodable: streams stay live
+                self._coded(out, self.coder.flush())
         except ParseError as exc:
-            self._write(out)
-            if self.resp_started:
-                self.conn.abort_exchange()
-            else:
-                self._upstream_failed(502, f"upstream sent an invalid response: {exc.reason}", retry=False)
+            if self.resp_started and self.conn.bytes_out:
+                self._write(out)
+                self.conn.abort_exchange()  # too late for a 502: the client sees a cut answer
+                return
+            # Nothing reached the client yet (a bad body right after its head): a clean 502.
+            self.resp_started = self.rechunk = self.tunnel = False
+            self._upstream_failed(502, f"upstream sent an invalid response: {exc.reason}", retry=False)
             return
         except FilterError as exc:  # raised while the head was built: nothing of it went out
             conn.abort()
@@ -399,27 +437,39 @@ class ProxyHandler:
         if status < 200 and status != 101:
             self.skip_interim = True  # we answered Expect: 100-continue ourselves
             return
-        self.resp_started = True
         head = client.head
         if status == 101:
-            if not head.upgrade:
-                raise ParseError(502, "upstream switched protocols without an Upgrade request")
+            if not self.upgrading:
+                raise ParseError(502, "upstream switched protocols without a websocket Upgrade request")
+            if (rhead.get(b"upgrade") or b"").strip().lower() != b"websocket":
+                raise ParseError(502, "upstream switched to a protocol other than websocket")
+        self.resp_started = True
+        if status == 101:
             self.tunnel = True
             client.start_tunnel()
             out.append(self._response_head(rhead, RESPONSE_HOP_BY_HOP_UPGRADE, b""))
             return
         no_body = client.head_only or status in (204, 304)
         extra = b""
-        if not no_body and rhead.content_length < 0:
+        drop = RESPONSE_HOP_BY_HOP
+        policy = self.stream.compression
+        if policy is not None and not no_body:
+            self.coder, extra, recoded = plan_relay(policy, head.get(b"accept-encoding"), rhead)
+            if self.coder is not None:
+                drop = drop | recoded
+        if rhead.content_length >= 0 and status != 204 and self.coder is None:  # one framing header, one value
+            extra += b"Content-Length: %d\r\n" % rhead.content_length
+        elif not no_body:
             if head.version == 11:
                 self.rechunk = True
-                extra = b"Transfer-Encoding: chunked\r\n"
+                extra += b"Transfer-Encoding: chunked\r\n"
             else:
                 client.keep_alive = False  # HTTP/1.0: the body ends when we close
         if not client.keep_alive:
             extra += b"Connection: close\r\n"
+        elif head.version == 10:
+            extra += b"Connection: keep-alive\r\n"  # RFC 9112 9.3: a kept HTTP/1.0 connection says so
         self.resp_keep_alive = rhead.keep_alive
-        drop = RESPONSE_HOP_BY_HOP
         if rhead.connection_tokens:
             drop = drop | frozenset(rhead.connection_tokens)
         out.append(self._response_head(rhead, drop, extra))
@@ -468,6 +518,7 @@ class ProxyHandler:
     def on_tunnel_data(self, data: bytes) -> None:
         if self.tunnel:
             self.conn.write(data)
+            self.conn.extend_timeout(self.route.tunnel_idle_timeout)
 
     def on_upstream_pause(self) -> None:
         self.conn.pause_reading()
@@ -487,11 +538,12 @@ class ProxyHandler:
         early = self.conn.parser.take_rest()
         if early:
             conn.write(early)
-        self.conn.set_timeout(T_NONE, 0.0)
+        self.conn.set_timeout(T_TUNNEL_IDLE, self.route.tunnel_idle_timeout)
 
     def tunnel_data(self, data: bytes) -> None:
         if self.upstream is not None:
             self.upstream.write(data)
+            self.conn.extend_timeout(self.route.tunnel_idle_timeout)
 
     def tunnel_eof(self) -> bool:
         if self.upstream is not None:
@@ -501,6 +553,13 @@ class ProxyHandler:
 
     # -- finishing -------------------------------------------------------------------------
 
+    def _coded(self, out: list[bytes], data: bytes) -> None:
+        if data:
+            if self.rechunk:
+                chunk_into(out, data)
+            else:
+                out.append(data)
+
     def _write(self, out: list[bytes]) -> None:
         if out:
             self.conn.write(out[0] if len(out) == 1 else b"".join(out))
@@ -509,7 +568,9 @@ class ProxyHandler:
         self.route.balancer.release(self.endpoint_index)
         self.endpoint_index = -1
         self.upstream = None
-        if self.conn.req_done and self.resp_keep_alive:
+        # Bytes after the response's end (beyond its Content-Length, a body to HEAD/204/304)
+        # would be the next exchange's answer: such a connection is never pooled.
+        if self.conn.req_done and self.resp_keep_alive and not conn.parser.buffered:
             conn.pool.release(conn)
         else:
             conn.close()

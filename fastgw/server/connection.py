@@ -22,7 +22,9 @@ from typing import Any
 from fastgw._speedups import RequestParser
 from fastgw.generation import Generation
 from fastgw.http.errors import END, ParseError
-from fastgw.http.response import ResponseWriter
+from fastgw.http.response import ResponseWriter, keep_alive_header
+from fastgw.http.target import normalise_target
+from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
 from fastgw.proxy.deadline import Deadline
 from fastgw.proxy.handler import ProxyHandler
@@ -46,6 +48,9 @@ T_UPSTREAM_IDLE = 5  # upstream stalls mid-response
 T_CLIENT_STALL = 6  # the client stopped reading our response
 T_LINGER = 7  # closing: drain what the client still sends, then close
 T_HANDLER = 8  # the handler's own wait (the AI handler's provider timeouts): handler.on_timeout()
+T_TUNNEL_IDLE = 9  # a websocket tunnel with no traffic either way
+# The upstream's (or provider's) timers: suspended while the client is the slow side.
+UPSTREAM_TIMERS = frozenset({T_FIRST_BYTE, T_UPSTREAM_IDLE, T_HANDLER, T_TUNNEL_IDLE})
 
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0
@@ -69,6 +74,7 @@ class HttpConnection(asyncio.Protocol):
         "timeout_kind",
         "writer",
         "proxy",
+        "admitted",
         # per exchange
         "gen",
         "head",
@@ -77,6 +83,7 @@ class HttpConnection(asyncio.Protocol):
         "req_done",
         "head_only",
         "body_seen",
+        "body_started",
         "resp_status",
         "bytes_out",
     )
@@ -98,6 +105,7 @@ class HttpConnection(asyncio.Protocol):
         self.timeout_kind = T_NONE
         self.writer = ResponseWriter(self)
         self.proxy = ProxyHandler(self)
+        self.admitted = False
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
@@ -108,6 +116,7 @@ class HttpConnection(asyncio.Protocol):
         self.req_done = False
         self.head_only = False
         self.body_seen = 0
+        self.body_started = 0.0
         self.resp_status = 0
         self.bytes_out = 0
 
@@ -118,8 +127,18 @@ class HttpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b""
         self.scheme = b"https" if transport.get_extra_info("sslcontext") is not None else b"http"
+        gen = self.services.current_generation()
+        refused = self.services.admission.admit(self.peer, gen)
+        if refused is not None:  # over http.max_connections(_per_ip): say so, and close
+            GATEWAY.connection_events.inc((refused,))
+            self.state = S_CLOSED
+            message = "too many connections" + (" from this address" if refused == "refused_per_ip" else "")
+            self.transport.write(replies.error_response(503, message, code="too_many_connections", keep_alive=False))
+            self.transport.close()
+            return
+        self.admitted = True
         self.services.connection_opened(self)
-        self.set_timeout(T_HEADER, self.services.current_generation().header_timeout)
+        self.set_timeout(T_HEADER, gen.header_timeout)
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -149,17 +168,25 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         if self.handler is not None:
             self.abort_exchange()
-        self.services.connection_closed(self)
+        if self.admitted:
+            self.admitted = False
+            self.services.admission.release(self.peer)
+            self.services.connection_closed(self)
 
     def pause_writing(self) -> None:
+        """The client stopped reading: only http.send_timeout runs now (never an upstream timer,
+        so a slow reader never counts as an upstream failure)."""
         self.writing_paused = True
         if self.handler is not None:
+            self.set_timeout(T_CLIENT_STALL, (self.gen or self.services.current_generation()).send_timeout)
             self.handler.pause()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        if self.timeout_kind == T_CLIENT_STALL:
+            self.set_timeout(T_NONE, 0.0)
         if self.handler is not None:
-            self.handler.resume()
+            self.handler.resume()  # re-arms its own timer
 
     # -- request side -------------------------------------------------------------------
 
@@ -203,12 +230,28 @@ class HttpConnection(asyncio.Protocol):
         finally:
             self._pumping = False
 
+    def _body_deadline(self) -> float:
+        """Seconds left for the body: the sooner of ``body_timeout`` of silence and falling below
+        ``body_min_rate`` on average after a ``body_timeout`` grace (so a trickle is cut too).
+        Both only move later with progress, as Deadline.extend needs."""
+        gen = self.gen
+        idle = gen.body_timeout
+        rate = gen.body_min_rate
+        if rate <= 0:
+            return idle
+        left = self.body_started + idle + self.body_seen / rate - self.loop.time()
+        return left if left < idle else idle
+
     def _pipeline_limit(self) -> int:
         gen = self.gen or self.services.current_generation()
         return gen.max_pipelined * gen.max_header_size
 
     def _on_head(self, head: Any) -> None:
         services = self.services
+        invalid = normalise_target(head)
+        if invalid is not None:
+            self._reject(400, invalid)
+            return
         gen = services.current_generation()
         self.gen = gen
         self.head = head
@@ -227,6 +270,7 @@ class HttpConnection(asyncio.Protocol):
         ai = gen.ai
         if ai is not None and ai.handles(head.path):
             stream = Stream(self, gen, head, ai.chain, started)
+            stream.compression = gen.compression  # until the model's own settings are known
             handler = ai.start(stream)
         else:
             route = gen.router.match(head.method, head.host, head.path, head.get)
@@ -236,13 +280,15 @@ class HttpConnection(asyncio.Protocol):
                 return
             stream = Stream(self, gen, head, route.chain, started)
             stream.route_name = route.name
+            stream.compression = route.compression
             handler = self.proxy
             handler.begin(stream, route)
         stream.handler = handler
         self.stream = stream
         self.handler = handler
         if has_body:
-            self.set_timeout(T_BODY, gen.header_timeout)
+            self.body_started = self.loop.time()
+            self.set_timeout(T_BODY, gen.body_timeout)
         else:
             self.set_timeout(T_NONE, 0.0)
         if stream.chain.on_request_headers:
@@ -265,9 +311,9 @@ class HttpConnection(asyncio.Protocol):
             self.handler.on_request_end()
 
     def _on_request_body(self, chunk: Any) -> None:
-        if self.timeout_kind == T_BODY:
-            self._timer.extend(self.gen.header_timeout)  # progress: a later deadline
         self.body_seen += len(chunk)
+        if self.timeout_kind == T_BODY:
+            self._timer.extend(self._body_deadline())  # progress: a later deadline
         if self.body_seen > self.gen.max_body_size:  # chunked bodies announce no length
             self._request_broken(413, f"request body exceeds the limit of {self.gen.max_body_size} bytes")
             return
@@ -363,6 +409,8 @@ class HttpConnection(asyncio.Protocol):
     def _crashed(self, exc: Exception) -> None:
         """The last resort for the client side (parsing, filters, handlers' request paths)."""
         request_id = lastresort.report("connection", exc)
+        if self.stream is not None:  # the answer's x-request-id finds the log line and the /diagnose record
+            self.stream.request_id = request_id
         handler = self.handler
         try:
             if handler is not None and self.stream is not None and not self.stream.finished:
@@ -379,6 +427,11 @@ class HttpConnection(asyncio.Protocol):
         if self.state == S_BODY:
             self.keep_alive = False  # the unread body would be taken for the next request
         self.resp_status = status
+        stream = self.stream
+        if stream is not None:
+            stream.error, stream.error_code = message, code
+            extra += stream.request_id_header()
+        extra += keep_alive_header(self)
         self.write(replies.error_response(status, message, code=code, keep_alive=self.keep_alive,
                                           head_only=self.head_only, extra=extra))
         self.finish_exchange()
@@ -452,6 +505,8 @@ class HttpConnection(asyncio.Protocol):
     # -- timers --------------------------------------------------------------------------
 
     def set_timeout(self, kind: int, seconds: float) -> None:
+        if self.timeout_kind == T_CLIENT_STALL and self.writing_paused and kind in UPSTREAM_TIMERS:
+            return  # the client is the slow side: resume_writing() lets the handler re-arm
         self.timeout_kind = kind
         if kind == T_NONE:
             self._timer.stop()
@@ -459,7 +514,8 @@ class HttpConnection(asyncio.Protocol):
             self._timer.set(seconds)
 
     def extend_timeout(self, seconds: float) -> None:
-        self._timer.extend(seconds)
+        if self.timeout_kind != T_CLIENT_STALL:
+            self._timer.extend(seconds)
 
     def _cancel_timer(self) -> None:
         self.timeout_kind = T_NONE
@@ -471,14 +527,22 @@ class HttpConnection(asyncio.Protocol):
         if kind == T_KEEPALIVE:
             self._close()
         elif kind == T_BODY and self.reading_paused:
-            self.set_timeout(T_BODY, self.gen.header_timeout)  # we paused the client: not its fault
+            # We paused the client (back-pressure): not its fault; its rate is measured afresh.
+            gen = self.gen
+            self.body_started = self.loop.time() - (self.body_seen / gen.body_min_rate if gen.body_min_rate > 0 else 0)
+            self.set_timeout(T_BODY, gen.body_timeout)
         elif kind in (T_HEADER, T_BODY):
+            GATEWAY.connection_events.inc(("header_timeout" if kind == T_HEADER else "body_timeout",))
             if self.bytes_out:
                 self.abort_exchange()
             else:
                 self._request_broken(408, "timed out waiting for the request")
         elif kind == T_CLIENT_STALL:
+            GATEWAY.connection_events.inc(("send_timeout",))
             self.abort_exchange(flush=False)
+        elif kind == T_TUNNEL_IDLE:
+            GATEWAY.connection_events.inc(("tunnel_idle",))
+            self.abort_exchange()
         elif kind in (T_FIRST_BYTE, T_UPSTREAM_IDLE):
             self.proxy.timed_out(kind == T_FIRST_BYTE)
         elif kind == T_HANDLER:

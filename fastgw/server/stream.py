@@ -19,12 +19,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fastgw.config.secrets import SCRUBBER
 from fastgw.filters.api import Status
 from fastgw.filters.chain import Chain
+from fastgw.obs.recent import new_request_id
 
 if TYPE_CHECKING:
     from fastgw.generation import Generation
     from fastgw.obs.accesslog import AccessLog, UsageSink
+    from fastgw.server.admission import Admission
 
 STAGE_HEADERS, STAGE_BODY, STAGE_REQUEST = 0, 1, 2
 
@@ -35,8 +38,11 @@ class WorkerServices(Protocol):
     loop: asyncio.AbstractEventLoop
     access_log: AccessLog
     usage_sink: UsageSink | None
+    active_requests: int  # requests in flight in this worker (overload protection reads it)
 
     def current_generation(self) -> Generation: ...
+    admission: Admission  # http.max_connections(_per_ip)
+
     def connection_opened(self, conn: Any) -> None: ...
     def connection_closed(self, conn: Any) -> None: ...
     def request_started(self) -> None: ...
@@ -102,12 +108,18 @@ class Stream:
     answer_changed = False  # a filter changed what the provider answered (guard mask or block)
     stream_ending = False  # the last on_sse_events call of a stream
     response_headers = b""  # extra response header lines, "Name: value\r\n" each
+    compression: Any = None  # the route's or model's fastgw.http.encoding.Compression; None: off
     retry_after: float | None = None
     usage: dict[str, Any] | None = None  # prompt/completion/total tokens + estimated, once known
     cost: float | None = None
     quota_owed: list | None = None  # quota (key, amount) pairs to charge with the usage record (Redis was down)
     status = 0  # what the client got (0 until a head was written)
     error: str | None = None
+    error_code: str | None = None  # the machine-readable code of the error answer, when there was one
+    trace: Any = None  # fastgw.obs.tracing RequestTrace, when the config traces
+    request_id: str | None = None  # given to answers that failed (x-request-id), the key of /diagnose
+    failures: list[dict[str, Any]] | None = None  # AI: the attempts that failed, in order
+    limit_name: str | None = None  # the limit or quota rule that refused the request
     first_byte_at: float | None = None
     provider = ""  # who answered
     served_model = ""
@@ -193,7 +205,7 @@ class Stream:
 
     def _filter_failed(self, hook: Callable, exc: Exception) -> Status:
         name = _filter_name(hook)
-        sys.stderr.write(f"fastgw: filter {name} failed: {exc!r}\n")
+        sys.stderr.write(SCRUBBER(f"fastgw: filter {name} failed: {exc!r}\n"))
         return self.reply(500, f"filter '{name}' failed", "filter_error")
 
     # -- what filters call ------------------------------------------------------------------
@@ -205,6 +217,12 @@ class Stream:
         if not self.finished:
             self.handler.reply_error(status, message, code)
         return Status.REPLY
+
+    def request_id_header(self) -> bytes:
+        """``x-request-id`` for an error answer (or a failover): the id of its /diagnose record."""
+        if self.request_id is None:
+            self.request_id = new_request_id()
+        return b"x-request-id: %b\r\n" % self.request_id.encode()
 
     def add_response_header(self, name: bytes, value: bytes) -> None:
         self.response_headers += b"%b: %b\r\n" % (name, value)
@@ -254,7 +272,7 @@ class Stream:
 
     def _response_failed(self, hook: Callable, exc: Exception) -> FilterError:
         name = _filter_name(hook)
-        sys.stderr.write(f"fastgw: filter {name} failed: {exc!r}\n")
+        sys.stderr.write(SCRUBBER(f"fastgw: filter {name} failed: {exc!r}\n"))
         return FilterError(f"filter '{name}' failed")
 
     def done(self, status: int = 0) -> None:
@@ -271,5 +289,5 @@ class Stream:
             try:
                 hook(self)
             except Exception as exc:
-                sys.stderr.write(f"fastgw: filter {_filter_name(hook)} failed in on_done: {exc!r}\n")
+                sys.stderr.write(SCRUBBER(f"fastgw: filter {_filter_name(hook)} failed in on_done: {exc!r}\n"))
         self.handler = None  # the handler points back at this stream: no cycle left for the collector

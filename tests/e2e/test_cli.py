@@ -51,6 +51,20 @@ def test_check_reports_every_error_with_its_field_path(tmp_path):
     assert "did you mean 'workers'" in result.stderr
 
 
+def test_check_reports_compression_errors_with_their_field_paths(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "compression: {algorithms: [zstd, lz4], levels: {gzip: 12}}\n"
+        "routes:\n"
+        "  - upstream: http://127.0.0.1:9\n"
+        "    compression: {min_size: big}\n"
+    )
+    result = fastgw("check", "-c", str(bad))
+    assert result.returncode == 1
+    for path in ("compression.algorithms[1]", "compression.levels.gzip", "routes[0].compression.min_size"):
+        assert f"  {path}" in result.stderr, (path, result.stderr)
+
+
 def test_check_names_unset_secrets_without_failing_silently():
     result = fastgw("check", "-c", "examples/gateway.yaml", env={k: "" for k in SECRETS} | {"TEAM_B_KEY": "b"})
     assert result.returncode == 1

@@ -135,7 +135,7 @@ def test_redis_down_applies_the_policy_and_recovers_without_restart(gw, redis_se
 def test_quota_exhaustion_and_top_up(gw, redis_server):
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
     quota = gw.admin + "/quota"
-    status, body = http_json("POST", quota, json.dumps({"rule": "team-budget", "consumer": "team", "action": "reset"}).encode())
+    status, body = gw.admin_call("POST", "/quota", json.dumps({"rule": "team-budget", "consumer": "team", "action": "reset"}).encode())
     assert status == 200 and body["used"] == 0 and body["limit"] == 100
     served = 0
     while True:
@@ -147,7 +147,7 @@ def test_quota_exhaustion_and_top_up(gw, redis_server):
     assert served >= 1
     status, body = http_json("GET", quota + "?rule=team-budget&consumer=team")
     assert status == 200 and body["used"] > 0 and body["remaining"] < 20
-    status, body = http_json("POST", quota, json.dumps({"rule": "team-budget", "consumer": "team", "action": "top_up", "amount": 500}).encode())
+    status, body = gw.admin_call("POST", "/quota", json.dumps({"rule": "team-budget", "consumer": "team", "action": "top_up", "amount": 500}).encode())
     assert status == 200 and body["limit"] == 600
     assert chat(conn, "budgeted")[0] == 200
     assert http_json("GET", quota + "?rule=nope&consumer=team")[0] == 404

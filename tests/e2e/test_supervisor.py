@@ -206,8 +206,9 @@ def test_admin_rejects_malformed_requests(gateway: Callable[..., Gateway]) -> No
     code, body = http_json("DELETE", gw.admin + "/status")
     assert code == 405 and body["error"]["type"] == "method_not_allowed"
     for request, status in [
-        (b"POST /config HTTP/1.1\r\nHost: x\r\n\r\n", 411),
-        (b"POST /config HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413),
+        (b"POST /config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/yaml\r\n\r\n", 411),
+        (b"POST /config HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/yaml\r\n"
+         b"Content-Length: 999999999999\r\n\r\n", 413),
         (b"garbage\r\n\r\n", 400),
     ]:
         head, body = raw_exchange(gw.admin_port, request)
@@ -290,13 +291,13 @@ def test_push_bumps_every_worker_and_rejects_invalid(gateway: Callable[..., Gate
     code, body = gw.push({**MOCK, "providers": [{"name": "mock", "type": "no-such-type"}]})
     assert code == 400 and body["error"]["type"] == "invalid_config"
     assert any(e.startswith("providers[0].type") for e in body["error"]["errors"]), body
-    code, body = http_json("POST", gw.admin + "/config", b"listen: [unclosed")
+    code, body = gw.admin_call("POST", "/config", b"listen: [unclosed", "application/yaml")
     assert code == 400 and body["error"]["errors"]
     status = gw.status()
     assert status["generation"] == 2 and all(w["generation"] == 2 for w in status["workers"])
 
     # Keys bound at startup keep their running values, with a warning.
-    code, body = http_json("POST", gw.admin + "/config", yaml.safe_dump({**gw.config, **MOCK, "workers": 5}).encode())
+    code, body = gw.admin_call("POST", "/config", yaml.safe_dump({**gw.config, **MOCK, "workers": 5}).encode(), "application/yaml")
     assert code == 200 and body["generation"] == 3
     assert [w.split(":")[0] for w in body["warnings"]] == ["workers"]
     status = gw.wait_ready(2, generation=3, timeout=5)
@@ -354,7 +355,8 @@ def test_boot_config_error_halts_instead_of_fork_looping(standin: Callable[..., 
 
 def test_crash_loop_backs_off(standin: Callable[..., StandIn]) -> None:
     sup = standin("crash", workers=1)
-    time.sleep(1.0)
+    # Waited for, not slept: on a loaded machine the supervisor's own start can take a second.
+    wait_until(lambda: sup.stderr_text().count("respawning in") >= 3, 20, "three respawns")
     stderr = stop_and_stderr(sup)
     assert sup.proc.returncode == 0
     delays = [line.rsplit(" ", 1)[1] for line in stderr.splitlines() if "respawning in" in line]

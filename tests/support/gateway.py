@@ -114,16 +114,33 @@ class MockLLMProcess(Proc):
 
 
 class Gateway(Proc):
-    """``fastgw run`` on a generated config; ``pure`` selects the pure-Python twins."""
+    """``fastgw run`` on a generated config; ``pure`` selects the pure-Python twins.
+
+    ``admin_token`` puts the admin API behind that bearer token (the helpers send it), and
+    ``admin_options`` adds other keys of the ``admin`` mapping; ``env`` adds to the gateway process's environment.
+    """
 
     def __init__(
-        self, config: dict, tmp_path: Path, *, pure: bool = False, workers: int = 2, listen_options: dict | None = None
+        self,
+        config: dict,
+        tmp_path: Path,
+        *,
+        pure: bool = False,
+        workers: int = 2,
+        listen_options: dict | None = None,
+        admin_token: str | None = None,
+        admin_options: dict | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.admin_port = free_port()
+        self.admin_token = admin_token
+        admin_address = f"127.0.0.1:{self.admin_port}"
         self.config = {
             "listen": {"address": f"127.0.0.1:{self.port}", **(listen_options or {})},
-            "admin": f"127.0.0.1:{self.admin_port}",
+            "admin": {"address": admin_address, "token": admin_token, **(admin_options or {})}
+            if admin_token or admin_options
+            else admin_address,
             "workers": workers,
             **config,
         }
@@ -132,7 +149,7 @@ class Gateway(Proc):
         self.config_path.write_text(yaml.safe_dump(self.config))
         super().__init__(
             [sys.executable, "-m", "fastgw", "run", "-c", str(self.config_path)],
-            env={"FASTGW_PURE": "1" if pure else "0"},
+            env={"FASTGW_PURE": "1" if pure else "0", **(env or {})},
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
@@ -142,8 +159,20 @@ class Gateway(Proc):
             self.stop(signal.SIGKILL)
             raise
 
+    def admin_headers(self, content_type: str | None = None) -> dict[str, str]:
+        """What an operator's client sends: the token, and the body's type."""
+        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+        return headers | ({"Content-Type": content_type} if content_type else {})
+
+    def admin_call(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, dict]:
+        """An admin API call as ``fastgw push`` makes it (token, JSON/YAML content type). A push
+        answers once every worker has built the generation: big ones take seconds on a loaded machine."""
+        if body is not None and content_type is None:
+            content_type = "application/json"
+        return http_json(method, self.admin + path, body, timeout=60, headers=self.admin_headers(content_type))
+
     def status(self) -> dict:
-        return http_json("GET", self.admin + "/status")[1]
+        return self.admin_call("GET", "/status")[1]
 
     def wait_ready(self, workers: int, generation: int | None = None, timeout: float = 20.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -164,7 +193,7 @@ class Gateway(Proc):
 
     def push(self, config: dict) -> tuple[int, dict]:
         full = {k: self.config[k] for k in ("listen", "admin", "workers")} | config
-        return http_json("POST", self.admin + "/config", yaml.safe_dump(full).encode())
+        return self.admin_call("POST", "/config", yaml.safe_dump(full).encode(), "application/yaml")
 
 
 class RawClient:

@@ -21,6 +21,7 @@ from fastgw.http.parser import ResponseParser
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog
 from fastgw.proxy.upstream import PoolSet
+from fastgw.server.admission import Admission
 from fastgw.server.connection import HttpConnection
 
 
@@ -76,6 +77,7 @@ class Services:
         self.access_log = AccessLog(str(log_path) if log_path else None, worker=0)
         self.usage_sink = None
         self.connections: set = set()
+        self.admission = Admission()
         self.active = 0
         self.upstream_errors = 0
         self.rejected = 0

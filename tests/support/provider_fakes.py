@@ -55,6 +55,14 @@ class FakeProvider(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
         self.server.requests.append((self.path, dict(self.headers), body))
+        try:
+            self.route(body)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # The real APIs validate every parameter and answer 400 invalid_request_error; a fake
+            # that crashed instead would be taken for a failing provider (and trip its breaker).
+            self.json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": repr(exc)}})
+
+    def route(self, body: dict[str, Any]) -> None:
         if self.path == "/v1/messages":
             self.anthropic(body)
         elif self.path.startswith("/v1beta/models/"):

@@ -87,3 +87,43 @@ def test_checks_reject_a_short_stream():
     short = check.Response(200, {"content-type": "text/event-stream"}, bodies.openai_sse(bodies.CHUNKS - 1))
     with pytest.raises(check.CheckFailed):
         check.openai_sse(short)
+
+
+def test_compression_checks_decode_and_refuse_a_mislabelled_body():
+    import gzip
+
+    import zstandard
+
+    path = "/sse/v1/chat/completions"
+    plain = bodies.upstream_body(path)
+    headers = {"content-type": "text/event-stream", "content-encoding": "gzip", "vary": "Accept-Encoding"}
+    assert check.decoded(check.Response(200, headers, gzip.compress(plain)), path, "gzip")["decoded_bytes"] == len(plain)
+    packed = zstandard.ZstdCompressor().compress(plain)
+    zstd = check.openai_sse_coded(check.Response(200, {**headers, "content-encoding": "zstd"}, packed), "zstd")
+    assert zstd["content_chunks"] == bodies.CHUNKS
+    with pytest.raises(check.CheckFailed, match="content-encoding"):
+        check.decoded(check.Response(200, {**headers, "content-encoding": "br"}, packed), path, "zstd")
+    with pytest.raises(check.CheckFailed, match="does not decode"):
+        check.decoded(check.Response(200, headers, plain), path, "gzip")
+
+
+def test_nginx_gzip_and_fastgw_compression_are_set_alike(tmp_path):
+    conf = targets.render_nginx_conf("nginx.conf.tmpl", tmp_path, 1, 1, upstream_port=2, gzip=targets.nginx_gzip())
+    assert "gzip_comp_level 5;" in conf and "gzip_types application/json text/event-stream;" in conf
+    assert "gzip_min_length 1024;" in conf and "gzip_proxied any;" in conf
+    from fastgw.config import load_text
+
+    line = targets.compression_line()
+    spec = load_text(line + "\n", env={})["compression"]
+    assert spec["levels"]["gzip"] == 5 and spec["min_size"] == 1024
+    assert spec["types"] == ["application/json", "text/event-stream"]
+
+
+def test_wrk_report_gives_the_bytes_read():
+    import wrk
+
+    report = ("Running 2s test @ http://127.0.0.1:1/x\n  1 threads and 32 connections\n"
+              "  Latency Distribution\n     50%   11.37ms\n     99%   25.90ms\n"
+              "  5530 requests in 2.00s, 5.52MB read\nRequests/sec:   2765.00\nTransfer/sec:      2.76MB\n")
+    result = wrk.parse(report)
+    assert result.requests == 5530 and result.read_bytes == pytest.approx(5.52 * (1 << 20))

@@ -525,6 +525,7 @@ class AnthropicStream(StreamConverter):
         self.id = ""
         self.anthropic_usage: dict[str, Any] = {}  # message_start's, updated by message_delta's
         self.tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
+        self.silent_tools: set[int] = set()  # tool_use blocks no input_json_delta has filled yet
         self.answer_blocks: set[int] = set()  # content blocks of the forced response_format tool
         self.thinking: dict[int, list[str]] = {}  # thinking block index -> its text so far
 
@@ -564,6 +565,7 @@ class AnthropicStream(StreamConverter):
                 return []
             if block.get("type") == "tool_use":
                 tool = self.tool_index[index] = len(self.tool_index)
+                self.silent_tools.add(index)
                 call = {"index": tool, "id": block.get("id"), "type": "function"}
                 call["function"] = {"name": block.get("name"), "arguments": ""}
                 return [self._chunk({"tool_calls": [call]})]
@@ -588,6 +590,12 @@ class AnthropicStream(StreamConverter):
         if kind == "message_stop":
             self.done = True
             self.usage = openai_usage(self.anthropic_usage)
+        if kind == "content_block_stop" and _block_index(payload) in self.silent_tools:
+            # A tool without input streams no JSON (or only ""): OpenAI clients parse the
+            # arguments string, and Anthropic's own answer for it is the empty object.
+            self.silent_tools.discard(_block_index(payload))
+            tool = self.tool_index[_block_index(payload)]
+            return [self._chunk({"tool_calls": [{"index": tool, "function": {"arguments": "{}"}}]})]
         return []  # ping, content_block_stop and event types added later carry nothing for OpenAI
 
     def _delta(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -609,6 +617,7 @@ class AnthropicStream(StreamConverter):
             tool = self.tool_index.get(index)
             if tool is None:
                 raise ProviderError("input_json_delta for a content block that is not a tool_use")
+            self.silent_tools.discard(index)
             return [
                 self._chunk({"tool_calls": [{"index": tool, "function": {"arguments": delta["partial_json"]}}]})
             ]
@@ -658,6 +667,13 @@ class AnthropicAdapter(Adapter):
     def probe(self, api_key: str | None) -> UpstreamCall:
         call = self._call({}, api_key)
         return UpstreamCall(b"GET", call.path.rsplit(b"/", 1)[0] + b"/models", call.headers, b"")
+
+    def build_count_tokens(self, request: dict[str, Any], model: str, api_key: str | None) -> UpstreamCall:
+        """``POST /v1/messages/count_tokens`` for an Anthropic client's request as sent (only ``model``
+        replaced): the provider counts its own tokenizer's tokens."""
+        call = self._call({**request, "model": model}, api_key)
+        call.path += b"/count_tokens"
+        return call
 
     def build(self, op: str, request: dict[str, Any], model: str, api_key: str | None) -> UpstreamCall:
         if op != "chat":

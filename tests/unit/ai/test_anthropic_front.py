@@ -639,3 +639,29 @@ def test_sdk_tool_use_through_the_converters(client: anthropic.Anthropic) -> Non
 def test_sdk_sees_front_door_errors(client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
         client.messages.create(model="mock-gpt", max_tokens=0, messages=[{"role": "user", "content": "x"}])
+
+
+def test_interleaved_parallel_tool_calls_are_kept_whole_and_well_formed() -> None:
+    def call(index: int, arguments: str, **first: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
+        if first:
+            entry["id"] = first["id"]
+            entry["function"]["name"] = first["name"]
+        return {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [entry]}, "finish_reason": None}]}
+
+    converter = OpenAIToAnthropicStream("m")
+    events: Events = []
+    for chunk in [call(0, '{"a":', id="call_a", name="f"), call(1, '{"b"', id="call_b", name="g"),
+                  call(0, " 1}"), call(1, ": 2}"),
+                  {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]:
+        events += converter.chunk(chunk)
+    events += converter.end()
+    check_well_formed(events)
+    inputs: dict[int, str] = {}
+    names = {}
+    for name, data in events:
+        if name == "content_block_start":
+            names[data["index"]] = data["content_block"]["name"]
+        if name == "content_block_delta":
+            inputs[data["index"]] = inputs.get(data["index"], "") + data["delta"]["partial_json"]
+    assert {names[i]: json.loads(text) for i, text in inputs.items()} == {"f": {"a": 1}, "g": {"b": 2}}

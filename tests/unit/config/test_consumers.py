@@ -133,8 +133,8 @@ def test_consumer_model_wildcards() -> None:
     ]
     found = load(consumers=consumers)["consumers"]
     assert found == [
-        {"name": "a", "api_keys": ["ka"], "models": ["claude-*", "gpt-4o", "gpt-4o-*", "*-mini"]},
-        {"name": "b", "api_keys": ["kb"], "models": ["*"]},
+        {"name": "a", "api_keys": ["ka"], "models": ["claude-*", "gpt-4o", "gpt-4o-*", "*-mini"], "priority": None},
+        {"name": "b", "api_keys": ["kb"], "models": ["*"], "priority": None},
     ]
     bad = [{"name": "a", "api_keys": ["ka"], "models": ["llama-*", "gpt-5", "claud-3-opus"]}]
     assert error_at("consumers[0].models[0]", consumers=bad).startswith(
@@ -158,7 +158,7 @@ def test_consumer_keys() -> None:
         "consumers[1].api_keys[0]: this key is already used by consumers[0]",
         "consumers[2].api_keys: empty, and no auth.jwt issuer can name this consumer",
     ]
-    assert load(**jwt(issuer()))["consumers"] == [{"name": "c", "api_keys": [], "models": ["*"]}]
+    assert load(**jwt(issuer()))["consumers"] == [{"name": "c", "api_keys": [], "models": ["*"], "priority": None}]
 
 
 # -- errors --------------------------------------------------------------------------------

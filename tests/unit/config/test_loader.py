@@ -46,13 +46,15 @@ def test_embedded_default() -> None:
     config = default_config()
     assert config == load_text(DEFAULT_CONFIG_YAML, env={})
     assert config["listen"] == {"host": "127.0.0.1", "port": 8080, "reuse_port": True, "backlog": 2048, "tls": None}
-    assert config["admin"] == {"host": "127.0.0.1", "port": 9901}
+    assert config["admin"] == {"host": "127.0.0.1", "port": 9901, "socket": None, "token": None, "metrics_public": False}
     assert config["workers"] == (os.cpu_count() or 1)
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
-        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt"}], "max_attempts": 3, "transform": None,
-         "waf": None, "filters": []}
+        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt", "context_window": None}],
+         "max_attempts": 3, "transform": None, "waf": None, "filters": [], "compression": None,
+         "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}}
     ]
+    assert config["compression"] is None
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
     assert config["redis"] is None
 
@@ -64,9 +66,15 @@ def test_minimal_config_defaults_and_json_round_trip() -> None:
         "max_headers": 100,
         "max_body_size": 10 * 1024 * 1024,
         "header_timeout": 10.0,
+        "body_timeout": 10.0,
+        "body_min_rate": 240,
+        "send_timeout": 30.0,
+        "max_connections": "auto",
+        "max_connections_per_ip": 0,
         "keepalive_timeout": 75.0,
         "drain_timeout": 30.0,
         "max_pipelined": 32,
+        "overload": None,
     }
     assert config["providers"] == config["models"] == config["consumers"] == config["routes"] == []
     full = load_file(str(EXAMPLES / "gateway.yaml"), env=EXAMPLE_ENV)
@@ -354,7 +362,21 @@ def test_workers() -> None:
 
 
 def test_admin() -> None:
-    assert load("admin: ':9999'\n")["admin"] == {"host": "0.0.0.0", "port": 9999}
+    token = "t" * 16
+    assert load(f"admin: {{address: ':9999', token: {token}}}\n")["admin"] == {
+        "host": "0.0.0.0", "port": 9999, "socket": None, "token": token, "metrics_public": False
+    }
+    assert load("admin: '[::1]:9999'\n")["admin"] == {"host": "::1", "port": 9999, "socket": None, "token": None, "metrics_public": False}
+    assert load("admin: {metrics_public: true, token: ''}\n")["admin"] == {
+        "host": "127.0.0.1", "port": 9901, "socket": None, "token": None, "metrics_public": True
+    }
+    assert "admin.token" in error_at("admin: ':9999'\n", "admin")
+    assert "admin.token" in error_at("admin: {address: 'gw.example:9999'}\n", "admin.address")
+    assert "at least 16" in error_at("admin: {token: abc}\n", "admin.token")
+    assert "did you mean" in error_at("admin: {tokn: abc}\n", "admin.tokn")
+    assert load("admin: {socket: admin.sock}\n")["admin"]["socket"] == os.path.abspath("admin.sock")
+    assert "either address or socket" in error_at("admin: {socket: a.sock, address: '127.0.0.1:1'}\n", "admin.socket")
+    assert "does not exist" in error_at("admin: {socket: /no/such/dir/a.sock}\n", "admin.socket")
     assert load("admin: null\n")["admin"] is None
     assert load("admin: false\n")["admin"] is None
     assert "expected 'host:port'" in error_at("admin: true\n", "admin")
@@ -387,6 +409,7 @@ def test_providers_normalised() -> None:
         "breaker": {"failures": 3, "cooldown": 30.0},
         "key_cooldown": {"rate_limited": 30.0, "unauthorized": 300.0},
         "health_check": None,
+        "pass_headers": ["openai-beta"],
     }
     assert mock["base_url"] is None and mock["api_keys"] == []
     assert mock["options"] == {"chunks": 3, "nested": {"a": [1, 2]}}
@@ -429,11 +452,13 @@ models:
     )
     first, wildcard = config["models"]
     assert first["targets"] == [
-        {"provider": "oa", "model": "gpt-4o-mini-2024"},
-        {"provider": "m", "model": "gpt-4o-mini"},
+        {"provider": "oa", "model": "gpt-4o-mini-2024", "context_window": None},
+        {"provider": "m", "model": "gpt-4o-mini", "context_window": None},
     ]
     assert wildcard == {
-        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*"}], "max_attempts": 3, "transform": None, "waf": None, "filters": []
+        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*", "context_window": None}], "max_attempts": 3,
+        "transform": None, "waf": None, "filters": [], "compression": None,
+        "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0},
     }
 
 
@@ -477,7 +502,7 @@ consumers:
   - {name: c, api_keys: [kc], models: ["*"]}
 """
     )
-    assert config["consumers"][0] == {"name": "a", "api_keys": ["ka"], "models": ["gpt", "o*"]}
+    assert config["consumers"][0] == {"name": "a", "api_keys": ["ka"], "models": ["gpt", "o*"], "priority": None}
     assert config["consumers"][1]["models"] == ["*"]
 
 
@@ -519,13 +544,28 @@ def test_route_defaults() -> None:
             "balance": "round_robin",
             "host_header": "preserve",
             "strip_prefix": None,
-            "timeouts": {"connect": 2.0, "first_byte": 30.0, "idle": 60.0},
+            "timeouts": {"connect": 2.0, "first_byte": 30.0, "idle": 60.0, "tunnel_idle": 300.0},
             "pool": {"max_idle": 1024, "idle_timeout": 60.0},
         },
         "transform": None,
         "waf": None,
         "filters": [],
+        "compression": None,
+        "websocket": True,
+        "priority": None,
     }
+
+
+def test_http_hardening_keys_are_checked_with_their_paths() -> None:
+    http = load("http: {max_connections: 100, max_connections_per_ip: 8, body_min_rate: 0, send_timeout: 5s}\n")["http"]
+    assert (http["max_connections"], http["max_connections_per_ip"], http["body_min_rate"], http["send_timeout"]) == (
+        100, 8, 0, 5.0)
+    assert "expected 'auto' or a number" in error_at("http: {max_connections: lots}\n", "http.max_connections")
+    assert error_at("http: {max_connections_per_ip: -1}\n", "http.max_connections_per_ip")
+    assert error_at("http: {body_timeout: 0s}\n", "http.body_timeout")
+    assert error_at("routes: [{upstream: 'http://u:1', websocket: maybe}]\n", "routes[0].websocket")
+    assert error_at("routes: [{upstream: {endpoints: ['http://u:1'], timeouts: {tunnel_idle: x}}}]\n",
+                    "routes[0].upstream.timeouts.tunnel_idle")
 
 
 def test_route_match_forms() -> None:
@@ -577,7 +617,7 @@ routes:
     ]
     assert upstream["balance"] == "least_request" and upstream["host_header"] == "upstream"
     assert upstream["strip_prefix"] == "/api"
-    assert upstream["timeouts"] == {"connect": 0.25, "first_byte": 5.0, "idle": 60.0}
+    assert upstream["timeouts"] == {"connect": 0.25, "first_byte": 5.0, "idle": 60.0, "tunnel_idle": 300.0}
     assert upstream["pool"] == {"max_idle": 0, "idle_timeout": 60.0}
     assert config["routes"][1]["upstream"]["host_header"] == "internal.example:8443"
 

@@ -500,12 +500,24 @@ def test_response_status_line_variants(mod):
         assert (head["status"], head["reason"]) == (status, reason)
 
 
-def test_response_chunked_and_te_precedence(mod):
-    data = (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n")
+def test_response_chunked(mod):
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"
     events = resp(mod, data)
     assert events[0][1]["chunked"] and events[0][1]["content_length"] == -1
     assert events[1:] == [("body", b"abc"), "END"]
+
+
+def test_response_with_both_framings_is_refused(mod):
+    """CL + TE in a response is the desync pair: a proxy must not pick one (502), whatever the status."""
+    for status, method in ((200, b"GET"), (204, b"GET"), (200, b"HEAD")):
+        data = b"HTTP/1.1 %d OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % status
+        assert resp(mod, data, method) == [("error", 502, "both Content-Length and Transfer-Encoding in a response")]
+
+
+def test_response_with_differing_content_lengths_is_refused(mod):
+    for fields in (b"Content-Length: 5\r\nContent-Length: 6\r\n", b"Content-Length: 5, 6\r\n"):
+        assert resp(mod, b"HTTP/1.1 200 OK\r\n" + fields + b"\r\nhello!") == [
+            ("error", 502, "conflicting Content-Length values")]
 
 
 def test_response_no_body_cases(mod):
@@ -542,7 +554,7 @@ def test_response_until_close(mod):
     events = resp(mod, b"HTTP/1.1 200 OK\r\nX: 1\r\n\r\nsome data", eof=True)
     assert events[0][1]["keep_alive"] is False and events[0][1]["content_length"] == -1
     assert events[1:] == [("body", b"some data"), "END"]
-    events = resp(mod, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabcdef", eof=True)
+    events = resp(mod, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabcdef", eof=True)
     assert events[0][1]["chunked"] is False and events[0][1]["content_length"] == -1
     assert events[1:] == [("body", b"abcdef"), "END"]
     p = mod.ResponseParser()

@@ -71,7 +71,7 @@ def test_reserve_settle_and_keys_in_redis(redis_server: RedisServer) -> None:
 def test_all_or_none_across_rules_and_script_reload(redis_server: RedisServer) -> None:
     spec = limits(
         "  - {name: mine, tokens: {per_minute: 1000}}\n"
-        "  - {name: shared, key: [model], tokens: {per_minute: 1500}, requests: {per_second: 100}}\n"
+        "  - {name: shared, key: [model], tokens: {per_minute: 1500}, requests: {per_hour: 100}}\n"
     )
 
     async def run() -> None:

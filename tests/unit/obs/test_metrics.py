@@ -172,8 +172,7 @@ def test_admin_metrics_endpoint_appends_worker_families() -> None:
     server = AdminServer("127.0.0.1", 0, Backend(), max_body=1024, log=lambda message: None)
     server.start()
     try:
-        host, port = server.address
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             got = samples(response.read().decode())
     finally:

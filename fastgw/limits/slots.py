@@ -1,0 +1,144 @@
+"""One node's concurrency slots: how many requests each key has in flight, per worker.
+
+Lives beside :class:`~fastgw.limits.local.LocalLimitStore` (which owns one) in a ``memfd``
+the supervisor maps before forking, so the workers of a node share one count per key.
+
+Each entry is ``(key hash u64, worker pid u32, in flight i32)``: a key's count is the sum
+of its entries, one per worker holding slots of it. Keeping the holder's pid is what makes
+a crash harmless: a worker SIGKILLed while it held slots never runs ``on_done``, so the
+supervisor, when it reaps the worker, zeroes that pid's entries (:meth:`release_pid`)
+and the node gets its slots back at once (no lease to wait out on one node).
+
+The table is open addressing with linear probing over :data:`PROBE` entries. An entry
+whose count fell to 0 is reused in place (by any key); hashes are never reset to 0, so a
+scan may stop at the first never-used entry without tombstones. Locking is the same POSIX
+record lock as the limit store's (dropped by the kernel if its holder dies mid-update).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+from collections.abc import Sequence
+
+PROBE = 64
+"""Entries looked at per key: the most workers x keys that may collide in one window."""
+
+_ENTRY = struct.Struct("<QIi")
+
+
+class SlotTableFull(RuntimeError):
+    """Every entry in a key's probe window is busy: the slot cannot be recorded."""
+
+
+class SlotTable:
+    """Per-key in-flight counts of one node; see the module docstring."""
+
+    def __init__(self, entries: int = 4096) -> None:
+        if entries < PROBE or entries & (entries - 1):
+            raise ValueError(f"entries must be a power of two >= {PROBE}")
+        self._mask = entries - 1
+        size = entries * _ENTRY.size
+        self._fd = os.memfd_create("fastgw-slots")
+        os.ftruncate(self._fd, size)
+        self._mm = mmap.mmap(self._fd, size, flags=mmap.MAP_SHARED)
+
+    def _lock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
+
+    def _unlock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+
+    def _scan(self, h: int, pid: int) -> tuple[int, int, int]:
+        """``(in flight for h, offset of pid's entry or -1, offset of a free entry or -1)``."""
+        mm, mask = self._mm, self._mask
+        total, own, free = 0, -1, -1
+        for i in range(PROBE):
+            offset = ((h + i) & mask) * _ENTRY.size
+            found, holder, count = _ENTRY.unpack_from(mm, offset)
+            if found == 0:
+                return total, own, free if free >= 0 else offset
+            if found == h:
+                total += count
+                if holder == pid:
+                    own = offset
+            if count <= 0 and free < 0:
+                free = offset
+        return total, own, free
+
+    def acquire(self, items: Sequence[tuple[int, int]], pid: int) -> tuple[bool, list[int]]:
+        """Take one slot of every ``(key hash, limit)`` for ``pid``, or none of them.
+
+        Returns ``(allowed, in flight per key before this request)``. Raises
+        :class:`SlotTableFull` (nothing taken) when an entry cannot be recorded.
+        """
+        self._lock()
+        try:
+            scans = [self._scan(h, pid) for h, _ in items]
+            counts = [total for total, _, _ in scans]
+            if any(total >= limit for total, (_, limit) in zip(counts, items, strict=True)):
+                return False, counts
+            if any(own < 0 and free < 0 for _, own, free in scans):
+                raise SlotTableFull(f"all {PROBE} concurrency entries near a key are in use")
+            taken: set[int] = set()
+            for (h, _), (_, own, free) in zip(items, scans, strict=True):
+                if own >= 0:
+                    count = _ENTRY.unpack_from(self._mm, own)[2]
+                    _ENTRY.pack_into(self._mm, own, h, pid, count + 1)
+                    continue
+                if free in taken:  # two keys of one request probed to the same free entry
+                    free = self._scan_excluding(h, taken)
+                _ENTRY.pack_into(self._mm, free, h, pid, 1)
+                taken.add(free)
+            return True, counts
+        finally:
+            self._unlock()
+
+    def _scan_excluding(self, h: int, taken: set[int]) -> int:
+        mm, mask = self._mm, self._mask
+        for i in range(PROBE):
+            offset = ((h + i) & mask) * _ENTRY.size
+            found, _, count = _ENTRY.unpack_from(mm, offset)
+            if offset not in taken and (found == 0 or count <= 0):
+                return offset
+        raise SlotTableFull(f"all {PROBE} concurrency entries near a key are in use")
+
+    def release(self, hashes: Sequence[int], pid: int) -> None:
+        """Give back one slot of each key that ``pid`` took."""
+        self._lock()
+        try:
+            for h in hashes:
+                _, own, _ = self._scan(h, pid)
+                if own >= 0:
+                    count = _ENTRY.unpack_from(self._mm, own)[2]
+                    _ENTRY.pack_into(self._mm, own, h, pid, max(0, count - 1))
+        finally:
+            self._unlock()
+
+    def release_pid(self, pid: int) -> int:
+        """Free every slot a (dead) worker held; returns how many. Called by the supervisor."""
+        freed = 0
+        self._lock()
+        try:
+            for offset in range(0, len(self._mm), _ENTRY.size):
+                h, holder, count = _ENTRY.unpack_from(self._mm, offset)
+                if holder == pid and count > 0:
+                    freed += count
+                    _ENTRY.pack_into(self._mm, offset, h, pid, 0)
+        finally:
+            self._unlock()
+        return freed
+
+    def in_flight(self, h: int) -> int:
+        """How many slots of key ``h`` are taken on this node."""
+        self._lock()
+        try:
+            return self._scan(h, -1 & 0xFFFFFFFF)[0]
+        finally:
+            self._unlock()
+
+    def close(self) -> None:
+        self._mm.close()
+        os.close(self._fd)

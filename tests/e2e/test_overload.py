@@ -1,0 +1,115 @@
+"""Overload protection through a real gateway: a busy worker sheds low priority first."""
+
+from __future__ import annotations
+
+import http.client
+import time
+import urllib.request
+
+import anthropic
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.gateway import Gateway
+from tests.support.held_upstream import HeldUpstream
+
+KEYS = {"low": "sk-batch", "normal": "sk-app", "high": "sk-pager"}
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def upstream():
+    held = HeldUpstream()
+    yield held
+    held.stop()
+
+
+def config(upstream: HeldUpstream) -> dict:
+    return {
+        "http": {"overload": {"max_in_flight": 2, "retry_after": 3}},
+        "providers": [{"name": "held", "type": "openai", "base_url": upstream.url + "/v1", "api_keys": ["k"]}],
+        "models": [{"name": "m", "targets": [{"provider": "held", "model": "m"}]}],
+        "consumers": [
+            {"name": "batch", "api_keys": [KEYS["low"]], "priority": "low"},
+            {"name": "app", "api_keys": [KEYS["normal"]]},
+            {"name": "pager", "api_keys": [KEYS["high"]], "priority": "high"},
+        ],
+        "routes": [
+            {"name": "checkout", "match": {"path": "/checkout"}, "upstream": upstream.url, "priority": "high"},
+            {"name": "reports", "match": {"path": "/reports"}, "upstream": upstream.url, "priority": "low"},
+        ],
+    }
+
+
+def client(gw: Gateway, level: str) -> openai.OpenAI:
+    return openai.OpenAI(api_key=KEYS[level], base_url=gw.url + "/v1", max_retries=0, timeout=30)
+
+
+def get(gw: Gateway, path: str) -> tuple[int, str | None, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("retry-after"), response.read()
+    finally:
+        conn.close()
+
+
+def test_a_loaded_worker_sheds_low_then_normal_never_high(tmp_path, upstream):
+    gw = Gateway(config(upstream), tmp_path, workers=1)
+    try:
+        # One stream in flight: load 0.5, everyone is served.
+        first = client(gw, "normal").chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        next(iter(first))
+        upstream.wait_in_flight(1)
+        # Two in flight: load 1.0 for the next request.
+        second = client(gw, "low").chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        next(iter(second))
+        upstream.wait_in_flight(2)
+        for level in ("low", "normal"):
+            with pytest.raises(openai.InternalServerError) as info:
+                client(gw, level).chat.completions.create(model="m", messages=MESSAGES)
+            assert info.value.status_code == 503
+            assert info.value.body["code"] == "overloaded"
+            assert info.value.response.headers["retry-after"] == "3"
+        # The Anthropic front door sheds in its own dialect.
+        front = anthropic.Anthropic(api_key=KEYS["low"], base_url=gw.url, max_retries=0, timeout=30)
+        with pytest.raises(anthropic.InternalServerError) as shed:
+            front.messages.create(model="m", max_tokens=8, messages=MESSAGES)
+        assert shed.value.status_code == 503 and shed.value.response.headers["retry-after"] == "3"
+        assert shed.value.body["error"]["type"] == "api_error"  # Anthropic's type for a 5xx other than 529
+        assert "overloaded" in shed.value.body["error"]["message"]
+        # Plain routes: by the route's priority.
+        status, retry, body = get(gw, "/reports/today")
+        assert (status, retry) == (503, "3") and b"overloaded" in body
+        # High priority is served however loaded the worker is.
+        answer = client(gw, "high").chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        checkout = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+        checkout.request("GET", "/checkout/cart")
+        cart = checkout.getresponse()
+        assert cart.status == 200
+        upstream.wait_in_flight(4)
+        upstream.release()
+        assert cart.read() == b"first piece\nlast piece\n"
+        checkout.close()
+        for stream in (first, second, answer):
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello there"
+        upstream.wait_in_flight(0)
+        # Load gone: low priority is served again.
+        assert get(gw, "/reports/today")[0] == 200
+        shed_counts = {}
+        deadline = time.monotonic() + 10  # workers publish their metrics about once a second
+        while time.monotonic() < deadline and shed_counts.get("low", 0) < 3:
+            text = urllib.request.urlopen(gw.admin + "/metrics", timeout=5).read().decode()
+            shed_counts = {
+                s.labels["priority"]: s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "fastgw_overload_shed_total"
+            }
+            time.sleep(0.2)
+        assert shed_counts == {"low": 3.0, "normal": 1.0}
+    finally:
+        upstream.release()
+        gw.stop()

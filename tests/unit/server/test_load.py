@@ -1,0 +1,25 @@
+"""The event-loop lag monitor on a real asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastgw.server.load import INTERVAL, loop_lag
+
+
+def test_lag_rises_while_the_loop_is_blocked_and_decays_after() -> None:
+    async def scenario() -> tuple[float, float, float]:
+        monitor = loop_lag(asyncio.get_running_loop())
+        assert monitor is loop_lag(asyncio.get_running_loop())  # one per loop
+        await asyncio.sleep(INTERVAL * 4)
+        idle = monitor.lag
+        time.sleep(0.3)  # a callback hogging the loop, as a saturated worker's do
+        await asyncio.sleep(INTERVAL / 2)
+        blocked = monitor.lag
+        await asyncio.sleep(INTERVAL * 20)
+        return idle, blocked, monitor.lag
+
+    idle, blocked, after = asyncio.run(scenario())
+    assert blocked >= 0.2 > idle
+    assert after < blocked / 4
