@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fastgw._speedups import Matcher
 from fastgw.guard import pii
 
-__all__ = ["Rule", "Side", "Span", "Verdict", "render"]
+__all__ = ["Rule", "Side", "Span", "Verdict", "pending", "render"]
 
 Span = tuple[int, int, int, str]
 """``(start, end, rule index, category)`` in the positions of the text scanned."""
@@ -82,21 +82,30 @@ class Side:
         return self.term_spans(self.matcher.find(text)) + (self.scan(text, 0) if self.scans else [])
 
 
+def _runs(masks: list[tuple[int, int, str]]) -> list[tuple[int, int, str, list[tuple[int, int, str]]]]:
+    """Overlapping masks merged into runs ``(start, end, mask, members)``; a run takes the mask
+    of its first span (by start, the longest first)."""
+    runs: list[tuple[int, int, str, list[tuple[int, int, str]]]] = []
+    for m in sorted(masks, key=lambda m: (m[0], -m[1])):
+        if runs and m[0] < runs[-1][1]:
+            s, e, mask, members = runs[-1]
+            members.append(m)
+            runs[-1] = (s, max(e, m[1]), mask, members)
+        else:
+            runs.append((m[0], m[1], m[2], [m]))
+    return runs
+
+
 def render(text: str, base: int, start: int, stop: int, masks: list[tuple[int, int, str]]) -> str:
     """``text[start:stop]`` (stream positions; ``text`` begins at ``base``) with ``masks`` applied.
 
     Overlapping masks merge into one run that takes the mask of its first span. A label is
     written at its run's start only, so rendering a run in several pieces (a stream emitting
-    it across chunks) gives the same text as rendering it whole.
+    it across chunks) gives the same text as rendering it whole, as long as the masks kept
+    between pieces are :func:`pending`'s.
     """
-    runs: list[list] = []
-    for s, e, mask in sorted(masks, key=lambda m: (m[0], -m[1])):
-        if runs and s < runs[-1][1]:
-            runs[-1][1] = max(runs[-1][1], e)
-        else:
-            runs.append([s, e, mask])
     out, pos = [], start
-    for s, e, mask in runs:
+    for s, e, mask, _ in _runs(masks):
         if e <= pos or s >= stop:
             continue
         a, b = max(s, pos), min(e, stop)
@@ -108,3 +117,23 @@ def render(text: str, base: int, start: int, stop: int, masks: list[tuple[int, i
         pos = b
     out.append(text[pos - base:stop - base])
     return "".join(out)
+
+
+def pending(masks: list[tuple[int, int, str]], stop: int) -> list[tuple[int, int, str]]:
+    """The masks still needed once the text before ``stop`` is out.
+
+    Dropping every mask that ends by ``stop`` would be wrong: a run reaching past ``stop``
+    could lose its first span and so change its mask, or split in two where its spans only
+    met through a dropped one. So the finished spans of such a run are replaced by one span
+    from the run's start to the furthest of their ends: it keeps the run's mask and joins
+    its remaining spans, in a bounded number of masks however long the run grows.
+    """
+    kept: list[tuple[int, int, str]] = []
+    for s, e, mask, members in _runs(masks):
+        if e <= stop:
+            continue
+        done = [m[1] for m in members if m[1] <= stop]
+        if done:
+            kept.append((s, max(done), mask))
+        kept += [m for m in members if m[1] > stop]
+    return kept

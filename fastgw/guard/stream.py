@@ -11,13 +11,15 @@ until it can no longer be the start of a match:
   and the same number of emitted characters is kept as context for look-behinds.
 
 So the stream is never delayed by more than ``max(max_len - 1, window)`` characters. A mask
-span is remembered until it has been emitted entirely, so a match straddling the emitted
-point is masked the same way on both sides (:func:`~fastgw.guard.rules.render`).
+span is remembered until it has been emitted entirely, and so is the run of overlapping
+spans it belongs to (:func:`~fastgw.guard.rules.pending`), so a match, or a run of them,
+straddling the emitted point is masked the same way on both sides
+(:func:`~fastgw.guard.rules.render`).
 """
 
 from __future__ import annotations
 
-from fastgw.guard.rules import Rule, Side, Span, render
+from fastgw.guard.rules import Rule, Side, Span, pending, render
 
 __all__ = ["StreamGuard"]
 
@@ -98,7 +100,7 @@ class StreamGuard:
             return "", False
         out = render(self._buf, self._base, self._emitted, safe, self._masks)
         self._emitted = safe
-        self._masks = [m for m in self._masks if m[1] > safe]
+        self._masks = pending(self._masks, safe)
         keep_from = max(self._base, safe - self._window)  # look-behind context for the regexes
         self._buf = self._buf[keep_from - self._base:]
         self._base = keep_from
