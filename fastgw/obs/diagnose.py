@@ -50,7 +50,7 @@ def explain(record: dict, config: dict) -> Diagnosis:
         return _out("quota_exhausted", f"consumer '{consumer}' used up its quota: {message}",
                     f"top it up or raise it (POST /quota, or {_limit_path(config, record.get('limit'))} in the config), "
                     "or wait for its period to renew")
-    if code == "rate_limit_exceeded":
+    if code == "rate_limit_exceeded" and record.get("limit"):  # a gateway limit (a provider's 429 names none)
         return _out("consumer_limit", f"consumer '{consumer}' hit the limit '{record.get('limit')}': {message}",
                     f"raise it ({_limit_path(config, record.get('limit'))}) or spread the load over time")
     if code == "content_filter":

@@ -206,7 +206,7 @@ def test_ai_request_traced_with_genai_attributes_and_propagated_context(
     assert all(s["trace_id"] == TRACE_ID and s["parent"] == request_span["span_id"] for s in attempts)
     revoked, backup = attempts
     assert revoked["status"] == 2 and revoked["attributes"]["http.response.status_code"] == 401  # STATUS_CODE_ERROR
-    assert revoked["attributes"]["error.type"] == "invalid_api_key"
+    assert revoked["attributes"]["error.type"] == "upstream_auth_failed"  # the gateway's code for a refused key
     assert revoked["attributes"]["gen_ai.provider.name"] == "openai-compatible"
     assert backup["status"] != 2 and backup["attributes"]["gen_ai.request.model"] == "gpt-4o-2024"
 
