@@ -72,7 +72,7 @@ NGINX_SERVER = """
 
 def nginx_conf(prefix: Path, port: int, upstream_port: int, tls: tuple[Path, Path] | None,
                waf_rules: Path | None) -> str:
-    base = targets.render_nginx_conf("nginx.conf.tmpl", prefix, 1, port, upstream_port=upstream_port)
+    base = targets.render_nginx_conf("nginx.conf.tmpl", prefix, 1, port, upstream_port=upstream_port, gzip="")
     tls_lines = ""
     if tls is not None:
         tls_lines = (f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_protocols TLSv1.2 TLSv1.3; "
