@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fastgw.ai.usage import token_count
 from fastgw.anthropic_errors import error_type
 
 STOP_REASONS = {
@@ -285,23 +286,17 @@ def _anthropic_usage(usage: Any) -> dict[str, int]:
     input_tokens does not, so the cached part moves to cache_read_input_tokens."""
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens") if isinstance(details, dict) else 0)
-    written = _count(usage.get("cache_creation_input_tokens"))  # an Anthropic provider's, kept by its adapter
+    cached = token_count(details.get("cached_tokens") if isinstance(details, dict) else 0)
+    written = token_count(usage.get("cache_creation_input_tokens"))  # an Anthropic provider's, kept by its adapter
     result = {
-        "input_tokens": max(0, _count(usage.get("prompt_tokens")) - cached - written),
-        "output_tokens": _count(usage.get("completion_tokens")),
+        "input_tokens": max(0, token_count(usage.get("prompt_tokens")) - cached - written),
+        "output_tokens": token_count(usage.get("completion_tokens")),
     }
     if cached or written:
         result["cache_read_input_tokens"] = cached
         result["cache_creation_input_tokens"] = written
     return result
 
-
-def _count(value: Any) -> int:
-    """A token count as JSON allows it (``12``, ``1.2e1``); anything else counts nothing."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _tool_input(arguments: Any) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class UsageMeter:
                 if isinstance(usage, dict):
                     # message_delta repeats or updates message_start's counts: the latest non-null wins
                     native = self.native
-                    native.update((k, _count(v)) for k, v in usage.items() if v is not None)
+                    native.update((k, token_count(v)) for k, v in usage.items() if v is not None)
                     self.usage = openai_usage(native)
 
     # -- streams converted chunk by chunk ---------------------------------------------------
@@ -164,9 +164,9 @@ def cache_counts(usage: dict[str, Any]) -> dict[str, int]:
     (``prompt_tokens_details.cached_tokens``, OpenAI's and Gemini's; Anthropic's
     ``cache_read_input_tokens``) and writes (Anthropic's ``cache_creation_input_tokens``)."""
     details = usage.get("prompt_tokens_details")
-    read = _count(details.get("cached_tokens") if isinstance(details, dict) else None)
-    read = read or _count(usage.get("cache_read_input_tokens"))
-    written = _count(usage.get("cache_creation_input_tokens"))
+    read = token_count(details.get("cached_tokens") if isinstance(details, dict) else None)
+    read = read or token_count(usage.get("cache_read_input_tokens"))
+    written = token_count(usage.get("cache_creation_input_tokens"))
     counts = {}
     if read:
         counts["cached_tokens"] = read
@@ -175,7 +175,7 @@ def cache_counts(usage: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _count(value: Any) -> int:
+def token_count(value: Any) -> int:
     """A positive token count as JSON allows it (``12``, ``1.2e1``), else 0."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
