@@ -152,6 +152,7 @@ class Supervisor:
         self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
         self.recent_area = MetricsArea(len(self.slots), slot_size=RECENT_SLOT_SIZE)  # each worker's failed requests
         self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
+        self.ticket_seed = os.urandom(32)  # TLS ticket keys every worker derives alike (fastgw.server.tickets)
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
         self._admin: AdminServer | None = None
@@ -503,7 +504,7 @@ class Supervisor:
             RECENT.bind(self.recent_area, index)
             worker_main(
                 index, self._listeners.for_slot(index), self.control, self.heartbeat_interval,
-                limit_store=self.limit_store,
+                limit_store=self.limit_store, ticket_seed=self.ticket_seed,
             )
             code = 0
         except SystemExit as exc:
