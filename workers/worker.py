@@ -82,6 +82,7 @@ class Worker:
         heartbeat_interval: float,
         limit_store: LocalLimitStore | None = None,
         ticket_seed: bytes | None = None,
+        redirect_sock: socket.socket | None = None,
     ) -> None:
         from fastgw.ai.health import ProviderHealth
         from fastgw.generation import Resources
@@ -89,6 +90,8 @@ class Worker:
 
         self.slot = slot
         self.ticket_seed = ticket_seed
+        self.redirect_sock = redirect_sock  # listen.redirect: plain HTTP sent to https
+        self.redirects: asyncio.Server | None = None
         self.tickets = None  # fastgw.server.tickets.TicketKeys once a TLS listener shares them
         self.sock = sock
         self.control = control
@@ -345,6 +348,14 @@ class Worker:
         self.prober = HealthProber(self.loop)
         self.prober.configure(self.generation.ai)
         self._configure_usage_sink()
+        redirect = self.generation.config["listen"]["redirect"]
+        if self.redirect_sock is not None and redirect is not None:
+            from fastgw.server.redirect import RedirectToHttps
+
+            https_port = redirect["https_port"] or self.sock.getsockname()[1]
+            self.redirects = await self.loop.create_server(
+                lambda: RedirectToHttps(https_port, redirect["status"], self.generation.header_timeout),
+                sock=self.redirect_sock, backlog=backlog)
         # What boot built lives as long as the worker: out of the collector's sight. Requests
         # allocate a few short-lived containers each; a larger first generation keeps the
         # collector from walking the young ones every ~700 allocations.
@@ -424,6 +435,8 @@ class Worker:
             self._drain_task.cancel()
             self._drain_task = None
         self._begin_drain()
+        if self.redirects is not None:
+            self.redirects.close()
         self.prober.stop()
         await self._settle_connections(self.generation.drain_timeout)
         if self.usage_sink is not None:
@@ -479,6 +492,7 @@ def run_worker(
     heartbeat_interval: float,
     limit_store: LocalLimitStore | None = None,
     ticket_seed: bytes | None = None,
+    redirect_sock: socket.socket | None = None,
 ) -> NoReturn:
     """Entry point in the forked child; never returns."""
     _log_through_scrubber()
@@ -487,7 +501,7 @@ def run_worker(
 
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        worker = Worker(slot, sock, control, heartbeat_interval, limit_store, ticket_seed)
+        worker = Worker(slot, sock, control, heartbeat_interval, limit_store, ticket_seed, redirect_sock)
     except (KeyError, TypeError, ValueError) as exc:
         log(f"config error at boot: {exc!r}")
         os._exit(WORKER_CONFIG_ERROR)

@@ -137,3 +137,56 @@ def test_check_names_a_bad_ticket_key_file_and_rotation(tmp_path):
             assert done.returncode != 0 and expected in done.stdout + done.stderr, (tickets, done.stdout, done.stderr)
     finally:
         upstream.server.shutdown()
+
+
+def test_the_plain_http_listener_redirects_to_the_tls_one(tmp_path):
+    from tests.support.gateway import free_port
+
+    upstream = EchoUpstream()
+    routes, listen = tls_config(tmp_path, upstream)
+    plain = free_port()
+    gw = Gateway(routes, tmp_path, workers=2, listen_options={**listen, "redirect": f"127.0.0.1:{plain}"})
+
+    def ask(head: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", plain), timeout=10) as sock:
+            sock.sendall(head)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            return answer
+
+    try:
+        answer = ask(b"GET /api/x?q=1 HTTP/1.1\r\nHost: api.example.test:%d\r\n\r\n" % plain)
+        assert answer.startswith(b"HTTP/1.1 308 Permanent Redirect\r\n"), answer
+        assert b"\r\nLocation: https://api.example.test:%d/api/x?q=1\r\n" % gw.port in answer
+        absolute = ask(b"POST http://api.example.test/api/y HTTP/1.1\r\nHost: other\r\nContent-Length: 3\r\n\r\nabc")
+        assert b"\r\nLocation: https://api.example.test:%d/api/y\r\n" % gw.port in absolute
+        for bad in (b"GET /api HTTP/1.1\r\n\r\n",  # no Host
+                    b"GET /api HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                    b"GET /api HTTP/1.1\r\nHost: evil.test/\"><x\r\n\r\n",
+                    b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 9000 + b"\r\n\r\n"):
+            assert ask(bad).startswith(b"HTTP/1.1 400 "), bad[:60]
+        # the Location it gives leads to the TLS listener, which serves the request
+        ctx = client("1.3")
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        with ctx.wrap_socket(raw, server_hostname="api.example.test") as tls:
+            tls.sendall(b"GET /api/x?q=1 HTTP/1.1\r\nHost: api.example.test\r\nConnection: close\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        gw.stop()
+        upstream.server.shutdown()
+
+
+def test_check_refuses_a_redirect_without_tls(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"listen": {"address": "127.0.0.1:0", "redirect": {"address": "127.0.0.1:0",
+                                                                                     "status": 200}}}))
+    done = subprocess.run([sys.executable, "-m", "fastgw", "check", "-c", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "listen.redirect: needs listen.tls" in out and "listen.redirect.status: expected 301" in out, out
