@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import time
+import urllib.request
 
 import pytest
 import yaml
@@ -38,6 +39,19 @@ def connect(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = Non
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
         return sock.session_reused, sock.session
+
+
+def resumed_handshakes(gw: Gateway, at_least: int = 6, timeout: float = 10.0) -> float:
+    """``fastgw_tls_handshakes_total{resumed="true"}`` once it reaches ``at_least`` (or the deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(f"{gw.admin}/metrics", headers=gw.admin_headers())
+        metrics = urllib.request.urlopen(request, timeout=10).read().decode()
+        found = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                    if line.startswith('fastgw_tls_handshakes_total{resumed="true"}'))
+        if found >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def tls_config(tmp_path, upstream, tickets: dict | None = None) -> tuple[dict, dict]:
@@ -72,6 +86,7 @@ def test_a_ticket_resumes_on_every_worker_and_on_workers_forked_after_its_issuer
         assert not {w["pid"] for w in gw.status()["workers"]} & served
         # no process that issued the ticket is alive, and still it resumes
         assert all(connect(gw.port, ctx, ticket)[0] for _ in range(6))
+        assert resumed_handshakes(gw) >= 6  # workers publish their counters each heartbeat
     finally:
         gw.stop()
         upstream.server.shutdown()
