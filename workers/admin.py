@@ -6,9 +6,10 @@ errors for malformed requests, and no handler failure can reach the supervisor's
 
 Endpoints: ``GET /status``, ``GET /healthz``, ``GET /metrics``, ``GET /config`` (secrets
 redacted), ``POST /config`` (validate, then publish a new generation), ``GET /quota`` /
-``POST /quota`` (read, set, top up or reset one consumer's quota under one rule), and
-``POST /drain`` / ``POST /undrain`` (take the node out of service without exiting: new
-connections refused, answers in flight finish, ``/healthz`` 503; and back).
+``POST /quota`` (read, set, top up or reset one consumer's quota under one rule),
+``GET /config/history``, ``GET /config/diff``, ``POST /config/rollback``, ``GET /diagnose``, the
+console under ``/ui``, and ``POST /drain`` / ``POST /undrain`` (take the node out of service
+without exiting: new connections refused, answers in flight finish, ``/healthz`` 503; and back).
 
 Who may call: with ``admin.token`` every endpoint but ``/healthz`` (and ``/metrics`` when
 ``admin.metrics_public``) needs ``Authorization: Bearer <token>`` (compared in constant
@@ -41,16 +42,19 @@ from urllib.parse import parse_qsl
 from redis.exceptions import RedisError
 
 from fastgw.config import ConfigError
+from fastgw.config.diff import config_diff
 from fastgw.config.net import loopback
 from fastgw.config.secrets import redact
 from fastgw.limits.quotas import QuotaAdmin
 from fastgw.obs import diagnose
 from fastgw.obs.metrics import Snapshot
 from fastgw.obs.recent import RING_SIZE
-from workers.console import UI_DIR, UI_FILES
+from workers.console import HISTORY, UI_DIR, UI_FILES
 from workers.shm import BlobTooLarge
 from workers.trial import GenerationRefused
 
+DEFAULT_SPAN = 900
+"""Seconds of history ``/ui/data`` returns unless ``?seconds=`` asks for more (up to an hour)."""
 POST_TYPES = frozenset(("application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"))
 """Content types a state-changing request may carry: none of them is one a cross-site form or
 "simple" fetch can send without a CORS preflight (which the Origin check refuses)."""
@@ -87,6 +91,9 @@ class Backend(Protocol):
 
     def rollback(self) -> tuple[int, int]:
         """Publish the generation before the live one again (``POST /config/rollback``)."""
+
+    def generation_config(self, generation: int) -> dict | None:
+        """A generation's config while it is in the history (``/config/diff``), else None."""
 
 
 def format_url(host: str, port: int) -> str:
@@ -220,6 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/config": ("GET", "POST"),
         "/config/history": ("GET",),
         "/config/rollback": ("POST",),
+        "/config/diff": ("GET",),
         "/quota": ("GET", "POST"),
         "/drain": ("POST",),
         "/undrain": ("POST",),
@@ -314,6 +322,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(*_error(409, str(exc), "no_earlier_generation"))
             else:
                 self._send_json(200, {"generation": generation, "restored": restored})
+        elif path == "/config/diff":
+            self._send_json(*self._config_diff())
         elif path == "/diagnose":
             self._send_json(*self._diagnose())
         elif path in UI_FILES:  # the console's static page, script and vendored uPlot
@@ -322,7 +332,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/ui/data":
             history = getattr(backend, "console", None)
             status = backend.status()
-            series = history.series() if history is not None else {"t": []}
+            seconds = dict(parse_qsl(self.path.partition("?")[2])).get("seconds", "")
+            span = min(int(seconds), HISTORY) if seconds.isdigit() and int(seconds) > 0 else DEFAULT_SPAN
+            series = history.series(span) if history is not None else {"t": []}
             self._send_json(200, {"generation": status["generation"], "workers": status["workers"], "series": series})
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config
@@ -368,6 +380,27 @@ class _Handler(BaseHTTPRequestHandler):
             return _error(400, str(exc), "invalid_request")
         except RedisError as exc:
             return _error(503, f"the quota store (Redis) is unavailable: {exc}", "quota_store_unavailable")
+
+    def _config_diff(self) -> tuple[int, dict]:
+        """``GET /config/diff?from=A&to=B``: redacted unified diff of two generations still in the
+        history; ``to`` defaults to the live generation, ``from`` to the one published before ``to``."""
+        backend = self.server.backend
+        query = dict(parse_qsl(self.path.partition("?")[2]))
+        numbers = [entry["generation"] for entry in backend.config_history()]
+        try:
+            to = int(query.get("to", backend.generation))
+            earlier = [n for n in numbers if n < to]
+            start = int(query["from"]) if "from" in query else (earlier[-1] if earlier else None)
+        except ValueError:
+            return _error(400, "'from' and 'to' must be generation numbers", "invalid_request")
+        if start is None:
+            return _error(404, f"no generation before {to} is kept", "not_found")
+        old, new = backend.generation_config(start), backend.generation_config(to)
+        if old is None or new is None:
+            missing = start if old is None else to
+            return _error(404, f"generation {missing} is not in the history (kept: {numbers})", "not_found")
+        return 200, {"from": start, "to": to,
+                     **config_diff(old, new, f"generation {start}", f"generation {to}")}
 
     def _diagnose(self) -> tuple[int, dict]:
         """``GET /diagnose``: recent failures grouped by cause; ``?request_id=``: one of them."""

@@ -49,7 +49,8 @@ plain JSON-serialisable dict, shipped to workers as is.
 ``models``
     ``[{name, targets: [{provider, model, context_window}], failover}]``: the public name and its
     failover chain; ``context_window`` (tokens, optional) lets a context-window error skip targets
-    no larger; ``failover`` tunes waits and retries (see :mod:`fastgw.config.failover`).
+    no larger; ``failover`` tunes waits and retries (see :mod:`fastgw.config.failover`);
+    ``pricing`` (USD per million tokens) prices its calls (see :mod:`fastgw.config.pricing`).
     A name may hold one ``*`` (``gpt-4*``); in a target ``model`` (default: the public
     name) ``*`` stands for the part of the requested name the public ``*`` matched.
 ``consumers``
@@ -111,6 +112,7 @@ from fastgw.config.guard import guard
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
 from fastgw.config.overload import overload
+from fastgw.config.pricing import pricing
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 from fastgw.config.tls import tls_section
@@ -358,7 +360,7 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
         given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters",
-                                             "compression", "failover"))
+                                             "compression", "failover", "pricing"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -386,7 +388,9 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
                     "filters": model_filters,
                     "compression": compression(given["compression"], f"{path}.compression", issues, compressing)
                     if "compression" in given else compressing,
-                    "failover": _failover(given.get("failover", {}), f"{path}.failover", issues)})
+                    "failover": _failover(given.get("failover", {}), f"{path}.failover", issues),
+                    "pricing": pricing(given["pricing"], f"{path}.pricing", issues) if given.get("pricing") is not None
+                    else None})
     unique_names("models", names, issues)
     return out
 
