@@ -154,6 +154,8 @@ class ProviderHealth:
             pools[provider] = pool  # insertion order: the newest pool last
         keys = []
         for provider, pool in pools.items():
+            if not pool.keys:
+                continue
             cooling = [
                 {"index": i, "remaining_s": round(until - now, 1),
                  "reason": "rate_limited" if pool.refusals[i] is None else "refused"}
