@@ -7,9 +7,10 @@ errors for malformed requests, and no handler failure can reach the supervisor's
 Endpoints: ``GET /status``, ``GET /healthz``, ``GET /metrics``, ``GET /config`` (secrets
 redacted), ``POST /config`` (validate, then publish a new generation), ``GET /quota`` /
 ``POST /quota`` (read, set, top up or reset one consumer's quota under one rule),
-``GET /config/history``, ``GET /config/diff``, ``POST /config/rollback``, ``GET /diagnose``, the
-console under ``/ui``, and ``POST /drain`` / ``POST /undrain`` (take the node out of service
-without exiting: new connections refused, answers in flight finish, ``/healthz`` 503; and back).
+``GET /config/history``, ``GET /config/diff``, ``POST /config/rollback``, ``GET /diagnose``,
+``POST /diagnose/summary``, the console under ``/ui``, and ``POST /drain`` / ``POST /undrain``
+(take the node out of service without exiting: new connections refused, answers in flight
+finish, ``/healthz`` 503; and back).
 
 Who may call: with ``admin.token`` every endpoint but ``/healthz`` (and ``/metrics`` when
 ``admin.metrics_public``) needs ``Authorization: Bearer <token>`` (compared in constant
@@ -51,6 +52,7 @@ from fastgw.obs.metrics import Snapshot
 from fastgw.obs.recent import RING_SIZE
 from workers.console import HISTORY, UI_DIR, UI_FILES
 from workers.shm import BlobTooLarge
+from workers.summarise import SummaryFailed, summarise
 from workers.trial import GenerationRefused
 
 DEFAULT_SPAN = 900
@@ -232,6 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/drain": ("POST",),
         "/undrain": ("POST",),
         "/diagnose": ("GET",),
+        "/diagnose/summary": ("POST",),
         "/ui/data": ("GET",),
         **{path: ("GET",) for path in UI_FILES},
     }
@@ -326,6 +329,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(*self._config_diff())
         elif path == "/diagnose":
             self._send_json(*self._diagnose())
+        elif path == "/diagnose/summary":
+            self._send_json(*self._summary())
         elif path in UI_FILES:  # the console's static page, script and vendored uPlot
             name, content_type = UI_FILES[path]
             self._send(200, (UI_DIR / name).read_bytes(), content_type, ("Cache-Control", "no-cache"))
@@ -408,12 +413,45 @@ class _Handler(BaseHTTPRequestHandler):
         records = backend.recent_failures()
         request_id = dict(parse_qsl(self.path.partition("?")[2])).get("request_id")
         if request_id is None:
-            return 200, {"failures": len(records), "causes": diagnose.group(records, backend.config)}
+            return 200, {"failures": len(records), "causes": diagnose.group(records, backend.config),
+                         "summarise": (backend.config.get("console") or {}).get("summarise") is not None}
         found = next((r for r in reversed(records) if r["request_id"] == request_id), None)
         if found is None:
             return _error(404, f"no recent failed request has id {request_id!r} (each worker keeps its last "
                                f"{RING_SIZE})", "not_found")
         return 200, {"request_id": request_id, **diagnose.explain(found, backend.config), "record": found}
+
+    def _summary(self) -> tuple[int, dict]:
+        """``POST /diagnose/summary`` with JSON ``{"cause"}``: ``console.summarise``'s model
+        summarises that group of recent failures (through this gateway's front door)."""
+        backend = self.server.backend
+        config = backend.config
+        spec = (config.get("console") or {}).get("summarise")
+        if spec is None:
+            return _error(404, "no model summarises errors: set console.summarise.model", "not_configured")
+        request = self._json_body()
+        if not isinstance(request, dict) or not isinstance(request.get("cause"), str):
+            return _error(400, "a JSON body {\"cause\": ...} is required", "invalid_request")
+        records = backend.recent_failures()
+        group = next((g for g in diagnose.group(records, config) if g["cause"] == request["cause"]), None)
+        if group is None:
+            return _error(404, f"no recent failure has cause {request['cause']!r}", "not_found")
+        mine = [r for r in records if diagnose.explain(r, config)["cause"] == group["cause"]]
+        try:
+            text = summarise(group, mine, spec, config["listen"])
+        except SummaryFailed as exc:
+            return _error(exc.status, str(exc), "summary_failed")
+        return 200, {"cause": group["cause"], "count": group["count"], "model": spec["model"], "summary": text}
+
+    def _json_body(self) -> Any:
+        """The request's JSON body (at most 64 KiB), or None when it is missing or not JSON."""
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > 65536:
+            return None
+        try:
+            return json.loads(self.rfile.read(int(length)))
+        except ValueError:
+            return None
 
     def _post_config(self) -> tuple[int, dict]:
         length = self.headers.get("Content-Length")

@@ -74,6 +74,9 @@ plain JSON-serialisable dict, shipped to workers as is.
     Access log and usage stream, see :mod:`fastgw.config.logging`.
 ``tracing``
     OpenTelemetry traces over OTLP/HTTP, see :mod:`fastgw.config.tracing`.
+``console``
+    ``{summarise: null | {model, api_key, timeout}}``: a model that summarises a group of
+    recent failures on request, see :mod:`fastgw.config.console`.
 ``compression``
     Response compression (off when absent), overridable per route and per model; see
     :mod:`fastgw.config.compression`.
@@ -88,6 +91,7 @@ from typing import Any
 from fastgw.config import net
 from fastgw.config.cache import cache
 from fastgw.config.compression import compression
+from fastgw.config.console import console
 from fastgw.config.consumers import access
 from fastgw.config.failover import failover as _failover
 from fastgw.config.failover import pass_headers as _pass_headers
@@ -138,6 +142,7 @@ TOP_LEVEL_KEYS = (
     "guard",
     "tracing",
     "compression",
+    "console",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -217,6 +222,7 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["guard"] = guard(data.get("guard", {}), issues)
     config["tracing"] = tracing(data.get("tracing"), issues)
+    config["console"] = console(data.get("console"), issues, [m["name"] for m in config["models"] if m["name"]])
     config["prompts"] = prompts(
         data.get("prompts", {}),
         issues,

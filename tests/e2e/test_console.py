@@ -7,9 +7,11 @@ generation, and the browser must have logged no error. A screenshot is saved wit
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import openai
@@ -251,3 +253,81 @@ def test_config_page_lists_generations_diffs_them_and_rolls_back(gateway, tmp_pa
     assert FIRST_SECRET not in str(diff) and SECOND_SECRET not in str(diff)
     assert http_json("GET", gw.admin + "/config/diff?from=7&to=2", headers=AUTH)[0] == 404
     assert http_json("GET", gw.admin + "/config/diff?from=x", headers=AUTH)[0] == 400
+
+
+SUMMARY = "The upstream of route 'legacy' refuses connections; start it or fix routes[].upstream."
+
+
+def test_a_configured_model_summarises_a_group_of_errors_through_the_front_door(gateway, tmp_path: Path) -> None:
+    """``console.summarise``: the admin plane asks this gateway's own front door, as the consumer
+    whose key it holds; the fake provider (OpenAI's chat completion, from its API reference) sees
+    the group's diagnosis, and the console shows the answer."""
+    writer = FaultProvider()
+    writer.script(Reply(200, openai_completion(SUMMARY)))
+    config = {
+        "consumers": [{"name": "ops", "api_keys": ["ops-console-key-0123"]}],
+        "providers": [{"name": "writer", "type": "openai", "base_url": writer.url + "/v1",
+                       "api_keys": ["sk-writer-0123456789"]}],
+        "models": [{"name": "summariser", "targets": [{"provider": "writer", "model": "gpt-4o-mini"}]}],
+        "routes": [{"name": "legacy", "match": {"path": {"prefix": "/legacy"}},
+                    "upstream": f"http://127.0.0.1:{free_port()}"}],
+        "console": {"summarise": {"model": "summariser", "api_key": "ops-console-key-0123"}},
+    }
+    gw = gateway(config, workers=2)
+    try:
+        for _ in range(3):
+            assert http_json("GET", gw.url + "/legacy/report")[0] == 502
+        deadline = time.monotonic() + 10
+        while http_json("GET", gw.admin + "/diagnose")[1]["failures"] < 3:  # published on the workers' tick
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert post_json(gw.admin + "/diagnose/summary", {"cause": "nothing_like_it"})[0] == 404
+        assert post_json(gw.admin + "/diagnose/summary", {"no": "cause"})[0] == 400
+        status, body = post_json(gw.admin + "/diagnose/summary", {"cause": "upstream_unavailable"})
+        assert status == 200, body
+        assert body == {"cause": "upstream_unavailable", "count": 3, "model": "summariser", "summary": SUMMARY}
+        asked = writer.requests[-1]
+        assert asked.path == "/v1/chat/completions" and asked.headers["authorization"] == "Bearer sk-writer-0123456789"
+        sent = asked.json()
+        assert sent["model"] == "gpt-4o-mini" and sent["messages"][0]["role"] == "system"
+        group = json.loads(sent["messages"][1]["content"])
+        assert group["cause"] == "upstream_unavailable" and group["count"] == 3
+        assert "route 'legacy'" in group["diagnosis"] and len(group["examples"]) == 3
+        problems: list[str] = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1100, "height": 600})
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.goto(gw.admin + "/ui/errors")
+            page.click("#causes button.summarise")
+            page.wait_for_function("() => document.getElementById('summary').textContent.includes('by summariser')")
+            assert SUMMARY in page.text_content("#summary")
+            page.screenshot(path=str(tmp_path / "console-errors-summary.png"), full_page=True)
+            browser.close()
+        assert problems == []
+        # The summary was a front-door request like any other: the consumer's, metered.
+        deadline = time.monotonic() + 10
+        while 'consumer="ops",model="summariser",provider="writer",status="200"' not in _metrics(gw.admin):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        gw.stop()
+        writer.close()
+
+
+def test_without_console_summarise_there_is_no_summary(gateway) -> None:
+    gw = gateway({"providers": [{"name": "mock", "type": "mock"}],
+                  "models": [{"name": "m", "targets": [{"provider": "mock"}]}]}, workers=1)
+    status, body = post_json(gw.admin + "/diagnose/summary", {"cause": "anything"})
+    assert status == 404 and body["error"]["type"] == "not_configured"
+    assert http_json("GET", gw.admin + "/diagnose")[1]["summarise"] is False
+
+
+def post_json(url: str, payload: dict) -> tuple[int, dict]:
+    return http_json("POST", url, json.dumps(payload).encode(), timeout=30,
+                     headers={"content-type": "application/json"})
+
+
+def _metrics(admin: str) -> str:
+    return urllib.request.urlopen(admin + "/metrics", timeout=5).read().decode()
