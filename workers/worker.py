@@ -28,9 +28,9 @@ from typing import NoReturn
 from fastgw.config.secrets import SCRUBBER
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
+from fastgw.obs.board import HEALTH
 from fastgw.obs.errorlog import ErrorLog
 from fastgw.obs.metrics import GATEWAY
-from fastgw.obs.board import HEALTH
 from fastgw.obs.recent import RECENT
 from fastgw.obs.spool import Spool
 from fastgw.server.admission import Admission

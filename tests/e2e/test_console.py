@@ -15,7 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import openai
+import pytest
 from playwright.sync_api import sync_playwright
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fault_provider import FaultProvider, Recorded, Reply, openai_completion, openai_error
 from tests.support.gateway import free_port, http_json
@@ -171,6 +173,18 @@ def test_console_charts_health_and_explained_errors_after_real_traffic(gateway, 
             page.wait_for_function("() => document.getElementById('one').textContent.includes(\"route 'legacy'\")")
             page.screenshot(path=str(tmp_path / "console-errors.png"), full_page=True)
             browser.close()
+        stop.set()
+        load.join(timeout=20)
+        # The cost charted is models[].pricing applied to each call's tokens (the mock caches nothing).
+        time.sleep(1.5)  # the workers' last snapshots
+        found = {(x.name, tuple(sorted(x.labels.items()))): x.value
+                 for f in text_string_to_metric_families(_metrics(gw.admin)) for x in f.samples}
+        for model, (per_in, per_out) in {"chat-a": (2.5, 10.0), "chat-b": (1.0, 4.0)}.items():
+            labels = (("consumer", "team-a"), ("model", model), ("provider", "mock" if model == "chat-a" else "mock-b"))
+            tokens_in = found[("fastgw_tokens_total", tuple(sorted((*labels, ("direction", "prompt")))))]
+            tokens_out = found[("fastgw_tokens_total", tuple(sorted((*labels, ("direction", "completion")))))]
+            assert found[("fastgw_cost_total", labels)] == pytest.approx((tokens_in * per_in + tokens_out * per_out) / 1e6)
+        assert not any(name == "fastgw_cost_total" and ("model", "flaky") in labels for name, labels in found)
     finally:
         stop.set()
         load.join(timeout=20)

@@ -95,7 +95,7 @@ def test_rates_percentiles_cache_ratio_and_the_window() -> None:
 def test_top_consumers_and_other_bound_the_series() -> None:
     gateway = Gateway()
     ring, clock = history(gateway)
-    for second in range(3):
+    for _ in range(3):
         for c in range(40):  # consumer c sends c tokens: the largest are the last ones
             gateway.ai_done(consumer=f"c{c:02}", model="m", provider="p", status=200, seconds=0.1,
                             prompt_tokens=c + 1, completion_tokens=1)
