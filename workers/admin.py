@@ -340,7 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
             seconds = dict(parse_qsl(self.path.partition("?")[2])).get("seconds", "")
             span = min(int(seconds), HISTORY) if seconds.isdigit() and int(seconds) > 0 else DEFAULT_SPAN
             series = history.series(span) if history is not None else {"t": []}
-            self._send_json(200, {"generation": status["generation"], "workers": status["workers"], "series": series})
+            body = {"generation": status["generation"], "workers": status["workers"], "series": series}
+            self._send_json(200, body, indent=None)  # thousands of points: no pretty-printing
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config
             self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))
@@ -481,8 +482,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
 
-    def _send_json(self, status: int, body: dict, *headers: tuple[str, str]) -> None:
-        self._send(status, json.dumps(body, indent=1).encode() + b"\n", "application/json", *headers)
+    def _send_json(self, status: int, body: dict, *headers: tuple[str, str], indent: int | None = 1) -> None:
+        self._send(status, json.dumps(body, indent=indent).encode() + b"\n", "application/json", *headers)
 
     def _send(self, status: int, body: bytes, content_type: str, *headers: tuple[str, str]) -> None:
         self.send_response(status)

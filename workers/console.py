@@ -19,6 +19,7 @@ The console's pages and their charting library (uPlot, vendored from npm under
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -45,7 +46,7 @@ HISTORY = 3600
 """One hour at one sample a second."""
 TOP = 6
 """Label values drawn per breakdown; the rest is drawn as ``"other"``."""
-KEPT = 24
+KEPT = 16
 """Label values a sample keeps per breakdown, the largest first; the rest is folded into ``"other"``."""
 WINDOW = 10
 """Samples (seconds) each percentile point covers."""
@@ -130,7 +131,8 @@ def totals(snapshot: Snapshot) -> Totals:
                 continue
             for dim, i in zip(dims, where, strict=True):
                 into = groups[(series, dim)]
-                into[labels[i] or "-"] = into.get(labels[i] or "-", 0.0) + value
+                label = sys.intern(labels[i] or "-")  # snapshots are unmarshalled afresh: one copy in the ring
+                into[label] = into.get(label, 0.0) + value
     hists = {}
     for chart, family in HISTOGRAMS.items():
         found = snapshot.get(family)
