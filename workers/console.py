@@ -231,9 +231,13 @@ class ConsoleHistory:
         self._stop.set()
 
     def _run(self) -> None:
-        self.sample()
-        while not self._stop.wait(self.interval):
-            self.sample()
+        while True:
+            try:
+                self.sample()
+            except Exception as exc:  # a bug here must not stop the charts for good
+                sys.stderr.write(f"fastgw: console sample failed: {exc!r}\n")
+            if self._stop.wait(self.interval):
+                return
 
     def sample(self) -> None:
         """Take one sample: the change since the previous call."""
