@@ -43,8 +43,8 @@ DRAWN_PIXELS = """(id) => {
 
 def console_config(plain_upstream: str, keyed_provider: str) -> dict:
     """Three consumers, two priced models on two mock providers, a model whose first provider is
-    down (its breaker opens), one whose first key is refused (it cools down), a tight limit for
-    one consumer, a cache and a plain route."""
+    down (its breaker opens), one whose first key is refused (it cools down), two probed
+    providers (one up, one down), a tight limit for one consumer, a cache and a plain route."""
     return {
         "consumers": [{"name": name, "api_keys": [f"key-{name}"]} for name in ("team-a", "team-b", "team-c")],
         "providers": [
@@ -53,6 +53,11 @@ def console_config(plain_upstream: str, keyed_provider: str) -> dict:
             {"name": "dead", "type": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "api_keys": ["k"]},
             {"name": "keyed", "type": "openai", "base_url": keyed_provider + "/v1",
              "api_keys": ["revoked-key-000", "good-key-0000"]},
+            # Probed only (no model uses them): one answers its model list, one is not there.
+            {"name": "probed-up", "type": "openai", "base_url": keyed_provider + "/v1", "api_keys": ["good-key-0001"],
+             "health_check": {"interval": "1s", "timeout": "1s"}},
+            {"name": "probed-down", "type": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1",
+             "api_keys": ["k"], "health_check": {"interval": "1s", "timeout": "1s"}},
         ],
         "models": [
             {"name": "chat-a", "targets": [{"provider": "mock"}],
@@ -149,6 +154,8 @@ def test_console_charts_health_and_explained_errors_after_real_traffic(gateway, 
                                    timeout=30_000)
             page.wait_for_function(f"() => {HEALTH}.some(r => r[1] === 'keyed' && r[2] === 'keys' && r[3] === '1/2 usable'"
                                    " && r[4].startsWith('#0 refused'))", timeout=30_000)
+            page.wait_for_function(f"() => {HEALTH}.some(r => r[1] === 'probed-up' && r[2] === 'probe' && r[3] === 'up')"
+                                   f" && {HEALTH}.some(r => r[1] === 'probed-down' && r[2] === 'probe' && r[3] === 'down')")
             page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
             # The same charts broken down by model, then by provider (cost: only the priced ones).
             page.select_option("#dimension", "model")
