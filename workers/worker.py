@@ -81,6 +81,7 @@ class Worker:
         control: ControlBlock,
         heartbeat_interval: float,
         limit_store: LocalLimitStore | None = None,
+        endpoint_table=None,
     ) -> None:
         from fastgw.ai.health import ProviderHealth
         from fastgw.generation import Resources
@@ -95,6 +96,8 @@ class Worker:
         self.resources = Resources(
             PoolSet(self.loop), ProviderHealth(), limit_store or LocalLimitStore(slots=4096, quota_slots=256)
         )
+        if endpoint_table is not None:  # the supervisor's: endpoint states shared by the node
+            self.resources.endpoint_table = endpoint_table
         self._redis_url: str | None = None
         self._limit_stats_seen: dict[str, int] = {}
         self.started = time.monotonic()
@@ -451,6 +454,7 @@ def run_worker(
     control: ControlBlock,
     heartbeat_interval: float,
     limit_store: LocalLimitStore | None = None,
+    endpoint_table=None,
 ) -> NoReturn:
     """Entry point in the forked child; never returns."""
     _log_through_scrubber()
@@ -459,7 +463,7 @@ def run_worker(
 
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        worker = Worker(slot, sock, control, heartbeat_interval, limit_store)
+        worker = Worker(slot, sock, control, heartbeat_interval, limit_store, endpoint_table)
     except (KeyError, TypeError, ValueError) as exc:
         log(f"config error at boot: {exc!r}")
         os._exit(WORKER_CONFIG_ERROR)
