@@ -100,7 +100,7 @@ def route(name: str, endpoints: list, **upstream: object) -> dict:
 def test_killed_endpoint_is_ejected_passively_then_ramps_back(gateway, upstreams) -> None:
     a, b = upstreams("a", "b")
     gw = gateway({"routes": [route("svc", [a.url, b.url], slow_start="6s", outlier={
-        "consecutive_5xx": 3, "consecutive_connect_failures": 2, "base_ejection": "2s", "max_ejection": "20s"})]})
+        "consecutive_5xx": 3, "consecutive_connect_failures": 2, "base_ejection": "8s", "max_ejection": "30s"})]})
     assert set(served(gw, 20)) == {"a", "b"}
     a.kill()
     # Every request still succeeds (a retry goes to b); a few connect failures eject a node-wide.
@@ -113,7 +113,7 @@ def test_killed_endpoint_is_ejected_passively_then_ramps_back(gateway, upstreams
     assert metric_value(gw, "fastgw_upstream_requests_total", endpoint=a.url,
                         status_class="connect_error") == ejected_errors
     a.revive()
-    wait_state(gw, "svc", a.url, "slow_start", timeout=10)
+    wait_state(gw, "svc", a.url, "slow_start", timeout=20)
     early = share_over(gw, "a", 1.5)
     time.sleep(3.5)
     late = share_over(gw, "a", 1.5)
