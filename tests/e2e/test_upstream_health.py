@@ -8,17 +8,21 @@ time have wide margins: the machine is shared and slow.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 
+import openai
 import pytest
 
 from tests.support.gateway import Gateway
 from tests.support.named_upstream import NamedUpstream
+from tests.support.provider_fakes import FakeServer
 
 
 @pytest.fixture
@@ -232,3 +236,42 @@ def test_zones_prefer_local_and_spill_over(gateway, upstreams, pure) -> None:
     assert served(gw, 10) == Counter(c=10)  # no local endpoint left
     labels = {"route": "half", "zone": "z2", "status_class": "2xx"}
     assert metric_value(gw, "fastgw_upstream_requests_total", **labels) >= 10
+
+
+class KillableFake(FakeServer):
+    """The documented OpenAI fake, whose kept-alive connections :meth:`kill` cuts too."""
+
+    def process_request(self, request, client_address) -> None:
+        self.__dict__.setdefault("connections", []).append(request)
+        super().process_request(request, client_address)
+
+    def kill(self) -> None:
+        self.shutdown()
+        self.server_close()
+        for conn in self.__dict__.get("connections", []):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+def test_ai_targets_of_this_zone_are_tried_first_and_others_take_over(gateway) -> None:
+    east, west = KillableFake(), KillableFake()
+    try:
+        providers = [{"name": name, "type": "openai", "base_url": server.url + "/v1", "api_keys": [f"sk-{name}"],
+                      "breaker": {"failures": 1, "cooldown": "30s"}}
+                     for name, server in (("east", east), ("west", west))]
+        targets = [{"provider": "east", "model": "gpt-4o", "zone": "east"},
+                   {"provider": "west", "model": "gpt-4o", "zone": "west"}]
+        gw = gateway({"zone": "west", "providers": providers, "models": [{"name": "chat", "targets": targets}]},
+                     workers=1)
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=10)
+        for _ in range(4):
+            client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+        assert len(west.bodies("/chat/completions")) == 4 and east.bodies("/chat/completions") == []
+        west.kill()  # the local target is gone: its remote equal takes over
+        for _ in range(3):
+            answer = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+            assert answer.choices[0].message.content
+        assert len(east.bodies("/chat/completions")) == 3
+    finally:
+        east.kill()
+        west.kill()
