@@ -154,7 +154,7 @@ class Supervisor:
         self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
         self.recent_area = MetricsArea(len(self.slots), slot_size=RECENT_SLOT_SIZE)  # each worker's failed requests
         self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
-        self.endpoint_table = EndpointTable()  # plain-route endpoints' health, ejection, drain: one view per node
+        self.endpoint_table = EndpointTable(workers=len(self.slots))  # plain-route endpoints' health, ejection, drain: one view per node
         self.upstreams = UpstreamDirectory(self.endpoint_table, log)
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
@@ -563,6 +563,7 @@ class Supervisor:
             if slot is None:
                 continue
             self.metrics.retire(slot.index, pid)  # its counts stay in the totals: counters never go back
+            self.endpoint_table.clear_worker(slot.index)  # its requests in flight died with it
             freed = self.limit_store.slots.release_pid(pid)  # it never ran on_done for these
             if freed:
                 log(f"worker {slot.index} (pid {pid}) held {freed} concurrency slot(s); freed")

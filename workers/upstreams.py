@@ -216,6 +216,7 @@ class UpstreamDirectory:
                     "health": HEALTH_NAMES[state.health] if check is not None else "not_checked",
                     "ejected_for_s": round(state.ejected_until - now, 3) if ejected else 0,
                     "ejections": state.ejections,
+                    "in_flight": self.table.in_flight(record),
                     "weight_factor": round(factor, 3) if not (state.drained or ejected or state.health == UNHEALTHY)
                     else 0.0,
                 }

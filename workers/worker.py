@@ -97,6 +97,7 @@ class Worker:
             PoolSet(self.loop), ProviderHealth(), limit_store or LocalLimitStore(slots=4096, quota_slots=256)
         )
         if endpoint_table is not None:  # the supervisor's: endpoint states shared by the node
+            endpoint_table.bind(slot)
             self.resources.endpoint_table = endpoint_table
         self._redis_url: str | None = None
         self._limit_stats_seen: dict[str, int] = {}

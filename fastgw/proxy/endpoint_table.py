@@ -11,7 +11,9 @@ per worker.
 
 Layout: a 64-byte header ``(epoch u64, count u32)`` then ``capacity`` records of
 :data:`RECORD_SIZE` bytes: the address (UTF-8, NUL-padded), then the fields of
-:class:`EndpointState`. Records are appended by the supervisor only (when a generation that
+:class:`EndpointState`; then, per record, one u32 per worker slot: the requests that worker has
+in flight at the endpoint (each slot written by its worker only; summed for ``GET /upstreams``,
+so an operator sees when a drained endpoint has nothing left in flight). Records are appended by the supervisor only (when a generation that
 names a new address is published) and never removed during a run; workers map addresses to
 record numbers when they build a generation.
 
@@ -73,10 +75,14 @@ def slow_start_factor(since: float, now: float, slow_start: float) -> float:
 class EndpointTable:
     """The shared mapping; see the module docstring."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, workers: int = 1) -> None:
         self.capacity = capacity
-        self._mm = mmap.mmap(-1, HEADER_SIZE + RECORD_SIZE * capacity, flags=mmap.MAP_SHARED)
+        self.workers = workers
+        counters_at = HEADER_SIZE + RECORD_SIZE * capacity
+        self._mm = mmap.mmap(-1, counters_at + 4 * capacity * workers, flags=mmap.MAP_SHARED)
         self._epoch = memoryview(self._mm)[:8].cast("Q")
+        self._in_flight = memoryview(self._mm)[counters_at:].cast("I")
+        self.slot = 0  # the worker slot this process counts in (bind)
         self._index: dict[str, int] = {}  # this process's view of address -> record
         self._seen = 0
 
@@ -193,6 +199,30 @@ class EndpointTable:
         self._write(record, state)
         return seconds
 
+    # -- requests in flight ----------------------------------------------------------------
+
+    def bind(self, slot: int) -> None:
+        """In a worker: count this process's requests in ``slot``'s column."""
+        if not 0 <= slot < self.workers:
+            raise IndexError(slot)
+        self.slot = slot
+
+    def add_in_flight(self, record: int, change: int) -> None:
+        at = record * self.workers + self.slot
+        value = self._in_flight[at] + change
+        self._in_flight[at] = value if value > 0 else 0
+
+    def in_flight(self, record: int) -> int:
+        """Requests every worker has in flight at ``record``'s endpoint."""
+        start = record * self.workers
+        return sum(self._in_flight[start : start + self.workers])
+
+    def clear_worker(self, slot: int) -> None:
+        """A worker died (supervisor): what it had in flight is not any more."""
+        for record in range(self.count):
+            self._in_flight[record * self.workers + slot] = 0
+
     def close(self) -> None:
+        self._in_flight.release()
         self._epoch.release()
         self._mm.close()

@@ -132,13 +132,23 @@ class EndpointSet:
             preferred = self.preferred
             if preferred is not None and subset is not None:
                 preferred = [i for i in preferred if i in subset and eligible[i]] or subset
-            return self.balancer.pick(tried, preferred if preferred is not None else subset)
-        # A retry: to a zone not tried yet, if one has an eligible endpoint not tried.
-        zones = self.zones
-        tried_zones = {zones[i] for i in tried}
-        pool = subset if subset is not None else range(len(eligible))
-        elsewhere = [i for i in pool if eligible[i] and i not in tried and zones[i] not in tried_zones]
-        return self.balancer.pick(tried, elsewhere or subset)
+            index = self.balancer.pick(tried, preferred if preferred is not None else subset)
+        else:  # a retry: to a zone not tried yet, if one has an eligible endpoint not tried
+            zones = self.zones
+            tried_zones = {zones[i] for i in tried}
+            pool = subset if subset is not None else range(len(eligible))
+            elsewhere = [i for i in pool if eligible[i] and i not in tried and zones[i] not in tried_zones]
+            index = self.balancer.pick(tried, elsewhere or subset)
+        if index != NONE_ELIGIBLE:
+            table, record = self.records[index]
+            table.add_in_flight(record, 1)
+        return index
+
+    def release(self, index: int) -> None:
+        """The attempt :meth:`choose` gave ``index`` ended (answered, failed or abandoned)."""
+        self.balancer.release(index)
+        table, record = self.records[index]
+        table.add_in_flight(record, -1)
 
     def any_eligible(self) -> bool:
         self._current()

@@ -221,7 +221,7 @@ class ProxyHandler:
             self.upstream.abort()
             self.upstream = None
         if self.endpoint_index >= 0:
-            self.route.balancer.release(self.endpoint_index)
+            self.route.states.release(self.endpoint_index)
             self.endpoint_index = -1
 
     def crashed(self, message: str) -> None:
@@ -254,7 +254,7 @@ class ProxyHandler:
     def _release(self) -> None:
         """A filter answered: the endpoint picked for this exchange is not used."""
         if self.upstream is None and self.endpoint_index >= 0:
-            self.route.balancer.release(self.endpoint_index)
+            self.route.states.release(self.endpoint_index)
             self.endpoint_index = -1
 
     # -- the upstream request -----------------------------------------------------------------
@@ -394,7 +394,7 @@ class ProxyHandler:
             return
         if failure is not None:
             self._outcome("connect_error" if failure == CONNECT_FAILURE else "5xx", failure)
-        route.balancer.release(self.endpoint_index)
+        route.states.release(self.endpoint_index)
         self.conn.services.count_upstream_error()
         tried = self.tried | {self.endpoint_index}
         self.endpoint_index = -1
@@ -475,7 +475,7 @@ class ProxyHandler:
         except FilterError as exc:  # raised while the head was built: nothing of it went out
             conn.abort()
             self.upstream = None
-            self.route.balancer.release(self.endpoint_index)
+            self.route.states.release(self.endpoint_index)
             self.endpoint_index = -1
             self.resp_started = False
             self.conn.local_reply(500, str(exc), code="filter_error")
@@ -634,7 +634,7 @@ class ProxyHandler:
             self.conn.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _response_complete(self, conn: UpstreamConnection) -> None:
-        self.route.balancer.release(self.endpoint_index)
+        self.route.states.release(self.endpoint_index)
         self.endpoint_index = -1
         self.upstream = None
         # Bytes after the response's end (beyond its Content-Length, a body to HEAD/204/304)

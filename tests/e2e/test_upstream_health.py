@@ -170,10 +170,12 @@ def test_drain_lets_the_request_in_flight_finish_and_undrain_slow_starts(gateway
         time.sleep(0.02)
     status, body = gw.admin_call("POST", "/upstreams/drain", json.dumps({"route": "svc", "endpoint": 0}).encode())
     assert status == 200 and body["drained"] and body["routes"] == ["svc"], body
-    assert endpoint_state(gw, "svc", a.url)["state"] == "drained"
+    entry = endpoint_state(gw, "svc", a.url)
+    assert entry["state"] == "drained" and entry["in_flight"] == 1, entry
     assert served(gw, 20) == Counter(b=20)  # no new request reaches a
     client.join(15)
     assert outcome["answer"] == (200, "a")  # the one in flight finished
+    assert endpoint_state(gw, "svc", a.url)["in_flight"] == 0  # safe to stop it now
     status, body = gw.admin_call("POST", "/upstreams/undrain", json.dumps({"endpoint": a.url}).encode())
     assert status == 200 and not body["drained"], body
     assert endpoint_state(gw, "svc", a.url)["state"] == "slow_start"
