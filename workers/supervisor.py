@@ -38,8 +38,8 @@ from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
 from fastgw.obs.recent import RECENT
-from fastgw.proxy.endpoint_table import EndpointTable
 from fastgw.proc import die_with_parent
+from fastgw.proxy.endpoint_table import EndpointTable
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
 from workers.console import ConsoleHistory

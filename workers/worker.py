@@ -32,6 +32,7 @@ from fastgw.obs.errorlog import ErrorLog
 from fastgw.obs.metrics import GATEWAY
 from fastgw.obs.recent import RECENT
 from fastgw.obs.spool import Spool
+from fastgw.proxy.endpoint_table import EndpointTable
 from fastgw.server.admission import Admission
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.listener import Acceptor
@@ -81,7 +82,7 @@ class Worker:
         control: ControlBlock,
         heartbeat_interval: float,
         limit_store: LocalLimitStore | None = None,
-        endpoint_table=None,
+        endpoint_table: EndpointTable | None = None,
     ) -> None:
         from fastgw.ai.health import ProviderHealth
         from fastgw.generation import Resources
@@ -455,7 +456,7 @@ def run_worker(
     control: ControlBlock,
     heartbeat_interval: float,
     limit_store: LocalLimitStore | None = None,
-    endpoint_table=None,
+    endpoint_table: EndpointTable | None = None,
 ) -> NoReturn:
     """Entry point in the forked child; never returns."""
     _log_through_scrubber()

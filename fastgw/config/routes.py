@@ -110,13 +110,13 @@ def _one_check_per_address(out: list[dict], issues: Issues) -> None:
         upstream = route["upstream"]
         if not upstream or upstream["health"] is None:
             continue
-        for endpoint in upstream["endpoints"]:
-            if endpoint is None:
+        for given in upstream["endpoints"]:
+            if given is None:
                 continue
-            first = checks.setdefault(endpoint["url"], (i, upstream["health"]))
+            first = checks.setdefault(given["url"], (i, upstream["health"]))
             if first[1] != upstream["health"]:
                 issues.add(f"routes[{i}].upstream.health",
-                           f"{endpoint['url']} is already checked differently by routes[{first[0]}] "
+                           f"{given['url']} is already checked differently by routes[{first[0]}] "
                            "(one active check per endpoint address)")
 
 

@@ -51,11 +51,11 @@ class Balancer:
         if full:
             weights = list(self._base)
         else:
-            weights = [0 if f <= 0 else max(1, round(w * SCALE * min(f, 1.0))) for w, f in zip(self._base, factors)]
+            weights = [0 if f <= 0 else max(1, round(w * SCALE * min(f, 1.0))) for w, f in zip(self._base, factors, strict=True)]
         if full != (self._weights == self._base):  # the scale changed: credit in the old one is void
             self._current = [0] * len(weights)
         else:
-            self._current = [c if old else 0 for c, old in zip(self._current, self._weights)]
+            self._current = [c if old else 0 for c, old in zip(self._current, self._weights, strict=True)]
         self._weights = weights
         self._factors = [min(max(f, 0.0), 1.0) for f in factors]
         self._eligible = self._everyone if min(weights) > 0 else [i for i in self._everyone if weights[i]]
@@ -113,7 +113,7 @@ class LeastRequestBalancer(Balancer):
             return NONE_ELIGIBLE
         load = [in_flight[i] / factors[i] for i in candidates]
         fewest = min(load)
-        index = self._rotate([i for i, n in zip(candidates, load) if n == fewest])
+        index = self._rotate([i for i, n in zip(candidates, load, strict=True) if n == fewest])
         in_flight[index] += 1
         return index
 
