@@ -29,6 +29,7 @@ from fastgw.proxy.endpoint_table import (
     HEALTH_NAMES,
     HEALTH_UNKNOWN,
     HEALTHY,
+    PROVIDER_PREFIX,
     UNHEALTHY,
     EndpointTable,
     slow_start_factor,
@@ -88,6 +89,15 @@ class UpstreamDirectory:
                              "each worker keeps its own (and it is not checked)")
                 elif upstream["health"] is not None:
                     wanted.setdefault(endpoint["url"], (endpoint, upstream["health"]))
+        probed = set()
+        for provider in config["providers"]:  # AI probes: one worker probes, the others follow
+            if provider.get("health_check") and provider["type"] != "mock":
+                record = self.table.register(PROVIDER_PREFIX + provider["name"])
+                if record is not None:
+                    probed.add(record)
+        for state_record, state in enumerate(self.table.states()):
+            if state.address.startswith(PROVIDER_PREFIX) and state_record not in probed:
+                self.table.set_health(state_record, HEALTH_UNKNOWN, now)  # not probed now: forget
         with self._lock:
             self.routes = config["routes"]
             for address in list(self.checks):
@@ -224,13 +234,18 @@ class UpstreamDirectory:
                     entry["last_check"] = check.last
                 endpoints.append(entry)
             out.append({"route": route["name"], "balance": upstream["balance"], "endpoints": endpoints})
-        return {"routes": out}
+        providers = [{"provider": state.address.removeprefix(PROVIDER_PREFIX), "health": HEALTH_NAMES[state.health],
+                      "probes_failed": state.checks_failed}
+                     for state in self.table.states() if state.address.startswith(PROVIDER_PREFIX)]
+        return {"routes": out, "providers": providers}
 
     def metrics(self) -> list[tuple[str, str, str, dict, float]]:
         """``(name, kind, help, labels, value)`` samples of every registered address."""
         now = time.monotonic()
         samples = []
         for state in self.table.states():
+            if state.address.startswith(PROVIDER_PREFIX):
+                continue
             ejected = state.ejected_until > now
             for name in ("healthy", "unhealthy", "ejected", "drained"):
                 on = {"healthy": state.health != UNHEALTHY and not ejected and not state.drained,

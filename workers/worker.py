@@ -320,7 +320,7 @@ class Worker:
         self.acceptor = Acceptor(self.loop, self.sock, lambda: HttpConnection(self), backlog, **tls_options)
         from fastgw.ai.probes import HealthProber
 
-        self.prober = HealthProber(self.loop)
+        self.prober = HealthProber(self.loop, self.resources.endpoint_table, probes_for_node=self.slot == 0)
         self.prober.configure(self.generation.ai)
         self._configure_usage_sink()
         # What boot built lives as long as the worker: out of the collector's sight. Requests

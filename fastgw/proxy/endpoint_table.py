@@ -43,6 +43,9 @@ _FIELDS = struct.Struct("<IIIIIdddd")
 SLOW_START_FLOOR = 0.1
 """The share of its weight an endpoint gets the moment it comes back; linear to 1 over ``slow_start``."""
 
+PROVIDER_PREFIX = "provider:"
+"""Records named ``provider:<name>`` hold an AI provider's probe verdict (fastgw.ai.probes)."""
+
 HEALTH_UNKNOWN, HEALTHY, UNHEALTHY = 0, 1, 2
 HEALTH_NAMES = {HEALTH_UNKNOWN: "unknown", HEALTHY: "healthy", UNHEALTHY: "unhealthy"}
 

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
@@ -277,3 +278,52 @@ def test_ai_targets_of_this_zone_are_tried_first_and_others_take_over(gateway) -
     finally:
         east.kill()
         west.kill()
+
+
+class ModelList(BaseHTTPRequestHandler):
+    """OpenAI's ``GET /v1/models`` (API reference, "List models"): what a provider probe calls."""
+
+    protocol_version = "HTTP/1.1"
+    probes: list[float] = []
+    status = 200
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).probes.append(time.monotonic())
+        body = json.dumps({"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 1715367049,
+                                                        "owned_by": "system"}]}).encode()
+        self.send_response(type(self).status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_provider_probes_run_once_per_node_and_every_worker_follows(gateway) -> None:
+    handler = type("Models", (ModelList,), {"probes": [], "status": 200})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        gw = gateway({"providers": [{"name": "probed", "type": "openai", "base_url": url, "api_keys": ["sk-x"],
+                                     "health_check": {"interval": "200ms", "timeout": "150ms"}}],
+                      "models": [{"name": "chat", "targets": [{"provider": "probed", "model": "gpt-4o"}]}]}, workers=3)
+        time.sleep(0.5)  # the followers' first probes (one each, at start) are over
+        start = time.monotonic()
+        time.sleep(2.0)
+        probes = sum(1 for t in handler.probes if t >= start)
+        # One prober: about 10 in 2 s at 200 ms (3 workers probing each would make about 30).
+        assert 5 <= probes <= 14, probes
+        status, listing = gw.admin_call("GET", "/upstreams")
+        assert listing["providers"] == [{"provider": "probed", "health": "healthy", "probes_failed": 0}], listing
+        handler.status = 503
+        deadline = time.monotonic() + 10
+        while gw.admin_call("GET", "/upstreams")[1]["providers"][0]["health"] != "unhealthy":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
