@@ -151,7 +151,7 @@ class Resources:
     caches: dict[str, tuple] = field(default_factory=dict)  # cache spec -> (store, semantic index)
     tracing: Any = None  # fastgw.obs.tracing Tracing of the current tracing section
     endpoint_table: EndpointTable = field(default_factory=lambda: EndpointTable(256))  # the node's (supervisor's)
-    own_endpoints: EndpointTable = field(default_factory=lambda: EndpointTable(256))  # addresses it did not register
+    own_endpoints: EndpointTable = field(default_factory=lambda: EndpointTable(4096))  # addresses it did not register
 
     def tracing_for(self, spec: dict[str, Any]) -> Any:
         """The tracer for a ``tracing`` section: the same one (and export thread) while it is

@@ -80,15 +80,18 @@ class UpstreamDirectory:
         no longer checked forgets its verdict."""
         now = time.monotonic()
         wanted: dict[str, tuple[dict, dict]] = {}
+        unshared = set()
         for route in config["routes"]:
             upstream = route["upstream"]
             for endpoint in upstream["endpoints"]:
                 record = self.table.register(endpoint["url"], revived_at=float("-inf") if boot else now)
                 if record is None:
-                    self.log(f"warning: no room to share the state of endpoint {endpoint['url']} between workers; "
-                             "each worker keeps its own (and it is not checked)")
+                    unshared.add(endpoint["url"])
                 elif upstream["health"] is not None:
                     wanted.setdefault(endpoint["url"], (endpoint, upstream["health"]))
+        if unshared:
+            self.log(f"warning: no room to share the state of {len(unshared)} endpoint address(es) between workers "
+                     f"(the node holds {self.table.capacity}); each worker keeps its own, and they are not checked")
         probed = set()
         for provider in config["providers"]:  # AI probes: one worker probes, the others follow
             if provider.get("health_check") and provider["type"] != "mock":

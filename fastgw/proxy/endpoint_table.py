@@ -35,7 +35,8 @@ from dataclasses import dataclass
 HEADER_SIZE = 64
 RECORD_SIZE = 256
 ADDRESS_SIZE = 192
-DEFAULT_CAPACITY = 4096
+DEFAULT_CAPACITY = 65536
+"""Addresses per node (16 MiB of address space; only the pages of records in use are touched)."""
 _COUNT = struct.Struct("<I")
 # drained, health, ejection_level, ejections, checks_failed, revived_at, ejected_until, last_checked, ejected_at
 _FIELDS = struct.Struct("<IIIIIdddd")

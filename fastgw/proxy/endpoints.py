@@ -31,6 +31,8 @@ from fastgw.proxy.endpoint_table import UNHEALTHY, EndpointTable, slow_start_fac
 RAMP_STEP = 0.5
 """Seconds between re-computations of a ramping endpoint's weight."""
 _NEVER = float("inf")
+_STATELESS = EndpointTable(1)
+"""Stands in for endpoints no table has room for: one record nobody drains, checks or ejects."""
 
 CONNECT_FAILURE, STATUS_5XX = "connect", "5xx"
 
@@ -64,7 +66,9 @@ class EndpointSet:
                 self.records.append((table, record))
             else:  # not registered by the supervisor (a trial build, a full table): this worker's own
                 own = private.find(url)
-                self.records.append((private, own if own is not None else private.register(url)))
+                own = own if own is not None else private.register(url)
+                # Both tables full (tens of thousands of addresses): this endpoint is simply always in.
+                self.records.append((private, own) if own is not None else (_STATELESS, 0))
         self.tables = tuple({id(t): t for t, _ in self.records}.values())
         name = zone["name"] if zone else None
         self.local = [i for i, z in enumerate(self.zones) if name is not None and z == name]
@@ -177,6 +181,8 @@ class EndpointSet:
         self.fails_5xx[index] = self.fails_connect[index] = 0
         table, record = self.records[index]
         now = time.monotonic()
+        if table is _STATELESS:
+            return
         seconds = table.eject(record, now, outlier["base_ejection"], outlier["max_ejection"])
         if seconds:
             reason = "consecutive_connect_failures" if kind == CONNECT_FAILURE else "consecutive_5xx"

@@ -183,3 +183,14 @@ def test_the_table_is_shared_with_forked_workers() -> None:
     assert table.epoch != epoch
     assert os.waitpid(pid, 0)[1] == 0
     assert table.register("http://a:1") == record and table.find("http://b:1") is None
+
+
+def test_endpoints_no_table_has_room_for_are_always_in() -> None:
+    spec = upstream_spec(("http://a:1", 1, None), ("http://b:1", 1, None), ("http://c:1", 1, None),
+                         outlier={"consecutive_5xx": 1, "consecutive_connect_failures": 1, "base_ejection": 5.0,
+                                  "max_ejection": 5.0})
+    balancer = make_balancer([1, 1, 1], "round_robin")
+    states = EndpointSet(spec, balancer, EndpointTable(1), EndpointTable(1), None)  # room for one address
+    for index in range(3):
+        states.failed(index, CONNECT_FAILURE)
+    assert {states.choose() for _ in range(6)} == {1, 2}  # a (the one with a record) is ejected, b and c stay in
