@@ -196,8 +196,19 @@ def test_drain_errors_and_no_healthy_upstream(gateway, upstreams) -> None:
     status, _ = http_status(gw.admin + "/upstreams")  # behind the token like the rest
     assert status == 401
     gw.admin_call("POST", "/upstreams/drain", json.dumps({"route": "svc", "endpoint": a.url}).encode())
-    status, body = get(gw)
+    try:
+        urllib.request.urlopen(gw.url + "/", timeout=10)
+        raise AssertionError("a drained endpoint served")
+    except urllib.error.HTTPError as exc:
+        status, body, headers = exc.code, exc.read().decode(), exc.headers
     assert status == 503 and json.loads(body)["error"]["code"] == "no_healthy_upstream", body
+    assert headers["Retry-After"] == "1"
+    deadline = time.monotonic() + 10
+    while (found := gw.admin_call("GET", f"/diagnose?request_id={headers['x-request-id']}"))[0] != 200:
+        assert time.monotonic() < deadline, found  # workers publish their failed requests on a tick
+        time.sleep(0.1)
+    found = found[1]
+    assert found["cause"] == "no_healthy_upstream" and "POST /upstreams/undrain" in found["fix"], found
     gw.admin_call("POST", "/upstreams/undrain", json.dumps({"route": "svc", "endpoint": 0}).encode())
     assert get(gw) == (200, "a")
 
