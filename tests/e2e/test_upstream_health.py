@@ -237,10 +237,12 @@ def test_zones_prefer_local_and_spill_over(gateway, upstreams, pure) -> None:
     answers = served(gw, 20, "/passive-off")
     errors = metric_value(gw, "fastgw_upstream_requests_total", route="passive-off", endpoint=a.url,
                           status_class="connect_error")
-    assert errors >= 1 and answers["c"] == errors, (answers, errors)
+    # (c is never a first pick while the local zone is healthy: every c answered a retry; a retry
+    # can also follow a pooled connection a closed, which is not counted as a connect error)
+    assert errors >= 1 and answers["c"] >= errors, (answers, errors)
     # Route "half": a ejected leaves half the local weight healthy, enough for min_healthy 0.5.
     served(gw, 6)
-    wait_state(gw, "half", a.url, "ejected")
+    wait_state(gw, "half", a.url, "ejected", drive=True)
     assert served(gw, 20) == Counter(b=20)
     # Route "strict" wants 0.6: the same loss spills over to every healthy endpoint.
     assert set(served(gw, 20, "/strict")) == {"b", "c"}
