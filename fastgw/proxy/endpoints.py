@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any
 
+from fastgw.config.secrets import SCRUBBER
 from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy.balancer import NONE_ELIGIBLE, Balancer
 from fastgw.proxy.endpoint_table import UNHEALTHY, EndpointTable, slow_start_factor
@@ -187,6 +188,6 @@ class EndpointSet:
         if seconds:
             reason = "consecutive_connect_failures" if kind == CONNECT_FAILURE else "consecutive_5xx"
             GATEWAY.upstream_ejections.inc((self.urls[index], reason))
-            sys.stderr.write(f"fastgw: ejected upstream endpoint {self.urls[index]} for {seconds:g}s "
-                             f"({count} {reason.replace('_', ' ')})\n")
+            sys.stderr.write(SCRUBBER(f"fastgw: ejected upstream endpoint {self.urls[index]} for {seconds:g}s "
+                             f"({count} {reason.replace('_', ' ')})\n"))
         self.refresh(now)

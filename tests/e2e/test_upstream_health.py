@@ -340,3 +340,17 @@ def test_provider_probes_run_once_per_node_and_every_worker_follows(gateway) -> 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_endpoint_added_by_a_push_slow_starts_and_the_first_ones_did_not(gateway, upstreams) -> None:
+    a, b, c = upstreams("a", "b", "c")
+    gw = gateway({"routes": [route("svc", [a.url, b.url], slow_start="6s")]})
+    assert endpoint_state(gw, "svc", a.url)["state"] == "up"  # a node's first endpoints start at full weight
+    status, answer = gw.push({"routes": [route("svc", [a.url, b.url, c.url], slow_start="6s")]})
+    assert status == 200, answer
+    assert endpoint_state(gw, "svc", c.url)["state"] == "slow_start"
+    early = share_over(gw, "c", 1.5)
+    time.sleep(3.5)
+    late = share_over(gw, "c", 1.5)
+    # a third of the traffic at full weight; from 10 % of its weight at first
+    assert early < 0.22 and late > 0.26 and late > early + 0.08, (early, late)
