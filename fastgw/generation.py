@@ -25,6 +25,8 @@ from fastgw.http.encoding import Compression
 from fastgw.limits.cluster import RedisLink
 from fastgw.limits.local import LocalLimitStore
 from fastgw.proxy.balancer import make_balancer
+from fastgw.proxy.endpoint_table import EndpointTable
+from fastgw.proxy.endpoints import EndpointSet
 from fastgw.proxy.upstream import Pool, PoolSet
 from fastgw.router import Router
 from fastgw.server.tls import Certificates
@@ -36,14 +38,15 @@ HOST_LITERAL = 2
 
 
 class Endpoint:
-    __slots__ = ("pool", "host_header", "url")
+    __slots__ = ("pool", "host_header", "url", "zone")
 
-    def __init__(self, pool: Pool, url: str) -> None:
+    def __init__(self, pool: Pool, url: str, zone: str | None = None) -> None:
         self.pool = pool
         default_port = 443 if pool.scheme == "https" else 80
         host = pool.host if ":" not in pool.host else f"[{pool.host}]"
         self.host_header = (host if pool.port == default_port else f"{host}:{pool.port}").encode()
         self.url = url
+        self.zone = zone or ""  # the metrics label
 
 
 class Upstream:
@@ -53,24 +56,28 @@ class Upstream:
     10,000 routes to one service creates one balancer, not 10,000.
     """
 
-    __slots__ = ("endpoints", "balancer")
+    __slots__ = ("endpoints", "balancer", "states")
 
-    def __init__(self, spec: dict[str, Any], pools: PoolSet) -> None:
+    def __init__(self, spec: dict[str, Any], resources: Resources, zone: dict | None) -> None:
         pool_cfg = spec["pool"]
+        pools = resources.pools
         self.endpoints = [
             Endpoint(
                 pools.get(e["scheme"], e["host"], e["port"], pool_cfg["max_idle"], pool_cfg["idle_timeout"]),
                 e["url"],
+                e.get("zone"),
             )
             for e in spec["endpoints"]
         ]
         self.balancer = make_balancer([e["weight"] for e in spec["endpoints"]], spec["balance"])
+        self.states = EndpointSet(spec, self.balancer, resources.endpoint_table, resources.own_endpoints, zone)
 
     @staticmethod
     def key(spec: dict[str, Any]) -> tuple:
         pool = spec["pool"]
-        endpoints = tuple((e["url"], e["weight"]) for e in spec["endpoints"])
-        return endpoints, spec["balance"], pool["max_idle"], pool["idle_timeout"]
+        endpoints = tuple((e["url"], e["weight"], e.get("zone")) for e in spec["endpoints"])
+        health = json.dumps([spec.get(k) for k in ("health", "outlier", "slow_start", "zones")], sort_keys=True)
+        return endpoints, spec["balance"], pool["max_idle"], pool["idle_timeout"], health
 
 
 class Route:
@@ -80,6 +87,7 @@ class Route:
         "name",
         "endpoints",
         "balancer",
+        "states",
         "host_mode",
         "literal_host",
         "strip_prefix",
@@ -96,6 +104,7 @@ class Route:
         self.name = spec["name"]
         self.endpoints = upstream.endpoints
         self.balancer = upstream.balancer
+        self.states = upstream.states
         upstream_spec = spec["upstream"]
         host_header = upstream_spec["host_header"]
         if host_header == "preserve":
@@ -141,6 +150,8 @@ class Resources:
     redis_link: RedisLink | None = None  # the worker replaces it when the redis URL changes
     caches: dict[str, tuple] = field(default_factory=dict)  # cache spec -> (store, semantic index)
     tracing: Any = None  # fastgw.obs.tracing Tracing of the current tracing section
+    endpoint_table: EndpointTable = field(default_factory=lambda: EndpointTable(256))  # the node's (supervisor's)
+    own_endpoints: EndpointTable = field(default_factory=lambda: EndpointTable(4096))  # addresses it did not register
 
     def tracing_for(self, spec: dict[str, Any]) -> Any:
         """The tracer for a ``tracing`` section: the same one (and export thread) while it is
@@ -219,7 +230,7 @@ class Generation:
             key = Upstream.key(spec["upstream"])
             upstream = upstreams.get(key)
             if upstream is None:
-                upstream = upstreams[key] = Upstream(spec["upstream"], resources.pools)
+                upstream = upstreams[key] = Upstream(spec["upstream"], resources, config.get("zone"))
             self.routes.append(Route(spec, upstream, env))
         self.router = Router(config["routes"], self.routes)
         self.unrouted_chain = Chain([Observe()] if env.trace is None else [Observe(), env.trace])

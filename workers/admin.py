@@ -10,7 +10,10 @@ redacted), ``POST /config`` (validate, then publish a new generation), ``GET /qu
 ``GET /config/history``, ``GET /config/diff``, ``POST /config/rollback``, ``GET /diagnose``,
 ``POST /diagnose/summary``, the console under ``/ui``, and ``POST /drain`` / ``POST /undrain``
 (take the node out of service without exiting: new connections refused, answers in flight
-finish, ``/healthz`` 503; and back).
+finish, ``/healthz`` 503; and back), ``GET /upstreams``
+(every plain route's endpoints and their state) and ``POST /upstreams/drain`` /
+``/upstreams/undrain`` with ``{"route", "endpoint"}`` (one endpoint takes no new requests,
+node-wide; those in flight finish; and back, through slow start).
 
 Who may call: with ``admin.token`` every endpoint but ``/healthz`` (and ``/metrics`` when
 ``admin.metrics_public``) needs ``Authorization: Bearer <token>`` (compared in constant
@@ -84,6 +87,12 @@ class Backend(Protocol):
     def drain(self) -> dict: ...
 
     def undrain(self) -> dict: ...
+
+    def upstream_listing(self) -> dict:
+        """Every plain route's endpoints and their node-wide state (``GET /upstreams``)."""
+
+    def drain_endpoint(self, route: str | None, endpoint: object, drained: bool) -> dict:
+        """Drain or undrain one endpoint address; ``LookupError`` if nothing matches."""
 
     def recent_failures(self) -> list[dict]:
         """Every worker's recent failed requests, oldest first (``/diagnose``)."""
@@ -171,6 +180,17 @@ def snapshot_metrics(snapshot: Snapshot) -> Iterable[Metric]:
         yield metric
 
 
+def _sample_metrics(samples: Iterable[tuple[str, str, str, dict, float]]) -> list[Metric]:
+    """``(name, kind, help, labels, value)`` samples grouped into families, in first-seen order."""
+    families: dict[str, Metric] = {}
+    for name, kind, help, labels, value in samples:
+        metric = families.get(name)
+        if metric is None:
+            metric = families[name] = Metric(name, kind, help)
+        metric.add_sample("", labels, value)
+    return list(families.values())
+
+
 def _label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -233,6 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
         "/quota": ("GET", "POST"),
         "/drain": ("POST",),
         "/undrain": ("POST",),
+        "/upstreams": ("GET",),
+        "/upstreams/drain": ("POST",),
+        "/upstreams/undrain": ("POST",),
         "/diagnose": ("GET",),
         "/diagnose/summary": ("POST",),
         "/ui/data": ("GET",),
@@ -306,9 +329,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, backend.drain())
         elif path == "/undrain":
             self._send_json(200, backend.undrain())
+        elif path == "/upstreams":
+            self._send_json(200, backend.upstream_listing())
+        elif path in ("/upstreams/drain", "/upstreams/undrain"):
+            self._send_json(*self._drain_endpoint(path == "/upstreams/drain"))
         elif path == "/metrics":
             status = backend.status()
             metrics = [metric for collect in COLLECTORS for metric in collect(status)]
+            upstream_metrics = getattr(backend, "upstream_metrics", None)
+            if upstream_metrics is not None:
+                metrics.extend(_sample_metrics(upstream_metrics()))
             worker_metrics = getattr(backend, "metrics", None)
             if worker_metrics is not None:
                 metrics.extend(snapshot_metrics(worker_metrics.collect()))
@@ -347,6 +377,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))
         else:
             self._send_json(*self._post_config())
+
+    def _json_body(self) -> dict | tuple[int, dict]:
+        """The request's JSON object, or the error to answer with."""
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > 65536:
+            return _error(400, "a JSON body with Content-Length is required", "invalid_request")
+        try:
+            request = json.loads(self.rfile.read(int(length)))
+        except ValueError:
+            return _error(400, "the body is not valid JSON", "invalid_request")
+        if not isinstance(request, dict):
+            return _error(400, "the body must be a JSON object", "invalid_request")
+        return request
+
+    def _drain_endpoint(self, drained: bool) -> tuple[int, dict]:
+        """``{"endpoint": URL or index, "route": name}`` (``route`` optional with a URL)."""
+        request = self._json_body()
+        if isinstance(request, tuple):
+            return request
+        route, endpoint = request.get("route"), request.get("endpoint")
+        if route is not None and not isinstance(route, str):
+            return _error(400, "'route' must be a route name", "invalid_request")
+        index = isinstance(endpoint, int) and not isinstance(endpoint, bool)
+        if not (isinstance(endpoint, str) or index) or (index and route is None):
+            return _error(400, "'endpoint' is required: its URL, or its index with 'route'", "invalid_request")
+        try:
+            return 200, self.server.backend.drain_endpoint(route, endpoint, drained)
+        except LookupError as exc:
+            return _error(404, str(exc.args[0]), "not_found")
 
     def _quota(self) -> tuple[int, dict]:
         """``GET /quota?rule=R&consumer=C``; ``POST /quota`` with JSON

@@ -40,6 +40,7 @@ from fastgw.limits.quotas import QuotaAdmin
 from fastgw.obs.board import HEALTH
 from fastgw.obs.recent import RECENT
 from fastgw.proc import die_with_parent
+from fastgw.proxy.endpoint_table import EndpointTable
 from workers.admin import AdminServer, format_url
 from workers.cluster import ConfigFollower
 from workers.console import ConsoleHistory
@@ -48,6 +49,7 @@ from workers.metrics_shm import MetricsArea, WorkerMetrics
 from workers.shm import STATE_DRAINING, STATE_EMPTY, STATE_READY, ControlBlock, WorkerRecord
 from workers.sockets import Listeners, bind_listeners, migrate_req_warning
 from workers.trial import GenerationRefused, trial_build
+from workers.upstreams import UpstreamDirectory
 
 HISTORY = 20
 """Generations kept for /config/history and a rollback."""
@@ -155,6 +157,8 @@ class Supervisor:
         self.recent_area = MetricsArea(len(self.slots), slot_size=RECENT_SLOT_SIZE)  # each worker's failed requests
         self.health_area = MetricsArea(len(self.slots), slot_size=HEALTH_SLOT_SIZE)  # each worker's providers' health
         self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
+        self.endpoint_table = EndpointTable(workers=len(self.slots))  # plain-route endpoints' health, ejection, drain: one view per node
+        self.upstreams = UpstreamDirectory(self.endpoint_table, log)
         self.ticket_seed = os.urandom(32)  # TLS ticket keys every worker derives alike (fastgw.server.tickets)
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
@@ -217,6 +221,17 @@ class Supervisor:
                 }
             )
         return {"generation": self.generation, "workers": workers, "pid": self._pid, "failed_generation": self.failed}
+
+    def upstream_listing(self) -> dict:
+        """``GET /upstreams``: every plain route's endpoints and their state."""
+        return self.upstreams.listing()
+
+    def drain_endpoint(self, route: str | None, endpoint: object, drained: bool) -> dict:
+        """``POST /upstreams/drain`` and ``/undrain``; ``LookupError`` when nothing matches."""
+        return self.upstreams.set_drained(route, endpoint, drained)
+
+    def upstream_metrics(self) -> list[tuple[str, str, str, dict, float]]:
+        return self.upstreams.metrics()
 
     @property
     def draining(self) -> bool:
@@ -281,11 +296,13 @@ class Supervisor:
         reason = trial_build(blob, self.limit_store, timeout=TRIAL_TIMEOUT, in_child=self._shed_in_child)
         if reason is not None:
             self._refuse(409, generation, source, f"cannot build generation {generation}: {reason}")
+        self.upstreams.configure(config)  # its endpoints have shared state before a worker builds it
         self.control.publish(generation, blob)
         timeout = ACK_TIMEOUT + 3 * (time.monotonic() - started)
         reason = self._await_generation(generation, timeout)
         if reason is not None:
             self.control.publish(self.generation, encode_generation(self.generation, self.config))
+            self.upstreams.configure(self.config)
             back = self._await_generation(self.generation, timeout)
             if back is not None:
                 log(f"rolling back to generation {self.generation}: {back}")
@@ -391,6 +408,7 @@ class Supervisor:
         if warning:
             log(f"warning: {warning}")
         self._publish(1, self.config, str(self.config_source))
+        self.upstreams.start()
         self._remove_stale_node_caches()
         host, port = listen["host"], listen["port"]
         try:
@@ -425,6 +443,7 @@ class Supervisor:
             self._follower.poll(time.monotonic())  # adopt the cluster's latest push before forking
 
     def _publish(self, generation: int, config: dict, source: str) -> None:
+        self.upstreams.configure(config, boot=True)
         self.control.publish(generation, encode_generation(generation, config))
         self.config, self.generation = config, generation
         self.history.append((generation, time.time(), source, config))
@@ -538,6 +557,7 @@ class Supervisor:
                 index, self._listeners.for_slot(index), self.control, self.heartbeat_interval,
                 limit_store=self.limit_store, ticket_seed=self.ticket_seed,
                 redirect_sock=self._redirects.for_slot(index) if self._redirects is not None else None,
+                endpoint_table=self.endpoint_table,
             )
             code = 0
         except SystemExit as exc:
@@ -578,6 +598,7 @@ class Supervisor:
             if slot is None:
                 continue
             self.metrics.retire(slot.index, pid)  # its counts stay in the totals: counters never go back
+            self.endpoint_table.clear_worker(slot.index)  # its requests in flight died with it
             freed = self.limit_store.slots.release_pid(pid)  # it never ran on_done for these
             if freed:
                 log(f"worker {slot.index} (pid {pid}) held {freed} concurrency slot(s); freed")
@@ -683,6 +704,7 @@ class Supervisor:
 
     def _close(self) -> None:
         self._remove_node_cache()
+        self.upstreams.stop()
         if self._follower is not None:
             self._follower.close()
             self._follower = None
@@ -703,6 +725,7 @@ class Supervisor:
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
         self.control.close()
+        self.endpoint_table.close()
 
 
 def _kill(pid: int, sig: int) -> None:

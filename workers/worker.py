@@ -33,6 +33,7 @@ from fastgw.obs.errorlog import ErrorLog
 from fastgw.obs.metrics import GATEWAY
 from fastgw.obs.recent import RECENT
 from fastgw.obs.spool import Spool
+from fastgw.proxy.endpoint_table import EndpointTable
 from fastgw.server.admission import Admission
 from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.listener import Acceptor
@@ -84,6 +85,7 @@ class Worker:
         limit_store: LocalLimitStore | None = None,
         ticket_seed: bytes | None = None,
         redirect_sock: socket.socket | None = None,
+        endpoint_table: EndpointTable | None = None,
     ) -> None:
         from fastgw.ai.health import ProviderHealth
         from fastgw.generation import Resources
@@ -102,6 +104,9 @@ class Worker:
         self.resources = Resources(
             PoolSet(self.loop), ProviderHealth(), limit_store or LocalLimitStore(slots=4096, quota_slots=256)
         )
+        if endpoint_table is not None:  # the supervisor's: endpoint states shared by the node
+            endpoint_table.bind(slot)
+            self.resources.endpoint_table = endpoint_table
         self._redis_url: str | None = None
         self._limit_stats_seen: dict[str, int] = {}
         self.started = time.monotonic()
@@ -348,7 +353,7 @@ class Worker:
         self.acceptor = Acceptor(self.loop, self.sock, lambda: HttpConnection(self), backlog, **tls_options)
         from fastgw.ai.probes import HealthProber
 
-        self.prober = HealthProber(self.loop)
+        self.prober = HealthProber(self.loop, self.resources.endpoint_table, probes_for_node=self.slot == 0)
         self.prober.configure(self.generation.ai)
         self._configure_usage_sink()
         redirect = self.generation.config["listen"]["redirect"]
@@ -496,6 +501,7 @@ def run_worker(
     limit_store: LocalLimitStore | None = None,
     ticket_seed: bytes | None = None,
     redirect_sock: socket.socket | None = None,
+    endpoint_table: EndpointTable | None = None,
 ) -> NoReturn:
     """Entry point in the forked child; never returns."""
     _log_through_scrubber()
@@ -504,7 +510,8 @@ def run_worker(
 
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        worker = Worker(slot, sock, control, heartbeat_interval, limit_store, ticket_seed, redirect_sock)
+        worker = Worker(slot, sock, control, heartbeat_interval, limit_store, ticket_seed, redirect_sock,
+                        endpoint_table)
     except (KeyError, TypeError, ValueError) as exc:
         log(f"config error at boot: {exc!r}")
         os._exit(WORKER_CONFIG_ERROR)

@@ -66,16 +66,35 @@ FAILOVER_DEFAULTS = {key: default for key, (_, default) in FAILOVER.items()}
 MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_after")
 
 
+def local_first(targets: list[dict[str, Any]], zone: str | None) -> list[dict[str, Any]]:
+    """The failover chain with this node's zone first among equals.
+
+    Targets that name the same model are equals (one model deployed in several zones or
+    regions): each group keeps the place of its first target in the chain, and within it the
+    targets in ``zone`` come first, the others after them in their configured order. Targets of
+    different models keep the order the config gives, which is a preference (a stronger model
+    before its cheaper fallback) that no zone should override. Spill-over needs nothing more: a
+    local target that fails or whose breaker is open is followed by its remote equals."""
+    if zone is None or not any(t.get("zone") == zone for t in targets):
+        return targets
+    first: dict[str | None, int] = {}
+    for position, target in enumerate(targets):
+        first.setdefault(target["model"], position)
+    ranked = sorted(enumerate(targets), key=lambda item: (first[item[1]["model"]], item[1].get("zone") != zone,
+                                                          item[0]))
+    return [target for _, target in ranked]
+
+
 class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
     __slots__ = ("name", "spec", "target_chain", "max_attempts", "failover", "filters", "chain", "compression",
                  "pricing")
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], zone: str | None = None) -> None:
         self.name = spec["name"]
         self.spec = spec
-        self.target_chain = spec["targets"]
+        self.target_chain = local_first(spec["targets"], zone)
         self.max_attempts = spec["max_attempts"]
         self.failover: dict[str, Any] = spec.get("failover") or FAILOVER_DEFAULTS
         self.filters: list[Filter] = []
@@ -123,8 +142,8 @@ class ModelEntry:
 class ModelTable:
     """Exact names first, then wildcards in config order (deterministic, unlike a hash map)."""
 
-    def __init__(self, models: list[dict[str, Any]]) -> None:
-        entries = [ModelEntry(m) for m in models]
+    def __init__(self, models: list[dict[str, Any]], zone: str | None = None) -> None:
+        entries = [ModelEntry(m, zone) for m in models]
         self.exact = {e.name: e for e in entries if "*" not in e.name}
         self.patterns = [e for e in entries if "*" in e.name]
         self.names = [e.name for e in entries]
@@ -213,7 +232,7 @@ class ProviderRuntime:
 
 class AIFrontDoor:
     def __init__(self, config: dict[str, Any], resources: Resources, env: BuildEnv) -> None:
-        self.models = ModelTable(config["models"])
+        self.models = ModelTable(config["models"], (config.get("zone") or {}).get("name"))
         self.created = int(time.time())  # the "created" of every model the gateway lists
         self.providers = {
             p["name"]: ProviderRuntime(p, resources.pools, resources.health) for p in config["providers"]

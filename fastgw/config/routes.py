@@ -16,6 +16,8 @@ Accepted input, and the normalised form the router and proxy read::
           strip_prefix: /api         # removed from the start of the path before forwarding
           timeouts: {connect: 2s, first_byte: 30s, idle: 60s, tunnel_idle: 5m}
           pool: {max_idle: 1024, idle_timeout: 60s}
+          health: {path: /healthz}   # active checks; also outlier, slow_start, zones and
+                                     # endpoints' zone (fastgw.config.upstream_health)
         compression: {min_size: 4k}  # or false; overrides the top-level section (fastgw.config.compression)
         websocket: true              # tunnel "Upgrade: websocket" after a 101 (other upgrades never are)
 
@@ -45,12 +47,14 @@ from fastgw.config.filters import filters
 from fastgw.config.net import endpoint, valid_host
 from fastgw.config.overload import priority
 from fastgw.config.prompts import transform
+from fastgw.config.upstream_health import health, outlier, slow_start, zone_name, zones
 from fastgw.config.waf import waf
 
 _ROUTE_KEYS = ("name", "match", "upstream", "transform", "waf", "filters", "compression", "websocket", "priority")
 _MATCH_KEYS = ("host", "path", "methods", "headers")
 _PATH_TYPES = ("exact", "prefix", "regex")
-_UPSTREAM_KEYS = ("endpoints", "balance", "host_header", "strip_prefix", "timeouts", "pool")
+_UPSTREAM_KEYS = ("endpoints", "balance", "host_header", "strip_prefix", "timeouts", "pool", "health", "outlier",
+                  "slow_start", "zones")
 _TIMEOUTS = {
     "connect": (duration(), 2.0),
     "first_byte": (duration(), 30.0),
@@ -94,7 +98,26 @@ def routes(value: Any, issues: Issues, compressing: dict | None = None) -> list[
                     "priority": priority(given["priority"], f"{path}.priority", issues) if "priority" in given else None})
         names.append((i, name))
     unique_names("routes", names, issues)
+    _one_check_per_address(out, issues)
     return out
+
+
+def _one_check_per_address(out: list[dict], issues: Issues) -> None:
+    """The node checks an endpoint address once (its health is the host's, for every route):
+    two routes may not ask for different checks of one address."""
+    checks: dict[str, tuple[int, dict]] = {}
+    for i, route in enumerate(out):
+        upstream = route["upstream"]
+        if not upstream or upstream["health"] is None:
+            continue
+        for given in upstream["endpoints"]:
+            if given is None:
+                continue
+            first = checks.setdefault(given["url"], (i, upstream["health"]))
+            if first[1] != upstream["health"]:
+                issues.add(f"routes[{i}].upstream.health",
+                           f"{given['url']} is already checked differently by routes[{first[0]}] "
+                           "(one active check per endpoint address)")
 
 
 def _match(value: Any, path: str, issues: Issues) -> dict:
@@ -213,6 +236,10 @@ def _upstream(value: Any, path: str, issues: Issues) -> dict | None:
         "strip_prefix": strip,
         "timeouts": fields(given.get("timeouts", {}), f"{path}.timeouts", issues, _TIMEOUTS),
         "pool": fields(given.get("pool", {}), f"{path}.pool", issues, _POOL),
+        "health": health(given.get("health"), f"{path}.health", issues),
+        "outlier": outlier(given.get("outlier"), f"{path}.outlier", issues),
+        "slow_start": slow_start(given["slow_start"], f"{path}.slow_start", issues) if "slow_start" in given else 0.0,
+        "zones": zones(given.get("zones", {}), f"{path}.zones", issues),
     }
 
 
@@ -228,17 +255,19 @@ def _endpoints(given: dict, path: str, issues: Issues) -> list[dict | None]:
 
 def _endpoint(value: Any, path: str, issues: Issues) -> dict | None:
     if isinstance(value, dict):
-        given = mapping(value, path, issues, ("url", "weight"))
+        given = mapping(value, path, issues, ("url", "weight", "zone"))
         if "url" not in given:
             issues.add(f"{path}.url", "required")
             return None
         found = endpoint(given["url"], f"{path}.url", issues)
         weight = _WEIGHT(given["weight"], f"{path}.weight", issues) if "weight" in given else 1
+        zone = zone_name(given["zone"], f"{path}.zone", issues) if "zone" in given else None
     else:
         found = endpoint(value, path, issues)
-        weight = 1
+        weight, zone = 1, None
     if found is not None:
         found["weight"] = weight
+        found["zone"] = zone
     return found
 
 

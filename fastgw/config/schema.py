@@ -121,6 +121,7 @@ from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 from fastgw.config.tls import tls_section
 from fastgw.config.tracing import tracing
+from fastgw.config.upstream_health import node_zone, zone_name
 from fastgw.config.waf import waf
 from fastgw.filters import NOT_ON_MODELS
 
@@ -143,6 +144,7 @@ TOP_LEVEL_KEYS = (
     "tracing",
     "compression",
     "console",
+    "zone",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -211,6 +213,7 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         "http": fields(data.get("http", {}), "http", issues, _HTTP),
         "providers": _providers(data.get("providers", []), issues),
         "compression": compression(data.get("compression"), "compression", issues),
+        "zone": node_zone(data.get("zone"), issues),
     }
     config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues,
                                config["compression"])
@@ -424,9 +427,9 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
 
 
 def _target(value: Any, path: str, public: str | None, providers: set[str], issues: Issues) -> dict:
-    given = mapping(value, path, issues, ("provider", "model", "context_window"))
+    given = mapping(value, path, issues, ("provider", "model", "context_window", "zone"))
     if given is None:
-        return {"provider": None, "model": public, "context_window": None}
+        return {"provider": None, "model": public, "context_window": None, "zone": None}
     provider = _required(given, "provider", path, issues, text)
     if provider is not None and provider not in providers:
         issues.add(f"{path}.provider", _unknown_name("provider", provider, providers))
@@ -436,7 +439,8 @@ def _target(value: Any, path: str, public: str | None, providers: set[str], issu
     window = given.get("context_window")
     if window is not None:
         window = integer(1)(window, f"{path}.context_window", issues)
-    return {"provider": provider, "model": model, "context_window": window}
+    zone = zone_name(given["zone"], f"{path}.zone", issues) if "zone" in given else None
+    return {"provider": provider, "model": model, "context_window": window, "zone": zone}
 
 
 def _limits(value: Any, issues: Issues) -> list[dict]:

@@ -78,6 +78,12 @@ def explain(record: dict, config: dict) -> Diagnosis:
                         f"'{provider}'; {then}",
                         f"if the provider is just slow, raise providers[].timeouts.{bound} of '{provider}'; "
                         "otherwise check its status page")
+    if code == "no_healthy_upstream":
+        route = record.get("route") or "?"
+        return _out("no_healthy_upstream", f"route '{route}': {message}",
+                    "GET /upstreams shows each endpoint's state: undrain a drained one (POST /upstreams/undrain), "
+                    "fix what fails its health check (routes[].upstream.health), or wait for an ejection to end "
+                    "(routes[].upstream.outlier)")
     if record.get("op") is None and status in (502, 503, 504):
         route = record.get("route") or "?"
         return _out("upstream_unavailable", f"route '{route}': {message}",

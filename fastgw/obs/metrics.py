@@ -322,6 +322,15 @@ class Gateway:
         self.upstream_errors = r.counter(
             "fastgw_upstream_errors_total", "Failed upstream attempts (kind: connect|timeout|status_5xx|invalid).",
             ("provider", "kind"))
+        self.upstream_requests = r.counter(
+            "fastgw_upstream_requests_total",
+            "Attempts of plain routes at their endpoints, by endpoint, its zone and the outcome's status class "
+            "(connect_error when no connection was made).",
+            ("route", "endpoint", "zone", "status_class"))
+        self.upstream_ejections = r.counter(
+            "fastgw_upstream_ejections_total",
+            "Passive ejections of plain-route endpoints (reason: consecutive_5xx|consecutive_connect_failures).",
+            ("endpoint", "reason"))
         self.failovers = r.counter(
             "fastgw_failovers_total", "Attempts moved from one provider to another.",
             ("model", "from_provider", "to_provider"))

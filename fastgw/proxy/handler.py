@@ -22,6 +22,8 @@ from fastgw.http.errors import END, ParseError
 from fastgw.http.response import LAST_CHUNK, chunk, chunk_into
 from fastgw.obs.metrics import GATEWAY
 from fastgw.proxy import replies
+from fastgw.proxy.balancer import NONE_ELIGIBLE
+from fastgw.proxy.endpoints import CONNECT_FAILURE, STATUS_5XX
 from fastgw.proxy.wsframes import CLOSE_TO_CLIENT, FrameBoundary, close_to_upstream
 from fastgw.server.stream import STAGE_BODY, FilterError, Stream
 
@@ -138,7 +140,9 @@ class ProxyHandler:
 
     def start(self) -> None:
         self.started = True
-        self._pick_endpoint()
+        if not self._pick_endpoint():
+            self._no_healthy_upstream()
+            return
         if self.held_body is not None:
             return  # sent whole once it has arrived (bounded by max_body_size)
         self.pending.insert(0, self._upstream_head())
@@ -217,7 +221,7 @@ class ProxyHandler:
             self.upstream.abort()
             self.upstream = None
         if self.endpoint_index >= 0:
-            self.route.balancer.release(self.endpoint_index)
+            self.route.states.release(self.endpoint_index)
             self.endpoint_index = -1
 
     def crashed(self, message: str) -> None:
@@ -250,7 +254,7 @@ class ProxyHandler:
     def _release(self) -> None:
         """A filter answered: the endpoint picked for this exchange is not used."""
         if self.upstream is None and self.endpoint_index >= 0:
-            self.route.balancer.release(self.endpoint_index)
+            self.route.states.release(self.endpoint_index)
             self.endpoint_index = -1
 
     # -- the upstream request -----------------------------------------------------------------
@@ -307,11 +311,33 @@ class ProxyHandler:
 
     # -- upstream selection and connection ---------------------------------------------
 
-    def _pick_endpoint(self) -> None:
+    def _pick_endpoint(self) -> bool:
+        """Choose the endpoint of the next attempt; False when none may take it (drained,
+        ejected or checked unhealthy, all of them)."""
         route = self.route
-        index = route.balancer.pick(self.tried)
+        index = route.states.choose(self.tried)
+        if index == NONE_ELIGIBLE:
+            return False
         self.endpoint_index = index
         self.endpoint = route.endpoints[index]
+        return True
+
+    def _no_healthy_upstream(self) -> None:
+        self.endpoint = None
+        self.conn.local_reply(503, f"no endpoint of route '{self.route.name}' can take requests now "
+                              "(drained, ejected or failing its health check)", code="no_healthy_upstream",
+                              extra=b"Retry-After: 1\r\n")
+
+    def _outcome(self, status_class: str, failure: str | None) -> None:
+        """One attempt at the current endpoint ended: metrics, and passive outlier detection."""
+        route, endpoint, index = self.route, self.endpoint, self.endpoint_index
+        if endpoint is None or index < 0:
+            return
+        GATEWAY.upstream_requests.inc((route.name, endpoint.url, endpoint.zone, status_class))
+        if failure is None:
+            route.states.succeeded(index)
+        else:
+            route.states.failed(index, failure)
 
     def _connect(self) -> None:
         conn = self.endpoint.pool.take_idle()
@@ -326,11 +352,13 @@ class ProxyHandler:
             conn = await endpoint.pool.connect(route.connect_timeout)
         except asyncio.TimeoutError:
             if self.stream is stream and self.endpoint is endpoint and not stream.finished:
-                self._upstream_failed(504, f"connecting to upstream {endpoint.url} timed out", retry=True)
+                self._upstream_failed(504, f"connecting to upstream {endpoint.url} timed out", retry=True,
+                                      failure=CONNECT_FAILURE)
             return
         except OSError as exc:
             if self.stream is stream and self.endpoint is endpoint and not stream.finished:
-                self._upstream_failed(502, f"cannot connect to upstream {endpoint.url}: {exc.strerror or exc}", retry=True)
+                self._upstream_failed(502, f"cannot connect to upstream {endpoint.url}: {exc.strerror or exc}",
+                                      retry=True, failure=CONNECT_FAILURE)
             return
         if self.stream is not stream or self.endpoint is not endpoint or stream.finished:
             endpoint.pool.release(conn)  # the client went away meanwhile
@@ -354,24 +382,28 @@ class ProxyHandler:
         if client.req_done:
             client.set_timeout(T_FIRST_BYTE, self.route.first_byte_timeout)
 
-    def _upstream_failed(self, status: int, message: str, *, retry: bool) -> None:
-        """The upstream could not be reached or failed before answering."""
+    def _upstream_failed(self, status: int, message: str, *, retry: bool, failure: str | None = STATUS_5XX) -> None:
+        """The upstream could not be reached or failed before answering. ``failure``: what it
+        counts for in outlier detection (None: not the endpoint's fault, a pooled connection it
+        had closed)."""
         route = self.route
         if self.upstream is not None:
             self.upstream.abort()
             self.upstream = None
         if route is None or self.stream is None or self.stream.finished:
             return
-        route.balancer.release(self.endpoint_index)
+        if failure is not None:
+            self._outcome("connect_error" if failure == CONNECT_FAILURE else "5xx", failure)
+        route.states.release(self.endpoint_index)
         self.conn.services.count_upstream_error()
         tried = self.tried | {self.endpoint_index}
         self.endpoint_index = -1
         can_replay = self.replay is not None and (self.conn.req_done or not self.replay)
         if retry and can_replay and len(tried) < len(route.endpoints) and not self.resp_started:
             self.tried = tried
-            self._pick_endpoint()
-            self._resend()
-            return
+            if self._pick_endpoint():
+                self._resend()
+                return
         self.conn.local_reply(status, message)
 
     def _resend(self) -> None:
@@ -443,7 +475,7 @@ class ProxyHandler:
         except FilterError as exc:  # raised while the head was built: nothing of it went out
             conn.abort()
             self.upstream = None
-            self.route.balancer.release(self.endpoint_index)
+            self.route.states.release(self.endpoint_index)
             self.endpoint_index = -1
             self.resp_started = False
             self.conn.local_reply(500, str(exc), code="filter_error")
@@ -466,6 +498,7 @@ class ProxyHandler:
             if (rhead.get(b"upgrade") or b"").strip().lower() != b"websocket":
                 raise ParseError(502, "upstream switched to a protocol other than websocket")
         self.resp_started = True
+        self._outcome(f"{status // 100}xx", STATUS_5XX if status >= 500 else None)
         if status == 101:
             self.tunnel = True
             client.start_tunnel()
@@ -519,7 +552,8 @@ class ProxyHandler:
                 self.conn.abort_exchange()
             else:
                 self._upstream_failed(
-                    502, f"upstream closed the connection early: {exc.reason}", retry=conn.reused and not self.resp_started
+                    502, f"upstream closed the connection early: {exc.reason}", retry=conn.reused and not self.resp_started,
+                    failure=None if conn.reused else STATUS_5XX,
                 )
             return
         self.on_upstream_data(conn)
@@ -535,7 +569,8 @@ class ProxyHandler:
             self.conn.abort_exchange()
         else:
             # A pooled connection the upstream had closed: safe to resend if we still hold the body.
-            self._upstream_failed(502, "upstream closed the connection before answering", retry=conn.reused)
+            self._upstream_failed(502, "upstream closed the connection before answering", retry=conn.reused,
+                                  failure=None if conn.reused else STATUS_5XX)
 
     def on_tunnel_data(self, data: bytes) -> None:
         if self.tunnel:
@@ -599,7 +634,7 @@ class ProxyHandler:
             self.conn.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _response_complete(self, conn: UpstreamConnection) -> None:
-        self.route.balancer.release(self.endpoint_index)
+        self.route.states.release(self.endpoint_index)
         self.endpoint_index = -1
         self.upstream = None
         # Bytes after the response's end (beyond its Content-Length, a body to HEAD/204/304)

@@ -65,6 +65,27 @@ def test_check_reports_compression_errors_with_their_field_paths(tmp_path):
         assert f"  {path}" in result.stderr, (path, result.stderr)
 
 
+def test_check_reports_upstream_health_and_zone_errors_with_their_field_paths(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "zone: {min_healthy: 0.5}\n"
+        "routes:\n"
+        "  - upstream:\n"
+        "      endpoints: [{url: 'http://127.0.0.1:9', zone: 3}]\n"
+        "      health: {path: healthz, expect: '600', interval: 1s, timeout: 5s}\n"
+        "      outlier: {consecutive_5xx: many, base_ejection: 1m, max_ejection: 1s}\n"
+        "      slow_start: later\n"
+        "      zones: {min_healthy: 1.5}\n"
+    )
+    result = fastgw("check", "-c", str(bad))
+    assert result.returncode == 1
+    for path in ("zone.name", "routes[0].upstream.endpoints[0].zone", "routes[0].upstream.health.path",
+                 "routes[0].upstream.health.expect", "routes[0].upstream.health.timeout",
+                 "routes[0].upstream.outlier.consecutive_5xx", "routes[0].upstream.outlier.max_ejection",
+                 "routes[0].upstream.slow_start", "routes[0].upstream.zones.min_healthy"):
+        assert f"  {path}" in result.stderr, (path, result.stderr)
+
+
 def test_check_names_unset_secrets_without_failing_silently():
     result = fastgw("check", "-c", "examples/gateway.yaml", env={k: "" for k in SECRETS} | {"TEAM_B_KEY": "b"})
     assert result.returncode == 1

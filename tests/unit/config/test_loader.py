@@ -50,7 +50,7 @@ def test_embedded_default() -> None:
     assert config["workers"] == (os.cpu_count() or 1)
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
     assert config["models"] == [
-        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt", "context_window": None}],
+        {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt", "context_window": None, "zone": None}],
          "max_attempts": 3, "transform": None, "waf": None, "filters": [], "compression": None,
          "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}, "pricing": None}
     ]
@@ -452,11 +452,11 @@ models:
     )
     first, wildcard = config["models"]
     assert first["targets"] == [
-        {"provider": "oa", "model": "gpt-4o-mini-2024", "context_window": None},
-        {"provider": "m", "model": "gpt-4o-mini", "context_window": None},
+        {"provider": "oa", "model": "gpt-4o-mini-2024", "context_window": None, "zone": None},
+        {"provider": "m", "model": "gpt-4o-mini", "context_window": None, "zone": None},
     ]
     assert wildcard == {
-        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*", "context_window": None}], "max_attempts": 3,
+        "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*", "context_window": None, "zone": None}], "max_attempts": 3,
         "transform": None, "waf": None, "filters": [], "compression": None,
         "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}, "pricing": None,
     }
@@ -540,12 +540,16 @@ def test_route_defaults() -> None:
         "name": "route-0",
         "match": {"host": None, "path": {"type": "prefix", "value": "/"}, "methods": None, "headers": {}},
         "upstream": {
-            "endpoints": [{"url": "http://u:1", "scheme": "http", "host": "u", "port": 1, "weight": 1}],
+            "endpoints": [{"url": "http://u:1", "scheme": "http", "host": "u", "port": 1, "weight": 1, "zone": None}],
             "balance": "round_robin",
             "host_header": "preserve",
             "strip_prefix": None,
             "timeouts": {"connect": 2.0, "first_byte": 30.0, "idle": 60.0, "tunnel_idle": 300.0},
             "pool": {"max_idle": 1024, "idle_timeout": 60.0},
+            "health": None,
+            "outlier": None,
+            "slow_start": 0.0,
+            "zones": {"min_healthy": None},
         },
         "transform": None,
         "waf": None,
@@ -612,8 +616,9 @@ routes:
             "host": "api.example.com",
             "port": 443,
             "weight": 1,
+            "zone": None,
         },
-        {"url": "http://[::1]:8080", "scheme": "http", "host": "::1", "port": 8080, "weight": 3},
+        {"url": "http://[::1]:8080", "scheme": "http", "host": "::1", "port": 8080, "weight": 3, "zone": None},
     ]
     assert upstream["balance"] == "least_request" and upstream["host_header"] == "upstream"
     assert upstream["strip_prefix"] == "/api"
