@@ -9,11 +9,14 @@ endpoint (an upstream has a handful) instead of sampling two, so it is exact and
 deterministic; when traffic is light (everything tied at 0) it degrades to weighted round
 robin rather than piling onto one endpoint.
 
-Both honour ``exclude`` (endpoints a retry should avoid) unless that excludes them all.
-A balancer lives in one worker and one config generation, so it needs no locking.
+Both honour ``exclude`` (endpoints a retry should avoid) unless that excludes them all,
+and ``allowed`` (the index subset a request may use at all: its gray-release lane's
+endpoints), which ``exclude`` never widens. A balancer lives in one worker and one config generation, so it needs no locking.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 _NOTHING: frozenset[int] = frozenset()
 
@@ -30,19 +33,20 @@ class Balancer:
         self._current = [0] * len(weights)
         self._everyone = range(len(weights))
 
-    def pick(self, exclude: frozenset[int] = _NOTHING) -> int:
-        """The endpoint index for the next request."""
-        return self._rotate(self._allowed(exclude))
+    def pick(self, exclude: frozenset[int] = _NOTHING, allowed: Sequence[int] | None = None) -> int:
+        """The endpoint index for the next request, among ``allowed`` (default: every endpoint)."""
+        return self._rotate(self._allowed(exclude, allowed))
 
     def release(self, index: int) -> None:
         """A request to ``index`` ended; round robin keeps no per-request state."""
 
-    def _allowed(self, exclude: frozenset[int]) -> range | list[int]:
+    def _allowed(self, exclude: frozenset[int], allowed: Sequence[int] | None = None) -> Sequence[int]:
+        pool = self._everyone if allowed is None else allowed
         if not exclude:
-            return self._everyone
-        return [i for i in self._everyone if i not in exclude] or self._everyone
+            return pool
+        return [i for i in pool if i not in exclude] or pool
 
-    def _rotate(self, candidates: range | list[int]) -> int:
+    def _rotate(self, candidates: Sequence[int]) -> int:
         """One step of smooth weighted round robin over ``candidates`` only."""
         if len(candidates) == 1:
             return candidates[0]
@@ -68,10 +72,10 @@ class LeastRequestBalancer(Balancer):
         super().__init__(weights)
         self._in_flight = [0] * len(weights)
 
-    def pick(self, exclude: frozenset[int] = _NOTHING) -> int:
+    def pick(self, exclude: frozenset[int] = _NOTHING, allowed: Sequence[int] | None = None) -> int:
         """The endpoint index for the next request, counted as in flight until :meth:`release`."""
         in_flight = self._in_flight
-        candidates = self._allowed(exclude)
+        candidates = self._allowed(exclude, allowed)
         fewest = min(in_flight[i] for i in candidates)
         index = self._rotate([i for i in candidates if in_flight[i] == fewest])
         in_flight[index] += 1
