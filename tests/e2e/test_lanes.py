@@ -290,3 +290,35 @@ def test_check_names_lane_errors_by_field_path(tmp_path):
                  "routes[0].upstream.endpoints[0].lane"):
         assert f"  {path}" in result.stderr, (path, result.stderr)
     assert "did you mean 'canary'" in result.stderr
+
+
+def test_cached_answers_stay_in_their_lane(gateway):
+    """A canary's answers are not served to the base lane from the response cache, nor the other way;
+    a lane without targets of its own for the model shares the base lane's answers."""
+    base, canary = FakeServer(), FakeServer()
+    config = {
+        "providers": [{"name": "base", "type": "openai", "base_url": base.url + "/v1", "api_keys": ["sk-provider-0003"]},
+                      {"name": "canary", "type": "openai", "base_url": canary.url + "/v1", "api_keys": ["sk-provider-0004"]}],
+        "lanes": [{"name": "canary", "match": {"headers": {"x-env": "canary"}}},
+                  {"name": "other", "match": {"headers": {"x-env": "other"}}}],
+        "models": [{"name": "chat", "targets": [{"provider": "base", "model": "base-model"},
+                                                {"provider": "canary", "model": "canary-model", "lane": "canary"}]}],
+        "cache": {"ttl": "5m", "scope": "global"},
+    }
+    gw = gateway(config, workers=1)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+
+    def ask(env: str | None) -> tuple[str | None, str]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "Which version are you?"}],
+            extra_headers={"x-env": env} if env else {})
+        return raw.headers.get("x-fastgw-cache"), raw.headers.get("x-fastgw-provider")
+
+    assert ask(None) == ("miss", "base")
+    assert ask("canary") == ("miss", "canary")  # the base lane's cached answer is not the canary's
+    assert ask("canary")[0] == "hit"
+    assert ask(None)[0] == "hit"
+    assert ask("other")[0] == "hit"  # no target of its own: the base lane's answers
+    assert (len(base.requests), len(canary.requests)) == (1, 1)
+    base.shutdown()
+    canary.shutdown()
