@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_cli import fastgw
+from tests.e2e.test_diagnose import diagnose
 from tests.support.echo_upstream import EchoUpstream
 from tests.support.gateway import free_port
 from tests.support.provider_fakes import FakeServer
@@ -199,9 +200,12 @@ def test_fallback_to_base_and_fallback_none(gateway, upstreams):
     status, _, echo = get(gw.port, "/plain", {"x-lane": "soft"})
     assert status == 200 and echo["upstream"] == "base" and echo["headers"]["x-fastgw-lane"] == ["soft"]
     # ...or it is refused with a clear code (fallback: none).
-    status, _, error = get(gw.port, "/plain", {"x-lane": "strict"})
+    status, headers, error = get(gw.port, "/plain", {"x-lane": "strict"})
     assert status == 503 and error["error"]["code"] == "lane_unavailable"
     assert "lane 'strict' has no endpoint on route 'plain'" in error["error"]["message"]
+    found = diagnose(gw, headers["x-request-id"])
+    assert found["cause"] == "lane_unavailable" and found["record"]["lane"] == "strict"
+    assert "lanes[1]" in found["fix"] and "fallback: base" in found["fix"]
     # Every endpoint of the lane failing: the base lane serves (fallback: base), or the failure stands.
     status, _, echo = get(gw.port, "/dead", {"x-lane": "soft"})
     assert status == 200 and echo["upstream"] == "base" and echo["headers"]["x-fastgw-lane"] == ["soft"]
