@@ -142,22 +142,8 @@ class ProxyHandler:
 
     def start(self) -> None:
         self.started = True
-        stream = self.stream
-        route = self.route
-        lane = stream.lane
-        chosen = route.endpoints_for(lane)
-        if chosen is None:
-            if lane is None:
-                message = f"route '{route.name}' has only lane endpoints, and this request is in no lane"
-            elif lane.fallback:
-                message = f"neither lane '{lane.name}' nor the base lane has an endpoint on route '{route.name}'"
-            else:
-                message = f"lane '{lane.name}' has no endpoint on route '{route.name}' (its fallback is none)"
-            self.reply_error(503, message, "lane_unavailable")
+        if (self.stream.lane is not None or self.route.base_endpoints is not None) and not self._lane_endpoints():
             return
-        self.candidates, self.spare = chosen
-        if lane is not None and lane.name not in route.lane_endpoints:
-            GATEWAY.lane_fallbacks.inc((lane.label, "no_endpoint"))
         self._pick_endpoint()
         if self.held_body is not None:
             return  # sent whole once it has arrived (bounded by max_body_size)
@@ -331,6 +317,25 @@ class ProxyHandler:
         return serialize_head(first, headers, drop, extra)
 
     # -- upstream selection and connection ---------------------------------------------
+
+    def _lane_endpoints(self) -> bool:
+        """Restrict the pick to the request's lane (fastgw.filters.lanes); False: answered 503."""
+        route = self.route
+        lane = self.stream.lane
+        chosen = route.endpoints_for(lane)
+        if chosen is None:
+            if lane is None:
+                message = f"route '{route.name}' has only lane endpoints, and this request is in no lane"
+            elif lane.fallback:
+                message = f"neither lane '{lane.name}' nor the base lane has an endpoint on route '{route.name}'"
+            else:
+                message = f"lane '{lane.name}' has no endpoint on route '{route.name}' (its fallback is none)"
+            self.reply_error(503, message, "lane_unavailable")
+            return False
+        self.candidates, self.spare = chosen
+        if lane is not None and lane.name not in route.lane_endpoints:
+            GATEWAY.lane_fallbacks.inc((lane.label, "no_endpoint"))
+        return True
 
     def _pick_endpoint(self) -> None:
         route = self.route
