@@ -16,6 +16,7 @@ from typing import Any
 
 from fastgw.ai.health import ProviderHealth
 from fastgw.filters import BuildEnv, Chain, build
+from fastgw.filters.lanes import Lane
 from fastgw.filters.observe import Observe
 from fastgw.filters.overload import Overload
 from fastgw.filters.ratelimit import RateLimit
@@ -53,10 +54,12 @@ class Upstream:
     """An endpoint set with its balancer, shared by every route that names the same one.
 
     Sharing keeps least-request counts per endpoint rather than per route, and building
-    10,000 routes to one service creates one balancer, not 10,000.
+    10,000 routes to one service creates one balancer, not 10,000. Gray-release lanes are
+    index subsets of the one balancer: ``base`` (untagged endpoints; None when no endpoint
+    is tagged, i.e. all of them) and ``by_lane``.
     """
 
-    __slots__ = ("endpoints", "balancer", "states")
+    __slots__ = ("endpoints", "balancer", "states", "base", "by_lane")
 
     def __init__(self, spec: dict[str, Any], resources: Resources, zone: dict | None) -> None:
         pool_cfg = spec["pool"]
@@ -71,13 +74,24 @@ class Upstream:
         ]
         self.balancer = make_balancer([e["weight"] for e in spec["endpoints"]], spec["balance"])
         self.states = EndpointSet(spec, self.balancer, resources.endpoint_table, resources.own_endpoints, zone)
+        tags = [e.get("lane") for e in spec["endpoints"]]
+        self.base: tuple[int, ...] | None = None
+        self.by_lane: dict[str, tuple[int, ...]] = {}
+        if any(tags):
+            self.base = tuple(i for i, tag in enumerate(tags) if tag is None)
+            for name in dict.fromkeys(tag for tag in tags if tag):
+                self.by_lane[name] = tuple(i for i, tag in enumerate(tags) if tag == name)
 
     @staticmethod
     def key(spec: dict[str, Any]) -> tuple:
         pool = spec["pool"]
-        endpoints = tuple((e["url"], e["weight"], e.get("zone")) for e in spec["endpoints"])
+        endpoints = tuple((e["url"], e["weight"], e.get("zone"), e.get("lane")) for e in spec["endpoints"])
         health = json.dumps([spec.get(k) for k in ("health", "outlier", "slow_start", "zones")], sort_keys=True)
         return endpoints, spec["balance"], pool["max_idle"], pool["idle_timeout"], health
+
+
+EVERY_ENDPOINT = (None, None)
+"""``Route.endpoints_for`` of a request that may use any endpoint, with no lane to fall back from."""
 
 
 class Route:
@@ -88,6 +102,9 @@ class Route:
         "endpoints",
         "balancer",
         "states",
+        "base_endpoints",
+        "lane_endpoints",
+        "lane_headers",
         "host_mode",
         "literal_host",
         "strip_prefix",
@@ -105,6 +122,10 @@ class Route:
         self.endpoints = upstream.endpoints
         self.balancer = upstream.balancer
         self.states = upstream.states
+        self.base_endpoints = upstream.base
+        self.lane_endpoints = upstream.by_lane
+        lanes = env.lanes
+        self.lane_headers: frozenset[bytes] = lanes.headers if lanes is not None else frozenset()
         upstream_spec = spec["upstream"]
         host_header = upstream_spec["host_header"]
         if host_header == "preserve":
@@ -127,6 +148,8 @@ class Route:
         limiter = env.limiter
         if limiter is not None and limiter.limits_route(self.name) and not any(f.name == "ratelimit" for f in filters):
             filters.append(RateLimit(limiter=limiter))  # a rule names this route in match.routes
+        if lanes is not None:
+            filters.append(lanes)
         overload = env.config["http"]["overload"]
         if overload:
             filters.append(Overload(overload, env.config["consumers"], spec.get("priority")))
@@ -137,6 +160,22 @@ class Route:
             filters.append(env.trace)
         self.chain = Chain(filters)
         self.compression = Compression.of(spec.get("compression"))
+
+    def endpoints_for(self, lane: Lane | None) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None] | None:
+        """The endpoint indexes a request of ``lane`` may use (None: every endpoint) and the base
+        lane's it falls back to when all of those fail (None: no fallback); None when it may use
+        none (a lane without endpoints here and ``fallback: none``, or no untagged endpoint)."""
+        base = self.base_endpoints
+        if lane is None:
+            if base is None:
+                return EVERY_ENDPOINT
+            return (base, None) if base else None
+        own = self.lane_endpoints.get(lane.name)
+        if own is None:
+            if not lane.fallback or base == ():
+                return None
+            return (base, None)
+        return own, (base or None) if lane.fallback else None
 
 
 @dataclass(slots=True)

@@ -96,13 +96,13 @@ def totals(snapshot: Snapshot) -> Totals:
     scalars = dict.fromkeys(SCALARS, 0.0)
     plain = snapshot.get("fastgw_requests_total")
     if plain is not None:
-        for (_, status_class), value in plain[4].items():
+        for (_, status_class, *_lane), value in plain[4].items():
             scalars["requests"] += value
             if status_class in ("4xx", "5xx"):
                 scalars["errors"] += value
     ai = snapshot.get("fastgw_ai_requests_total")
     if ai is not None:
-        for (_, _, _, status), value in ai[4].items():
+        for (_, _, _, status, *_lane), value in ai[4].items():
             scalars["requests"] += value
             if str(status) >= "400":
                 scalars["errors"] += value

@@ -36,6 +36,7 @@ from fastgw.filters import BuildEnv, Chain, Filter, Phase, build
 from fastgw.filters.auth import Auth
 from fastgw.filters.cache import CacheFilter
 from fastgw.filters.guard import GuardFilter
+from fastgw.filters.lanes import Lane
 from fastgw.filters.observe import Observe
 from fastgw.filters.overload import Overload
 from fastgw.filters.prompts import PromptsFilter
@@ -89,12 +90,14 @@ class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
     __slots__ = ("name", "spec", "target_chain", "max_attempts", "failover", "filters", "chain", "compression",
-                 "pricing")
+                 "pricing", "lanes")
 
     def __init__(self, spec: dict[str, Any], zone: str | None = None) -> None:
         self.name = spec["name"]
         self.spec = spec
         self.target_chain = local_first(spec["targets"], zone)
+        self.lanes = frozenset(t["lane"] for t in self.target_chain if t.get("lane"))
+        """The lanes some target is tagged with (empty: every target is the base lane's)."""
         self.max_attempts = spec["max_attempts"]
         self.failover: dict[str, Any] = spec.get("failover") or FAILOVER_DEFAULTS
         self.filters: list[Filter] = []
@@ -137,6 +140,18 @@ class ModelEntry:
         prefix, _, suffix = self.name.partition("*")
         matched = requested[len(prefix) : len(requested) - len(suffix)]
         return [{**t, "model": t["model"].replace("*", matched)} for t in self.target_chain]
+
+    def lane_targets(self, targets: list[dict[str, Any]], lane: Lane | None) -> list[dict[str, Any]]:
+        """The failover chain of a request in ``lane``: the lane's targets, then (``fallback: base``)
+        the base lane's, so the base serves when none of the lane's can; a request in no lane
+        gets the base lane's only."""
+        if not self.lanes:
+            return targets if lane is None or lane.fallback else []
+        base = [t for t in targets if not t.get("lane")]
+        if lane is None:
+            return base
+        own = [t for t in targets if t.get("lane") == lane.name]
+        return own + base if lane.fallback else own
 
 
 class ModelTable:
@@ -241,6 +256,8 @@ class AIFrontDoor:
         base: list[Filter] = [Observe(), Auth(env=env, anonymous=True), Decode()]
         if env.trace is not None:
             base.append(env.trace)
+        if env.lanes is not None:
+            base.append(env.lanes)
         if config["http"]["overload"]:
             base.append(Overload(config["http"]["overload"], config["consumers"]))
         spec = config["prompts"]
@@ -259,6 +276,7 @@ class AIFrontDoor:
             base.append(RateLimit(limiter=env.limiter))
         base.append(Usage())
         self.chain = Chain(base)
+        self.lane_headers: frozenset[bytes] = env.lanes.headers if env.lanes is not None else frozenset()
         for entry in (*self.models.exact.values(), *self.models.patterns):
             entry.compile(base, env)
 

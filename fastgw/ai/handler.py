@@ -161,6 +161,7 @@ class ModelHandler:
     retry_count = 0
     pause_handle: Any = None  # a Retry-After wait or a 5xx retry delay
     attempt_open = False  # an attempt started and its failure (if any) is not recorded yet
+    served_by_base = False  # a lane request reached a base target (counted once in fastgw_lane_fallbacks_total)
 
     def __init__(self, door: AIFrontDoor, s: Stream, op: str, dialect: Any) -> None:
         self.door = door
@@ -210,6 +211,18 @@ class ModelHandler:
         s = self.s
         entry = s.entry
         self.targets = entry.targets(s.model)
+        lane = s.lane
+        if lane is not None or entry.lanes:
+            self.targets = entry.lane_targets(self.targets, lane)
+            if not self.targets:
+                if lane is None:
+                    message = f"model '{s.model}' has only lane targets, and this request is in no lane"
+                elif lane.fallback:
+                    message = f"neither lane '{lane.name}' nor the base lane has a target for model '{s.model}'"
+                else:
+                    message = f"lane '{lane.name}' has no target for model '{s.model}' (its fallback is none)"
+                self.reply_error(503, message, "lane_unavailable")
+                return
         self.max_attempts = entry.max_attempts
         if self.op == "count_tokens":
             self._count_tokens()
@@ -231,6 +244,8 @@ class ModelHandler:
         call = provider.adapter.build_count_tokens(s.native_request, model, provider.keys.key(key_index))
         if provider.pass_headers:
             pass_client_headers(call, s.head, provider.pass_headers)
+        if self.door.lane_headers:
+            self._propagate_lane(call)
         self.attempt = ProviderCount(self, provider, model, key_index)
         self.attempt.start(call)
 
@@ -372,6 +387,8 @@ class ModelHandler:
             return
         if provider.pass_headers:
             pass_client_headers(call, s.head, provider.pass_headers)
+        if self.door.lane_headers:
+            self._propagate_lane(call)
         trace = s.trace
         if trace is not None:
             call.headers = [*call.headers, (b"traceparent", self._trace_attempt(trace, provider, model, key_index))]
@@ -384,6 +401,21 @@ class ModelHandler:
         # Non-streamed answers arrive whole: they may take as long as `idle` allows.
         self._wait(W_FIRST_BYTE, provider.timeouts["first_byte" if s.is_stream else "idle"])
         attempt.start()
+
+    def _propagate_lane(self, call: UpstreamCall) -> None:
+        """The request's lane goes to the provider in its header; no client's value of a lane
+        header does (a ``pass_headers`` entry cannot smuggle one)."""
+        s = self.s
+        lane = s.lane
+        dropped = self.door.lane_headers
+        headers = [pair for pair in call.headers if pair[0].lower() not in dropped]
+        if lane is not None:
+            headers.append((lane.header, lane.value))
+            target = self.targets[self.target_index]
+            if not target.get("lane") and not self.served_by_base:  # the first attempt the base lane serves
+                self.served_by_base = True
+                GATEWAY.lane_fallbacks.inc((lane.label, "failed" if lane.name in s.entry.lanes else "no_target"))
+        call.headers = headers
 
     def _attempt_failed_record(self) -> None:
         """Keep the failed attempt for /diagnose (and end its span): only failing requests pay."""

@@ -10,7 +10,7 @@ Accepted input, and the normalised form the router and proxy read::
           methods: [GET, POST]
           headers: {x-canary: "1"}   # exact value match; names are case-insensitive
         upstream:                    # or just "http://10.0.0.1:8080"
-          endpoints: ["http://10.0.0.1:8080", {url: "http://10.0.0.2:8080", weight: 2}]
+          endpoints: ["http://10.0.0.1:8080", {url: "http://10.0.0.2:8080", weight: 2, lane: canary}]
           balance: round_robin       # or least_request
           host_header: preserve      # or upstream (the endpoint's host:port), or a literal Host value
           strip_prefix: /api         # removed from the start of the path before forwarding
@@ -44,6 +44,7 @@ from fastgw.config.fields import (
     unique_names,
 )
 from fastgw.config.filters import filters
+from fastgw.config.lanes import lane_tag
 from fastgw.config.net import endpoint, valid_host
 from fastgw.config.overload import priority
 from fastgw.config.prompts import transform
@@ -71,9 +72,11 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token: method 
 _HOST_VALUE = re.compile(r"[!-~]+\Z")  # visible ASCII: a literal Host header can't smuggle CR/LF
 
 
-def routes(value: Any, issues: Issues, compressing: dict | None = None) -> list[dict]:
+def routes(value: Any, issues: Issues, compressing: dict | None = None,
+           lane_names: frozenset[str] | set[str] = frozenset()) -> list[dict]:
     """Check and normalise the ``routes`` list; names default to ``route-<index>``.
-    ``compressing``: the top-level compression settings, which a route's own override."""
+    ``compressing``: the top-level compression settings, which a route's own override;
+    ``lane_names``: the configured lanes an endpoint's ``lane`` may name."""
     out, names = [], []
     for i, item in enumerate(sequence(value, "routes", issues) or []):
         path = f"routes[{i}]"
@@ -83,7 +86,7 @@ def routes(value: Any, issues: Issues, compressing: dict | None = None) -> list[
         name = text(given["name"], f"{path}.name", issues) if "name" in given else f"route-{i}"
         match = _match(given.get("match", {}), f"{path}.match", issues)
         if "upstream" in given:
-            upstream = _upstream(given["upstream"], f"{path}.upstream", issues)
+            upstream = _upstream(given["upstream"], f"{path}.upstream", issues, lane_names)
         else:
             issues.add(f"{path}.upstream", "required")
             upstream = None
@@ -213,15 +216,15 @@ def _headers(value: Any, path: str, issues: Issues) -> dict[str, str]:
     return out
 
 
-def _upstream(value: Any, path: str, issues: Issues) -> dict | None:
+def _upstream(value: Any, path: str, issues: Issues, lane_names: frozenset[str] | set[str]) -> dict | None:
     if isinstance(value, str):
         given: dict = {}
-        endpoints = [_endpoint(value, path, issues)]  # errors of a bare URL belong to the upstream itself
+        endpoints = [_endpoint(value, path, issues, lane_names)]  # errors of a bare URL belong to the upstream itself
     else:
         given = mapping(value, path, issues, _UPSTREAM_KEYS)
         if given is None:
             return None
-        endpoints = _endpoints(given, f"{path}.endpoints", issues)
+        endpoints = _endpoints(given, f"{path}.endpoints", issues, lane_names)
     strip = given.get("strip_prefix")
     if strip is not None and not (isinstance(strip, str) and strip.startswith("/")):
         issues.add(
@@ -243,31 +246,34 @@ def _upstream(value: Any, path: str, issues: Issues) -> dict | None:
     }
 
 
-def _endpoints(given: dict, path: str, issues: Issues) -> list[dict | None]:
+def _endpoints(given: dict, path: str, issues: Issues, lane_names: frozenset[str] | set[str]) -> list[dict | None]:
     if "endpoints" not in given:
         issues.add(path, "required")
         return []
     items = sequence(given["endpoints"], path, issues)
     if items == []:
         issues.add(path, "at least one endpoint is required")
-    return [_endpoint(item, f"{path}[{i}]", issues) for i, item in enumerate(items or [])]
+    return [_endpoint(item, f"{path}[{i}]", issues, lane_names) for i, item in enumerate(items or [])]
 
 
-def _endpoint(value: Any, path: str, issues: Issues) -> dict | None:
+def _endpoint(value: Any, path: str, issues: Issues, lane_names: frozenset[str] | set[str]) -> dict | None:
     if isinstance(value, dict):
-        given = mapping(value, path, issues, ("url", "weight", "zone"))
+        given = mapping(value, path, issues, ("url", "weight", "lane", "zone"))
         if "url" not in given:
             issues.add(f"{path}.url", "required")
             return None
         found = endpoint(given["url"], f"{path}.url", issues)
         weight = _WEIGHT(given["weight"], f"{path}.weight", issues) if "weight" in given else 1
+        lane = lane_tag(given, f"{path}.lane", lane_names, issues)
         zone = zone_name(given["zone"], f"{path}.zone", issues) if "zone" in given else None
     else:
         found = endpoint(value, path, issues)
-        weight, zone = 1, None
+        weight, lane, zone = 1, None, None
     if found is not None:
         found["weight"] = weight
         found["zone"] = zone
+        if lane is not None:  # untagged: the base lane's
+            found["lane"] = lane
     return found
 
 

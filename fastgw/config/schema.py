@@ -47,9 +47,10 @@ plain JSON-serialisable dict, shipped to workers as is.
     ``base_url`` is required unless ``type: mock``; ``options`` is passed to the adapter as is;
     ``pass_headers`` lists client headers forwarded as sent (see :mod:`fastgw.config.failover`).
 ``models``
-    ``[{name, targets: [{provider, model, context_window}], failover}]``: the public name and its
+    ``[{name, targets: [{provider, model, context_window, lane}], failover}]``: the public name and its
     failover chain; ``context_window`` (tokens, optional) lets a context-window error skip targets
-    no larger; ``failover`` tunes waits and retries (see :mod:`fastgw.config.failover`);
+    no larger; ``lane`` puts a target in a gray-release lane (untagged: the base lane);
+    ``failover`` tunes waits and retries (see :mod:`fastgw.config.failover`);
     ``pricing`` (USD per million tokens) prices its calls (see :mod:`fastgw.config.pricing`).
     A name may hold one ``*`` (``gpt-4*``); in a target ``model`` (default: the public
     name) ``*`` stands for the part of the requested name the public ``*`` matched.
@@ -80,6 +81,9 @@ plain JSON-serialisable dict, shipped to workers as is.
 ``compression``
     Response compression (off when absent), overridable per route and per model; see
     :mod:`fastgw.config.compression`.
+``lanes``, ``lanes_header``
+    Gray-release lanes and the header that carries a request's lane upstream, see
+    :mod:`fastgw.config.lanes`.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ from fastgw.config.fields import required as _required
 from fastgw.config.fields import unknown_name as _unknown_name
 from fastgw.config.filters import filters
 from fastgw.config.guard import guard
+from fastgw.config.lanes import check_consumers, lane_tag, lanes_header
+from fastgw.config.lanes import lanes as _lanes
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
 from fastgw.config.overload import overload
@@ -144,6 +150,8 @@ TOP_LEVEL_KEYS = (
     "tracing",
     "compression",
     "console",
+    "lanes",
+    "lanes_header",
     "zone",
 )
 PROVIDER_TYPES = (
@@ -213,15 +221,19 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
         "http": fields(data.get("http", {}), "http", issues, _HTTP),
         "providers": _providers(data.get("providers", []), issues),
         "compression": compression(data.get("compression"), "compression", issues),
+        "lanes_header": lanes_header(data.get("lanes_header"), issues),
         "zone": node_zone(data.get("zone"), issues),
     }
+    config["lanes"] = _lanes(data.get("lanes", []), config["lanes_header"], issues)
+    lane_names = {lane["name"] for lane in config["lanes"] if lane["name"]}
     config["models"] = _models(data.get("models", []), {p["name"] for p in config["providers"]}, issues,
-                               config["compression"])
+                               config["compression"], lane_names)
     config["consumers"], config["auth"] = access(
         data.get("consumers", []), data.get("auth", {}), [m["name"] for m in config["models"] if m["name"]], issues
     )
+    check_consumers(config["lanes"], [c["name"] for c in config["consumers"] if c.get("name")], issues)
     config["limits"] = _limits(data.get("limits", []), issues)
-    config["routes"] = routes(data.get("routes", []), issues, config["compression"])
+    config["routes"] = routes(data.get("routes", []), issues, config["compression"], lane_names)
     config["log"] = log_section(data.get("log"), config["redis"], issues)
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["guard"] = guard(data.get("guard", {}), issues)
@@ -386,7 +398,8 @@ def _check_json(value: Any, path: str, issues: Issues) -> None:
 _NO_RULES = {"add": {}, "remove": [], "rename": {}}
 
 
-def _models(value: Any, providers: set[str], issues: Issues, compressing: dict | None = None) -> list[dict]:
+def _models(value: Any, providers: set[str], issues: Issues, compressing: dict | None = None,
+            lane_names: frozenset[str] | set[str] = frozenset()) -> list[dict]:
     out, names = [], []
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
@@ -402,7 +415,7 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
         if targets == []:
             issues.add(f"{path}.targets", "at least one target is required")
         chain = [
-            _target(t, f"{path}.targets[{j}]", name, providers, issues) for j, t in enumerate(targets or [])
+            _target(t, f"{path}.targets[{j}]", name, providers, issues, lane_names) for j, t in enumerate(targets or [])
         ]
         attempts = integer(1, 20)(given["max_attempts"], f"{path}.max_attempts", issues) if "max_attempts" in given else None
         # Default: every target once, plus two retries with other keys or fresh connections.
@@ -426,8 +439,9 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
     return out
 
 
-def _target(value: Any, path: str, public: str | None, providers: set[str], issues: Issues) -> dict:
-    given = mapping(value, path, issues, ("provider", "model", "context_window", "zone"))
+def _target(value: Any, path: str, public: str | None, providers: set[str], issues: Issues,
+            lane_names: frozenset[str] | set[str] = frozenset()) -> dict:
+    given = mapping(value, path, issues, ("provider", "model", "context_window", "lane", "zone"))
     if given is None:
         return {"provider": None, "model": public, "context_window": None, "zone": None}
     provider = _required(given, "provider", path, issues, text)
@@ -440,7 +454,11 @@ def _target(value: Any, path: str, public: str | None, providers: set[str], issu
     if window is not None:
         window = integer(1)(window, f"{path}.context_window", issues)
     zone = zone_name(given["zone"], f"{path}.zone", issues) if "zone" in given else None
-    return {"provider": provider, "model": model, "context_window": window, "zone": zone}
+    target = {"provider": provider, "model": model, "context_window": window, "zone": zone}
+    lane = lane_tag(given, f"{path}.lane", lane_names, issues)
+    if lane is not None:  # untagged: the base lane's
+        target["lane"] = lane
+    return target
 
 
 def _limits(value: Any, issues: Issues) -> list[dict]:

@@ -96,6 +96,16 @@ class BuildEnv:
         return Trace(self.resources.tracing_for(spec))
 
     @cached_property
+    def lanes(self) -> Filter | None:
+        """The gray-release tagger every chain gets when the config has ``lanes`` (stateless:
+        one object serves every chain)."""
+        if not self.config.get("lanes"):
+            return None
+        from fastgw.filters.lanes import Lanes
+
+        return Lanes(self.config["lanes"])
+
+    @cached_property
     def guard(self) -> Any:
         from fastgw.guard import Guard
 

@@ -66,6 +66,11 @@ class CacheFilter(Filter):
             return Status.CONTINUE
         consumer = s.consumer.name if s.consumer is not None else None
         scope = scope_value(self.spec, consumer, s.model)  # AI "routes" are the public models
+        lane = s.lane
+        if lane is not None and (lane.name in s.entry.lanes or not lane.fallback):
+            # The lane has targets of its own (or may not use the base's): its answers are its own.
+            # No scope_value starts with "lane=" and lane names hold no ';': no collision.
+            scope = f"lane={lane.name};{scope}"
         key, question = cache_key(request, s.model, scope, self.spec)
         state = s.vars[self.slot] = CacheState(key, question, semantic_scope(request, s.model, scope, self.spec), write)
         s.cache_status = "miss"

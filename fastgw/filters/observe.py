@@ -23,14 +23,16 @@ class Observe(Filter):
         services = conn.services
         if s.status >= 400 or s.error is not None or s.failures is not None:
             RECENT.add(failure_record(s, duration, s.first_byte_at - s.started if s.first_byte_at is not None else None))
+        lane = s.lane
         if s.op is None:  # a plain route
             route = s.route_name or ""
-            GATEWAY.request_done(route, s.status, duration)
+            GATEWAY.request_done(route, s.status, duration, "base" if lane is None else lane.label)
             log = services.access_log
             if log.enabled:
                 consumer = s.consumer.name if s.consumer is not None else None
                 log.write(client_ip=s.peer.decode(), method=s.head.method, target=s.head.target, status=s.status,
-                          duration=duration, bytes_out=conn.bytes_out, route=route or None, consumer=consumer)
+                          duration=duration, bytes_out=conn.bytes_out, route=route or None, consumer=consumer,
+                          lane=None if lane is None else lane.name)
             return
         usage = s.usage
         ttft = s.first_byte_at - s.started if s.first_byte_at is not None else None
@@ -46,6 +48,7 @@ class Observe(Filter):
             completion_tokens=usage["completion_tokens"] if usage else 0,
             estimated=bool(usage and usage["estimated"]),
             cost=cost or 0.0,
+            lane="base" if lane is None else lane.label,
         )
         sink = services.usage_sink
         if sink is not None and usage is not None:
@@ -69,5 +72,5 @@ class Observe(Filter):
                 cached_tokens=usage.get("cached_tokens") if usage else None,
                 cache_write_tokens=usage.get("cache_write_tokens") if usage else None,
                 tokens_estimated=usage["estimated"] if usage else None,
-                cost=cost, ttft=ttft, error=s.error,
+                cost=cost, ttft=ttft, error=s.error, lane=None if lane is None else lane.name,
             )

@@ -51,6 +51,8 @@ class Trace(Filter):
         attributes: dict[str, Any] = {"http.response.status_code": s.status}
         if s.consumer is not None:
             attributes["fastgw.consumer"] = s.consumer.name
+        if s.lane is not None:
+            attributes["fastgw.lane"] = s.lane.name
         if s.op is None:
             if s.route_name:
                 attributes["http.route"] = s.route_name

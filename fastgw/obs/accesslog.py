@@ -109,6 +109,7 @@ class AccessLog:
         bytes_out: int,
         consumer: str | None = None,
         route: str | None = None,
+        lane: str | None = None,
         model: str | None = None,
         served_model: str | None = None,
         provider: str | None = None,
@@ -145,6 +146,7 @@ class AccessLog:
         optional = {
             "consumer": consumer,
             "route": route,
+            "lane": lane,
             "model": model,
             "served_model": served_model,
             "provider": provider,

@@ -28,6 +28,13 @@ def _limit_path(config: dict, name: str | None) -> str:
     return "limits"
 
 
+def _lane_path(config: dict, name: str) -> str:
+    for i, lane in enumerate(config.get("lanes", [])):
+        if lane.get("name") == name:
+            return f"lanes[{i}]"
+    return "lanes"
+
+
 def _seconds(value: float) -> str:
     return f"{value * 1000:g} ms" if value < 1 else f"{value:g} s"
 
@@ -53,6 +60,15 @@ def explain(record: dict, config: dict) -> Diagnosis:
     if code == "rate_limit_exceeded" and record.get("limit"):  # a gateway limit (a provider's 429 names none)
         return _out("consumer_limit", f"consumer '{consumer}' hit the limit '{record.get('limit')}': {message}",
                     f"raise it ({_limit_path(config, record.get('limit'))}) or spread the load over time")
+    if code == "lane_unavailable":
+        lane = record.get("lane")
+        where = "routes[].upstream.endpoints[].lane" if record.get("op") is None else "models[].targets[].lane"
+        if lane is None:
+            fix = f"add an endpoint or target without a lane (the base lane's), or drop the lane tags ({where})"
+        else:
+            fix = (f"tag an endpoint or target with lane: {lane} ({where}), or let the lane use the base lane's "
+                   f"(fallback: base in {_lane_path(config, lane)})")
+        return _out("lane_unavailable", message, fix)
     if code == "content_filter":
         return _out("guard_block", f"the guard refused the request: {message}",
                     "rephrase the request, or review the guard rules (guard.rules) if this is a false positive")

@@ -291,20 +291,27 @@ class Gateway:
 
     def __init__(self, registry: Registry | None = None) -> None:
         r = self.registry = registry or Registry()
+        # ``lane``: the request's gray-release lane, a configured lane name or "base" (bounded by the config).
         self.requests = r.counter(
-            "fastgw_requests_total", "Plain (non-AI) requests by route and status class.", ("route", "status_class"))
+            "fastgw_requests_total", "Plain (non-AI) requests by route, status class and lane.",
+            ("route", "status_class", "lane"))
         self.request_duration = r.histogram(
             "fastgw_request_duration_seconds", "Plain request duration, head received to response sent.",
-            ("route",), LATENCY_BUCKETS)
+            ("route", "lane"), LATENCY_BUCKETS)
         self.ai_requests = r.counter(
-            "fastgw_ai_requests_total", "AI requests by consumer, public model, serving provider and status.",
-            ("consumer", "model", "provider", "status"))
+            "fastgw_ai_requests_total", "AI requests by consumer, public model, serving provider, status and lane.",
+            ("consumer", "model", "provider", "status", "lane"))
         self.ai_duration = r.histogram(
             "fastgw_ai_request_duration_seconds", "AI request duration, including failovers and streaming.",
-            ("model", "provider"), AI_DURATION_BUCKETS)
+            ("model", "provider", "lane"), AI_DURATION_BUCKETS)
         self.ai_ttft = r.histogram(
             "fastgw_ai_ttft_seconds", "Time to first token (first byte of a streamed answer).",
-            ("model", "provider"), TTFT_BUCKETS)
+            ("model", "provider", "lane"), TTFT_BUCKETS)
+        self.lane_fallbacks = r.counter(
+            "fastgw_lane_fallbacks_total",
+            "Lane requests served by the base lane (reason: no_endpoint|no_target where the lane has none, "
+            "failed when all of the lane's failed).",
+            ("lane", "reason"))
         self.tokens = r.counter(
             "fastgw_tokens_total", "Tokens (reported or estimated) by consumer, model, provider and direction (prompt|completion).",
             ("consumer", "model", "provider", "direction"))
@@ -378,10 +385,10 @@ class Gateway:
             "stream, or dropped because the spool was full (event: spooled|replayed|dropped).",
             ("event",))
 
-    def request_done(self, route: str, status: int, seconds: float) -> None:
+    def request_done(self, route: str, status: int, seconds: float, lane: str = "base") -> None:
         """A plain proxied request finished (``route`` is the config route's name)."""
-        self.requests.inc((route, status_class(status)))
-        self.request_duration.observe((route,), seconds)
+        self.requests.inc((route, status_class(status), lane))
+        self.request_duration.observe((route, lane), seconds)
 
     def ai_done(
         self,
@@ -396,12 +403,13 @@ class Gateway:
         completion_tokens: int = 0,
         estimated: bool = False,
         cost: float = 0.0,
+        lane: str = "base",
     ) -> None:
         """An AI request finished: requests, duration, TTFT (streams), tokens and cost in one call."""
-        self.ai_requests.inc((consumer, model, provider, str(status)))
-        self.ai_duration.observe((model, provider), seconds)
+        self.ai_requests.inc((consumer, model, provider, str(status), lane))
+        self.ai_duration.observe((model, provider, lane), seconds)
         if ttft is not None:
-            self.ai_ttft.observe((model, provider), ttft)
+            self.ai_ttft.observe((model, provider, lane), ttft)
         for direction, count in (("prompt", prompt_tokens), ("completion", completion_tokens)):
             if count:
                 self.tokens.inc((consumer, model, provider, direction), count)

@@ -68,6 +68,7 @@ def failure_record(s: Any, duration: float, ttft: float | None) -> dict[str, Any
         "request_id": s.request_id, "status": s.status, "code": s.error_code, "message": s.error,
         "route": s.route_name, "op": s.op, "model": s.model or None, "provider": s.provider or None,
         "consumer": s.consumer.name if s.consumer is not None else None, "limit": s.limit_name,
+        "lane": s.lane.name if s.lane is not None else None,
         "attempts": s.attempts, "failures": s.failures or [], "duration": round(duration, 6),
         "ttft": round(ttft, 6) if ttft is not None else None,
     }

@@ -84,6 +84,8 @@ class ProxyHandler:
         "route",
         "endpoint",
         "endpoint_index",
+        "candidates",
+        "spare",
         "upstream",
         "tried",
         "pending",
@@ -116,6 +118,8 @@ class ProxyHandler:
         self.route = route
         self.endpoint = None
         self.endpoint_index = -1
+        self.candidates: tuple[int, ...] | None = None  # the endpoints the request's lane may use (None: all)
+        self.spare: tuple[int, ...] | None = None  # the base lane's, once every candidate failed
         self.upstream = None
         self.tried: frozenset[int] = frozenset()
         self.pending: list[bytes] = []
@@ -140,6 +144,8 @@ class ProxyHandler:
 
     def start(self) -> None:
         self.started = True
+        if (self.stream.lane is not None or self.route.base_endpoints is not None) and not self._lane_endpoints():
+            return
         if not self._pick_endpoint():
             self._no_healthy_upstream()
             return
@@ -306,16 +312,45 @@ class ProxyHandler:
         if trace is not None and trace.traceparent is not None:  # the upstream is a child of our span
             drop = drop | {b"traceparent"}
             extra += b"traceparent: %b\r\n" % trace.traceparent
+        if route.lane_headers:  # the gateway alone says which lane a request is in
+            drop = drop | route.lane_headers
+            lane = stream.lane
+            if lane is not None:
+                extra += b"%b: %b\r\n" % (lane.header, lane.value)
         headers = stream.upstream_headers if stream.upstream_headers is not None else head.headers
         return serialize_head(first, headers, drop, extra)
 
     # -- upstream selection and connection ---------------------------------------------
 
-    def _pick_endpoint(self) -> bool:
-        """Choose the endpoint of the next attempt; False when none may take it (drained,
-        ejected or checked unhealthy, all of them)."""
+    def _lane_endpoints(self) -> bool:
+        """Restrict the pick to the request's lane (fastgw.filters.lanes); False: answered 503."""
         route = self.route
-        index = route.states.choose(self.tried)
+        lane = self.stream.lane
+        chosen = route.endpoints_for(lane)
+        if chosen is None:
+            if lane is None:
+                message = f"route '{route.name}' has only lane endpoints, and this request is in no lane"
+            elif lane.fallback:
+                message = f"neither lane '{lane.name}' nor the base lane has an endpoint on route '{route.name}'"
+            else:
+                message = f"lane '{lane.name}' has no endpoint on route '{route.name}' (its fallback is none)"
+            self.reply_error(503, message, "lane_unavailable")
+            return False
+        self.candidates, self.spare = chosen
+        if lane is not None and lane.name not in route.lane_endpoints:
+            GATEWAY.lane_fallbacks.inc((lane.label, "no_endpoint"))
+        return True
+
+    def _pick_endpoint(self) -> bool:
+        """Choose the endpoint of the next attempt among the lane's candidates; False when none
+        may take it (drained, ejected or checked unhealthy, all of them). A lane none of whose
+        endpoints may falls back to the base lane's (``fallback: base``)."""
+        route = self.route
+        index = route.states.choose(self.tried, self.candidates)
+        if index == NONE_ELIGIBLE and self.spare is not None:
+            self.candidates, self.spare = self.spare, None
+            GATEWAY.lane_fallbacks.inc((self.stream.lane.label, "unhealthy"))
+            index = route.states.choose(self.tried, self.candidates)
         if index == NONE_ELIGIBLE:
             return False
         self.endpoint_index = index
@@ -399,11 +434,21 @@ class ProxyHandler:
         tried = self.tried | {self.endpoint_index}
         self.endpoint_index = -1
         can_replay = self.replay is not None and (self.conn.req_done or not self.replay)
-        if retry and can_replay and len(tried) < len(route.endpoints) and not self.resp_started:
-            self.tried = tried
-            if self._pick_endpoint():
-                self._resend()
-                return
+        if retry and can_replay and not self.resp_started:
+            candidates = self.candidates
+            if candidates is None:
+                untried = len(tried) < len(route.endpoints)
+            else:
+                untried = any(i not in tried for i in candidates)
+            if not untried and self.spare is not None:  # every endpoint of the lane failed: its base
+                self.candidates, self.spare = self.spare, None
+                GATEWAY.lane_fallbacks.inc((self.stream.lane.label, "failed"))
+                untried = True
+            if untried:
+                self.tried = tried
+                if self._pick_endpoint():
+                    self._resend()
+                    return
         self.conn.local_reply(status, message)
 
     def _resend(self) -> None:

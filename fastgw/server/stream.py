@@ -127,6 +127,8 @@ class Stream:
     cache_status: str | None = None
     upstream_target: bytes | None = None  # plain routes: a filter's rewrite of the request target
     upstream_headers: list | None = None  # plain routes: a filter's rewrite of the request headers
+    lane: Any = None  # the request's gray-release lane (fastgw.filters.lanes Lane); None: the base lane
+    sticky_issued: dict[bytes, bytes] | None = None  # sticky cookies set on this answer (name -> value)
     finished = False
     _task: asyncio.Future | None = None  # the spawned task: the loop keeps only a weak reference
     _then: Callable[[], None] | None = None  # set while a request stage runs

@@ -61,17 +61,18 @@ def test_metrics_and_access_log(tmp_path, upstream):
         deadline = time.monotonic() + 5  # workers publish their snapshots about once a second
         while True:
             found = samples(gw.admin)
-            if value(found, "fastgw_requests_total", route="plain", status_class="2xx") == 3 and value(
-                found, "fastgw_ai_requests_total", consumer="team", model="m", provider="mock", status="200"
+            if value(found, "fastgw_requests_total", route="plain", status_class="2xx", lane="base") == 3 and value(
+                found, "fastgw_ai_requests_total", consumer="team", model="m", provider="mock", status="200", lane="base"
             ) == 2:
                 break
             assert time.monotonic() < deadline, {k: v for k, v in found.items() if "requests_total" in k[0]}
             time.sleep(0.2)
-        assert value(found, "fastgw_ai_requests_total", consumer="team", model="nope", provider="", status="404") == 1
+        assert value(found, "fastgw_ai_requests_total", consumer="team", model="nope", provider="", status="404",
+                     lane="base") == 1
         completion = value(found, "fastgw_tokens_total", consumer="team", model="m", provider="mock", direction="completion")
         assert completion > 0
-        assert value(found, "fastgw_ai_ttft_seconds_count", model="m", provider="mock") == 1  # only the stream
-        assert value(found, "fastgw_request_duration_seconds_count", route="plain") == 3
+        assert value(found, "fastgw_ai_ttft_seconds_count", model="m", provider="mock", lane="base") == 1  # only the stream
+        assert value(found, "fastgw_request_duration_seconds_count", route="plain", lane="base") == 3
 
         lines = [json.loads(line) for line in log_path.read_text().splitlines()]
         assert len(lines) == 6

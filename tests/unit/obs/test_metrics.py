@@ -77,15 +77,17 @@ def test_counter_and_histogram_semantics() -> None:
 def test_gateway_helpers_record_every_family() -> None:
     gw = Gateway(Registry())
     gw.request_done("api", 503, 0.02)
+    gw.request_done("api", 200, 0.02, lane="canary")
     gw.ai_done(consumer="team", model="gpt", provider="openai", status=200, seconds=1.5, ttft=0.3,
                prompt_tokens=10, completion_tokens=5, estimated=True, cost=0.5)
     assert status_class(204) == "2xx"
-    assert gw.requests.values == {("api", "5xx"): 1}
+    assert gw.requests.values == {("api", "5xx", "base"): 1, ("api", "2xx", "canary"): 1}
+    assert set(gw.request_duration.values) == {("api", "base"), ("api", "canary")}
     assert gw.tokens.values == {("team", "gpt", "openai", "prompt"): 10, ("team", "gpt", "openai", "completion"): 5}
     assert gw.tokens_estimated.values == gw.tokens.values
     assert gw.cost.values == {("team", "gpt", "openai"): 0.5}
-    assert gw.ai_requests.values == {("team", "gpt", "openai", "200"): 1}
-    assert sum(gw.ai_ttft.values[("gpt", "openai")][:-1]) == 1
+    assert gw.ai_requests.values == {("team", "gpt", "openai", "200", "base"): 1}
+    assert sum(gw.ai_ttft.values[("gpt", "openai", "base")][:-1]) == 1
     names = set(gw.registry.snapshot())
     for name in ("fastgw_ratelimit_rejections_total", "fastgw_upstream_errors_total", "fastgw_failovers_total",
                  "fastgw_redis_errors_total", "fastgw_ai_request_duration_seconds"):
@@ -179,8 +181,9 @@ def test_admin_metrics_endpoint_appends_worker_families() -> None:
         server.stop()
         workers.close()
     assert got[("fastgw_worker_up", frozenset({("slot", "0")}))] == 1
-    assert got[("fastgw_requests_total", frozenset({("route", "api"), ("status_class", "2xx")}))] == 1
-    assert got[("fastgw_request_duration_seconds_bucket", frozenset({("route", "api"), ("le", "0.005")}))] == 1
+    assert got[("fastgw_requests_total", frozenset({("route", "api"), ("status_class", "2xx"), ("lane", "base")}))] == 1
+    assert got[("fastgw_request_duration_seconds_bucket",
+                frozenset({("route", "api"), ("lane", "base"), ("le", "0.005")}))] == 1
 
 
 # -- shared memory and aggregation -------------------------------------------------------------
@@ -205,21 +208,22 @@ def test_aggregation_across_forked_workers() -> None:
     got = samples(render(workers.collect()))
     workers.close()
     team = {("consumer", "team"), ("model", "gpt"), ("provider", "openai")}
-    assert got[("fastgw_ai_requests_total", frozenset(team | {("status", "200")}))] == 6
+    assert got[("fastgw_ai_requests_total", frozenset(team | {("status", "200"), ("lane", "base")}))] == 6
     assert got[("fastgw_tokens_total", frozenset(team | {("direction", "prompt")}))] == 600
     assert got[("fastgw_cost_total", frozenset(team))] == 3.0
-    duration = frozenset({("model", "gpt"), ("provider", "openai")})
+    duration = frozenset({("model", "gpt"), ("provider", "openai"), ("lane", "base")})
     assert got[("fastgw_ai_request_duration_seconds_count", duration)] == 6
     assert got[("fastgw_ai_request_duration_seconds_bucket", duration | {("le", "0.25")})] == 6
     assert got[("fastgw_ai_request_duration_seconds_bucket", duration | {("le", "0.1")})] == 0
     for slot in range(3):
-        assert got[("fastgw_requests_total", frozenset({("route", f"route{slot}"), ("status_class", "2xx")}))] == 1
+        labels = frozenset({("route", f"route{slot}"), ("status_class", "2xx"), ("lane", "base")})
+        assert got[("fastgw_requests_total", labels)] == 1
     assert GATEWAY.ai_requests.values == {}  # this process recorded nothing
 
 
 def _requests(workers: WorkerMetrics) -> float:
     got = samples(render(workers.collect()))
-    return got.get(("fastgw_requests_total", frozenset({("route", "api"), ("status_class", "2xx")})), 0)
+    return got.get(("fastgw_requests_total", frozenset({("route", "api"), ("status_class", "2xx"), ("lane", "base")})), 0)
 
 
 def _serve(workers: WorkerMetrics, slot: int, count: int) -> Callable[[], None]:

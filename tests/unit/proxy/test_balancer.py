@@ -94,3 +94,30 @@ def test_invalid_arguments() -> None:
         make_balancer([], "round_robin")
     with pytest.raises(ValueError):
         make_balancer([1, 0], "round_robin")
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_request"])
+def test_allowed_restricts_picks_to_a_subset_with_its_weights(policy: str) -> None:
+    """A lane's endpoints are a subset of one balancer: picks stay inside it, weighted, and the
+    rest of the endpoints keep their own rotation."""
+    balancer = make_balancer([1, 3, 1, 1], policy)
+    lane = (1, 2)
+    got = Counter()
+    for _ in range(40):
+        index = balancer.pick(allowed=lane)
+        balancer.release(index)
+        got[index] += 1
+    assert got == {1: 30, 2: 10}
+    base = Counter()
+    for _ in range(20):
+        index = balancer.pick(allowed=(0, 3))
+        balancer.release(index)
+        base[index] += 1
+    assert base == {0: 10, 3: 10}
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_request"])
+def test_exclude_never_widens_allowed(policy: str) -> None:
+    balancer = make_balancer([1, 1, 1], policy)
+    assert {balancer.pick(frozenset({1}), (1, 2)) for _ in range(6)} == {2}
+    assert balancer.pick(frozenset({1, 2}), (1, 2)) in (1, 2)  # all of the subset excluded: still inside it

@@ -47,8 +47,8 @@ def test_quantile_lies_in_the_bucket_of_the_true_quantile(values: list[float], q
     """The estimate is never outside the bucket that holds the exact order statistic."""
     gateway = Gateway()
     for value in values:
-        gateway.ai_duration.observe(("m", "p"), value)
-    counts = gateway.ai_duration.values[("m", "p")][:-1]
+        gateway.ai_duration.observe(("m", "p", "base"), value)
+    counts = gateway.ai_duration.values[("m", "p", "base")][:-1]
     estimate = quantile(AI_DURATION_BUCKETS, counts, q)
     exact = sorted(values)[max(0, math.ceil(q * len(values)) - 1)]
     edges = (0.0, *AI_DURATION_BUCKETS, math.inf)
