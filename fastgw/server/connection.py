@@ -158,6 +158,9 @@ class HttpConnection(asyncio.Protocol):
             return self.proxy.tunnel_eof()
         if self.state == S_WAIT:
             self.keep_alive = False  # a client that half-closed after its request still gets the answer
+            stream = self.stream
+            if stream is not None and stream.on_client_eof is not None:
+                stream.on_client_eof()  # ...at once: it stops waiting in a concurrency queue
             return True
         if self.state == S_BODY:
             self._request_broken(400, "the client closed the connection inside the request body")
