@@ -69,6 +69,7 @@ class HttpConnection(asyncio.Protocol):
         "scheme",
         "reading_paused",
         "writing_paused",
+        "_hold",
         "_pumping",
         "_timer",
         "timeout_kind",
@@ -99,6 +100,7 @@ class HttpConnection(asyncio.Protocol):
         self.keep_alive = True
         self.draining = False
         self.reading_paused = False
+        self._hold: asyncio.TimerHandle | None = None  # not reading after a shed answer (overload)
         self.writing_paused = False
         self._pumping = False
         self._timer = Deadline(self.loop, self._on_timeout)
@@ -169,6 +171,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = S_CLOSED
         self._cancel_timer()
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         if self.handler is not None:
             self.abort_exchange()
         if self.admitted:
@@ -362,7 +367,9 @@ class HttpConnection(asyncio.Protocol):
     def finish_exchange(self) -> None:
         """The response is fully written: next request, or close."""
         gen = self.gen
+        hold = 0.0
         if self.stream is not None:
+            hold = self.stream.hold_after
             self.stream.done(self.resp_status)
         self.services.request_finished()
         self._reset_exchange()
@@ -378,7 +385,26 @@ class HttpConnection(asyncio.Protocol):
         if self.draining and not self.parser.buffered:  # a request already here is still answered (and closes)
             self._close()
             return
-        self.set_timeout(T_KEEPALIVE, gen.keepalive_timeout)
+        if hold > 0:  # shed for overload: this client's next request waits unread (TCP back-pressure)
+            self._cancel_timer()
+            if not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+            self._hold = self.loop.call_later(hold, self._end_hold, gen.keepalive_timeout)
+            return
+        self._next_request(gen.keepalive_timeout)
+
+    def _end_hold(self, keepalive_timeout: float) -> None:
+        self._hold = None
+        if self.state != S_IDLE:
+            return
+        if self.draining and not self.parser.buffered:
+            self._close()
+            return
+        self._next_request(keepalive_timeout)
+
+    def _next_request(self, keepalive_timeout: float) -> None:
+        self.set_timeout(T_KEEPALIVE, keepalive_timeout)
         if self.reading_paused and not self.writing_paused:
             self.reading_paused = False
             self.transport.resume_reading()

@@ -128,6 +128,7 @@ class Stream:
     upstream_target: bytes | None = None  # plain routes: a filter's rewrite of the request target
     upstream_headers: list | None = None  # plain routes: a filter's rewrite of the request headers
     finished = False
+    hold_after = 0.0  # seconds the connection is not read after this answer (a request shed for overload)
     on_client_eof: Callable[[], None] | None = None  # a filter waiting on the client's behalf (a queue)
     _task: asyncio.Future | None = None  # the spawned task: the loop keeps only a weak reference
     _then: Callable[[], None] | None = None  # set while a request stage runs
