@@ -495,7 +495,7 @@ class HttpConnection(asyncio.Protocol):
 
     def local_reply(self, status: int, message: str, *, code: str | None = None, extra: bytes = b"") -> None:
         """Answer from the gateway itself (404, 502, 504...) and keep the connection if we can."""
-        if self.state == S_BODY:
+        if self.reading_body:
             self.keep_alive = False  # the unread body would be taken for the next request
         self.resp_status = status
         stream = self.stream

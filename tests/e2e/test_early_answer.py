@@ -42,6 +42,20 @@ def test_a_small_body_answered_early_is_skipped_and_the_connection_kept(tmp_path
         gw.stop()
 
 
+def test_a_gateway_reply_from_the_head_skips_a_small_body_too(tmp_path):
+    gw = Gateway(config(), tmp_path, workers=1)
+    try:
+        c = RawClient(gw.port)
+        c.send(b"POST /nowhere HTTP/1.1\r\nHost: gw\r\nContent-Length: 8\r\n\r\n")  # no route: 404 from the head
+        status, headers, _ = c.read_response()
+        assert status == 404 and headers.get("connection") != "close"
+        c.send(b'{"a": 1}GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer ' + KEY.encode() + b"\r\n\r\n")
+        assert c.read_response()[0] == 200
+        c.close()
+    finally:
+        gw.stop()
+
+
 def test_a_large_body_answered_early_closes_the_connection(tmp_path):
     gw = Gateway(config(), tmp_path, workers=1)
     try:
