@@ -152,8 +152,10 @@ class Supervisor:
         self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
         self.recent_area = MetricsArea(len(self.slots), slot_size=RECENT_SLOT_SIZE)  # each worker's failed requests
         self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
+        self.ticket_seed = os.urandom(32)  # TLS ticket keys every worker derives alike (fastgw.server.tickets)
         self._worker_main = worker_main
         self._listeners: Listeners | None = None
+        self._redirects: Listeners | None = None  # listen.redirect's plain-HTTP sockets
         self._admin: AdminServer | None = None
         self.console: ConsoleHistory | None = None
         self.history: deque[tuple[int, float, str, dict]] = deque(maxlen=HISTORY)  # (generation, time, source, config)
@@ -379,6 +381,14 @@ class Supervisor:
             )
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {format_url(host, port)}: {exc.strerror}") from None
+        redirect = listen["redirect"]
+        if redirect is not None:  # plain HTTP beside TLS, answered by the workers (fastgw.server.redirect)
+            where = format_url(redirect["host"], redirect["port"])
+            try:
+                self._redirects = bind_listeners(redirect["host"], redirect["port"], slots=len(self.slots),
+                                                 reuse_port=reuse_port, backlog=listen["backlog"])
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen for redirects on {where}: {exc.strerror}") from None
         admin = self.config.get("admin")
         if admin:
             where = f"unix:{admin['socket']}" if admin["socket"] else format_url(admin["host"], admin["port"])
@@ -414,6 +424,8 @@ class Supervisor:
         assert self._listeners is not None
         admin = f"admin {self._admin.url}" if self._admin else "admin off"
         print(f"fastgw listening on {format_url(*self._listeners.address)} (workers {len(self.slots)}, {admin})")
+        if self._redirects:
+            log(f"redirecting plain HTTP on {format_url(*self._redirects.address)} to https")
         sys.stdout.flush()
         log(f"started (pid {self._pid}, config {self.config_source}, generation {self.generation})")
 
@@ -496,6 +508,8 @@ class Supervisor:
                 self._admin.close_in_child()
             assert self._listeners is not None
             self._listeners.close_others(index)
+            if self._redirects is not None:
+                self._redirects.close_others(index)
             worker_main = self._worker_main
             if worker_main is None:
                 from workers.worker import run_worker as worker_main
@@ -503,7 +517,8 @@ class Supervisor:
             RECENT.bind(self.recent_area, index)
             worker_main(
                 index, self._listeners.for_slot(index), self.control, self.heartbeat_interval,
-                limit_store=self.limit_store,
+                limit_store=self.limit_store, ticket_seed=self.ticket_seed,
+                redirect_sock=self._redirects.for_slot(index) if self._redirects is not None else None,
             )
             code = 0
         except SystemExit as exc:
@@ -586,6 +601,9 @@ class Supervisor:
             # the sockets really close and new connections are refused, not queued.
             self._listeners.close()
             self._listeners = None
+        if self._redirects:
+            self._redirects.close()
+            self._redirects = None
         live = [slot for slot in self.slots if slot.pid]
         drain = float(self.config["http"]["drain_timeout"])
         if live:

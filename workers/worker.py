@@ -81,12 +81,18 @@ class Worker:
         control: ControlBlock,
         heartbeat_interval: float,
         limit_store: LocalLimitStore | None = None,
+        ticket_seed: bytes | None = None,
+        redirect_sock: socket.socket | None = None,
     ) -> None:
         from fastgw.ai.health import ProviderHealth
         from fastgw.generation import Resources
         from fastgw.proxy.upstream import PoolSet
 
         self.slot = slot
+        self.ticket_seed = ticket_seed
+        self.redirect_sock = redirect_sock  # listen.redirect: plain HTTP sent to https
+        self.redirects: asyncio.Server | None = None
+        self.tickets = None  # fastgw.server.tickets.TicketKeys once a TLS listener shares them
         self.sock = sock
         self.control = control
         self.tick = min(TICK, heartbeat_interval)
@@ -291,6 +297,29 @@ class Worker:
                 else:
                     GATEWAY.limit_events.inc((name,), delta)
 
+    def _share_tickets(self, context, spec: dict | None) -> None:
+        """Session tickets every worker of the node opens (fastgw.server.tickets); ``None``: off."""
+        import ssl
+
+        if spec is None:
+            context.options |= ssl.OP_NO_TICKET
+            return
+        from fastgw.server.tickets import TicketKeys, TicketsUnavailable, read_seed
+
+        seed = self.ticket_seed
+        if spec["key_file"]:
+            try:
+                seed = read_seed(spec["key_file"])
+            except (OSError, ValueError) as exc:  # checked at load; gone since: this node's own seed
+                log(f"TLS session tickets: cannot use listen.tls.session_tickets.key_file: {exc}")
+        if seed is None:  # run without a supervisor: this process's own OpenSSL keys serve
+            return
+        try:
+            self.tickets = TicketKeys(seed, spec["rotate"])
+            self.tickets.install(context)
+        except TicketsUnavailable as exc:
+            log(f"TLS session tickets stay per worker: {exc}")
+
     async def serve(self) -> None:
         from fastgw.server.connection import HttpConnection
 
@@ -305,6 +334,7 @@ class Worker:
 
             listener = TLSListener(tls, lambda: self._certificates(listener))
             listener.use(self.generation.tls)
+            self._share_tickets(listener.context, tls["session_tickets"])
         tls_options = {} if listener is None else {
             "ssl": listener.context,
             "ssl_handshake_timeout": self.generation.header_timeout,
@@ -318,6 +348,14 @@ class Worker:
         self.prober = HealthProber(self.loop)
         self.prober.configure(self.generation.ai)
         self._configure_usage_sink()
+        redirect = self.generation.config["listen"]["redirect"]
+        if self.redirect_sock is not None and redirect is not None:
+            from fastgw.server.redirect import RedirectToHttps
+
+            https_port = redirect["https_port"] or self.sock.getsockname()[1]
+            self.redirects = await self.loop.create_server(
+                lambda: RedirectToHttps(https_port, redirect["status"], self.generation.header_timeout),
+                sock=self.redirect_sock, backlog=backlog)
         # What boot built lives as long as the worker: out of the collector's sight. Requests
         # allocate a few short-lived containers each; a larger first generation keeps the
         # collector from walking the young ones every ~700 allocations.
@@ -397,6 +435,8 @@ class Worker:
             self._drain_task.cancel()
             self._drain_task = None
         self._begin_drain()
+        if self.redirects is not None:
+            self.redirects.close()
         self.prober.stop()
         await self._settle_connections(self.generation.drain_timeout)
         if self.usage_sink is not None:
@@ -451,6 +491,8 @@ def run_worker(
     control: ControlBlock,
     heartbeat_interval: float,
     limit_store: LocalLimitStore | None = None,
+    ticket_seed: bytes | None = None,
+    redirect_sock: socket.socket | None = None,
 ) -> NoReturn:
     """Entry point in the forked child; never returns."""
     _log_through_scrubber()
@@ -459,7 +501,7 @@ def run_worker(
 
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
-        worker = Worker(slot, sock, control, heartbeat_interval, limit_store)
+        worker = Worker(slot, sock, control, heartbeat_interval, limit_store, ticket_seed, redirect_sock)
     except (KeyError, TypeError, ValueError) as exc:
         log(f"config error at boot: {exc!r}")
         os._exit(WORKER_CONFIG_ERROR)

@@ -179,7 +179,8 @@ _PROVIDER_KEYS = (
     "name", "type", "base_url", "api_keys", "timeouts", "options", "breaker", "key_cooldown", "health_check",
     "pass_headers",
 )
-_LISTEN_KEYS = ("address", "reuse_port", "backlog", "tls")
+_LISTEN_KEYS = ("address", "reuse_port", "backlog", "tls", "redirect")
+_REDIRECT_KEYS = ("address", "status", "https_port")
 _ADMIN_KEYS = ("address", "socket", "token", "metrics_public")
 MIN_ADMIN_TOKEN = 16
 """Characters; a guessable token is no better than none (``openssl rand -hex 32`` makes one)."""
@@ -241,6 +242,7 @@ def _listen(value: Any, issues: Issues) -> dict:
         given = {}
         found = net.address(value, "listen", issues)
     host, port = found or (None, None)
+    tls = tls_section(given.get("tls"), issues)
     return {
         "host": host,
         "port": port,
@@ -248,8 +250,28 @@ def _listen(value: Any, issues: Issues) -> dict:
         if "reuse_port" in given
         else True,
         "backlog": integer(1)(given["backlog"], "listen.backlog", issues) if "backlog" in given else 2048,
-        "tls": tls_section(given.get("tls"), issues),
+        "tls": tls,
+        "redirect": _redirect(given["redirect"], port, "tls" in given, issues) if "redirect" in given else None,
     }
+
+
+def _redirect(value: Any, tls_port: int | None, tls: bool, issues: Issues) -> dict | None:
+    """``listen.redirect``: a plain-HTTP listener that sends every request to https (fastgw.server.redirect)."""
+    given = value if isinstance(value, dict) else {"address": value}
+    given = mapping(given, "listen.redirect", issues, _REDIRECT_KEYS) or {}
+    if not tls:
+        issues.add("listen.redirect", "needs listen.tls: it redirects to the TLS listener")
+    found = net.address(given.get("address"), "listen.redirect.address", issues) if "address" in given else None
+    if "address" not in given:
+        issues.add("listen.redirect.address", "is required")
+    status = given.get("status", 308)
+    if status not in (301, 302, 307, 308) or type(status) is not int:
+        issues.add("listen.redirect.status", f"expected 301, 302, 307 or 308, found {issues.describe(status)}")
+    https_port = integer(1, 65535)(given["https_port"], "listen.redirect.https_port", issues) \
+        if "https_port" in given else tls_port
+    if found is None or https_port is None:
+        return None
+    return {"host": found[0], "port": found[1], "status": status, "https_port": https_port}
 
 
 def _workers(value: Any, issues: Issues) -> int | None:

@@ -349,6 +349,10 @@ class Gateway:
             "Client connections refused or cut (reason: refused_max|refused_per_ip|header_timeout|body_timeout|"
             "send_timeout|tunnel_idle).",
             ("reason",))
+        self.tls_handshakes = r.counter(
+            "fastgw_tls_handshakes_total",
+            "Completed TLS handshakes on the listener (resumed: true when a session ticket saved the full one).",
+            ("resumed",))
         self.tunnels_open = r.gauge(
             "fastgw_websocket_tunnels_open", "WebSocket tunnels open now (after the 101, until either side ends).",
             ("route",))

@@ -133,7 +133,10 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b""
-        self.scheme = b"https" if transport.get_extra_info("sslcontext") is not None else b"http"
+        tls = transport.get_extra_info("ssl_object")
+        self.scheme = b"http" if tls is None else b"https"
+        if tls is not None:  # uvloop makes the connection once the handshake is done
+            GATEWAY.tls_handshakes.inc(("true" if tls.session_reused else "false",))
         gen = self.services.current_generation()
         refused = self.services.admission.admit(self.peer, gen)
         if refused is not None:  # over http.max_connections(_per_ip): say so, and close

@@ -20,6 +20,7 @@ from fastgw.ai.providers.base import (
     StreamConverter,
     UnsupportedOperation,
     UpstreamCall,
+    function_tools,
 )
 
 DEFAULT_VERSION = "2023-06-01"
@@ -225,17 +226,8 @@ def _convert_messages(openai_messages: Any) -> tuple[list[str], list[dict[str, A
 
 
 def _convert_tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise ConversionError("must be a list", "tools")
     converted = []
-    for i, tool in enumerate(tools):
-        function = (
-            tool.get("function")
-            if isinstance(tool, dict) and tool.get("type", "function") == "function"
-            else None
-        )
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise ConversionError("only function tools with a name can be sent to Anthropic providers", f"tools[{i}]")
+    for i, function in function_tools(tools, "Anthropic"):
         schema = function.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(schema, dict):
             raise ConversionError("must be a JSON Schema object", f"tools[{i}].function.parameters")

@@ -108,6 +108,24 @@ class Adapter:
         raise NotImplementedError
 
 
+def function_tools(tools: Any, provider: str) -> list[tuple[int, dict[str, Any]]]:
+    """The ``function`` of each OpenAI tool, with its index: the only kind of tool providers
+    that are not OpenAI take; anything else is a :class:`ConversionError` at ``tools[i]``."""
+    if not isinstance(tools, list):
+        raise ConversionError("must be a list", "tools")
+    found = []
+    for i, tool in enumerate(tools):
+        function = (
+            tool.get("function")
+            if isinstance(tool, dict) and tool.get("type", "function") == "function"
+            else None
+        )
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ConversionError(f"only function tools with a name can be sent to {provider} providers", f"tools[{i}]")
+        found.append((i, function))
+    return found
+
+
 def encode_embeddings(response: dict[str, Any], encoding_format: Any) -> dict[str, Any]:
     """A converted embeddings answer in the encoding the client asked for: ``base64`` is OpenAI's
     base64 of the little-endian float32 vector (what the OpenAI SDKs decode); floats otherwise."""

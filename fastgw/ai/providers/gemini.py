@@ -37,6 +37,7 @@ from fastgw.ai.providers.base import (
     StreamConverter,
     UnsupportedOperation,
     UpstreamCall,
+    function_tools,
 )
 from fastgw.ai.providers.openai import JSON_CONTENT, decode_object, encode_json, error_text, static_headers
 
@@ -219,17 +220,8 @@ def _contents(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise ConversionError("must be a list", "tools")
     declarations = []
-    for i, tool in enumerate(tools):
-        function = (
-            tool.get("function")
-            if isinstance(tool, dict) and tool.get("type", "function") == "function"
-            else None
-        )
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise ConversionError("gemini takes only function tools with a name", f"tools[{i}]")
+    for _, function in function_tools(tools, "Gemini"):
         declaration: dict[str, Any] = {"name": function["name"]}
         if function.get("description") is not None:
             declaration["description"] = function["description"]

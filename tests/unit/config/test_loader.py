@@ -45,7 +45,7 @@ ROUTE = "routes:\n  - upstream: http://u:1\n"
 def test_embedded_default() -> None:
     config = default_config()
     assert config == load_text(DEFAULT_CONFIG_YAML, env={})
-    assert config["listen"] == {"host": "127.0.0.1", "port": 8080, "reuse_port": True, "backlog": 2048, "tls": None}
+    assert config["listen"] == {"host": "127.0.0.1", "port": 8080, "reuse_port": True, "backlog": 2048, "tls": None, "redirect": None}
     assert config["admin"] == {"host": "127.0.0.1", "port": 9901, "socket": None, "token": None, "metrics_public": False}
     assert config["workers"] == (os.cpu_count() or 1)
     assert config["providers"][0]["name"] == "mock" and config["providers"][0]["type"] == "mock"
@@ -333,7 +333,7 @@ def test_listen_forms(raw: str, host: str, port: int) -> None:
 
 def test_listen_mapping_options() -> None:
     listen = load("listen: {address: ':81', reuse_port: false, backlog: 128}\n")["listen"]
-    assert listen == {"host": "0.0.0.0", "port": 81, "reuse_port": False, "backlog": 128, "tls": None}
+    assert listen == {"host": "0.0.0.0", "port": 81, "reuse_port": False, "backlog": 128, "tls": None, "redirect": None}
     assert error_at("listen: {reuse_port: 1}\n", "listen.reuse_port").startswith("expected a boolean")
 
 
