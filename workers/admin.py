@@ -6,9 +6,11 @@ errors for malformed requests, and no handler failure can reach the supervisor's
 
 Endpoints: ``GET /status``, ``GET /healthz``, ``GET /metrics``, ``GET /config`` (secrets
 redacted), ``POST /config`` (validate, then publish a new generation), ``GET /quota`` /
-``POST /quota`` (read, set, top up or reset one consumer's quota under one rule), and
-``POST /drain`` / ``POST /undrain`` (take the node out of service without exiting: new
-connections refused, answers in flight finish, ``/healthz`` 503; and back).
+``POST /quota`` (read, set, top up or reset one consumer's quota under one rule),
+``GET /config/history``, ``GET /config/diff``, ``POST /config/rollback``, ``GET /diagnose``,
+``POST /diagnose/summary``, the console under ``/ui``, and ``POST /drain`` / ``POST /undrain``
+(take the node out of service without exiting: new connections refused, answers in flight
+finish, ``/healthz`` 503; and back).
 
 Who may call: with ``admin.token`` every endpoint but ``/healthz`` (and ``/metrics`` when
 ``admin.metrics_public``) needs ``Authorization: Bearer <token>`` (compared in constant
@@ -41,16 +43,20 @@ from urllib.parse import parse_qsl
 from redis.exceptions import RedisError
 
 from fastgw.config import ConfigError
+from fastgw.config.diff import config_diff
 from fastgw.config.net import loopback
 from fastgw.config.secrets import redact
 from fastgw.limits.quotas import QuotaAdmin
 from fastgw.obs import diagnose
 from fastgw.obs.metrics import Snapshot
 from fastgw.obs.recent import RING_SIZE
-from workers.console import UI_DIR, UI_FILES
+from workers.console import HISTORY, UI_DIR, UI_FILES
 from workers.shm import BlobTooLarge
+from workers.summarise import SummaryFailed, summarise
 from workers.trial import GenerationRefused
 
+DEFAULT_SPAN = 900
+"""Seconds of history ``/ui/data`` returns unless ``?seconds=`` asks for more (up to an hour)."""
 POST_TYPES = frozenset(("application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"))
 """Content types a state-changing request may carry: none of them is one a cross-site form or
 "simple" fetch can send without a CORS preflight (which the Origin check refuses)."""
@@ -87,6 +93,9 @@ class Backend(Protocol):
 
     def rollback(self) -> tuple[int, int]:
         """Publish the generation before the live one again (``POST /config/rollback``)."""
+
+    def generation_config(self, generation: int) -> dict | None:
+        """A generation's config while it is in the history (``/config/diff``), else None."""
 
 
 def format_url(host: str, port: int) -> str:
@@ -220,10 +229,12 @@ class _Handler(BaseHTTPRequestHandler):
         "/config": ("GET", "POST"),
         "/config/history": ("GET",),
         "/config/rollback": ("POST",),
+        "/config/diff": ("GET",),
         "/quota": ("GET", "POST"),
         "/drain": ("POST",),
         "/undrain": ("POST",),
         "/diagnose": ("GET",),
+        "/diagnose/summary": ("POST",),
         "/ui/data": ("GET",),
         **{path: ("GET",) for path in UI_FILES},
     }
@@ -314,16 +325,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(*_error(409, str(exc), "no_earlier_generation"))
             else:
                 self._send_json(200, {"generation": generation, "restored": restored})
+        elif path == "/config/diff":
+            self._send_json(*self._config_diff())
         elif path == "/diagnose":
             self._send_json(*self._diagnose())
+        elif path == "/diagnose/summary":
+            self._send_json(*self._summary())
         elif path in UI_FILES:  # the console's static page, script and vendored uPlot
             name, content_type = UI_FILES[path]
             self._send(200, (UI_DIR / name).read_bytes(), content_type, ("Cache-Control", "no-cache"))
         elif path == "/ui/data":
             history = getattr(backend, "console", None)
             status = backend.status()
-            series = history.series() if history is not None else {"t": []}
-            self._send_json(200, {"generation": status["generation"], "workers": status["workers"], "series": series})
+            seconds = dict(parse_qsl(self.path.partition("?")[2])).get("seconds", "")
+            span = min(int(seconds), HISTORY) if seconds.isdigit() and int(seconds) > 0 else DEFAULT_SPAN
+            series = history.series(span) if history is not None else {"t": []}
+            body = {"generation": status["generation"], "workers": status["workers"], "series": series}
+            self._send_json(200, body, indent=None)  # thousands of points: no pretty-printing
         elif self.command == "GET":  # /config: shaped like a config file, generation in a header
             generation, config = backend.generation, backend.config
             self._send_json(200, redact(config), ("X-Fastgw-Generation", str(generation)))
@@ -369,18 +387,72 @@ class _Handler(BaseHTTPRequestHandler):
         except RedisError as exc:
             return _error(503, f"the quota store (Redis) is unavailable: {exc}", "quota_store_unavailable")
 
+    def _config_diff(self) -> tuple[int, dict]:
+        """``GET /config/diff?from=A&to=B``: redacted unified diff of two generations still in the
+        history; ``to`` defaults to the live generation, ``from`` to the one published before ``to``."""
+        backend = self.server.backend
+        query = dict(parse_qsl(self.path.partition("?")[2]))
+        numbers = [entry["generation"] for entry in backend.config_history()]
+        try:
+            to = int(query.get("to", backend.generation))
+            earlier = [n for n in numbers if n < to]
+            start = int(query["from"]) if "from" in query else (earlier[-1] if earlier else None)
+        except ValueError:
+            return _error(400, "'from' and 'to' must be generation numbers", "invalid_request")
+        if start is None:
+            return _error(404, f"no generation before {to} is kept", "not_found")
+        old, new = backend.generation_config(start), backend.generation_config(to)
+        if old is None or new is None:
+            missing = start if old is None else to
+            return _error(404, f"generation {missing} is not in the history (kept: {numbers})", "not_found")
+        return 200, {"from": start, "to": to,
+                     **config_diff(old, new, f"generation {start}", f"generation {to}")}
+
     def _diagnose(self) -> tuple[int, dict]:
         """``GET /diagnose``: recent failures grouped by cause; ``?request_id=``: one of them."""
         backend = self.server.backend
         records = backend.recent_failures()
         request_id = dict(parse_qsl(self.path.partition("?")[2])).get("request_id")
         if request_id is None:
-            return 200, {"failures": len(records), "causes": diagnose.group(records, backend.config)}
+            return 200, {"failures": len(records), "causes": diagnose.group(records, backend.config),
+                         "summarise": (backend.config.get("console") or {}).get("summarise") is not None}
         found = next((r for r in reversed(records) if r["request_id"] == request_id), None)
         if found is None:
             return _error(404, f"no recent failed request has id {request_id!r} (each worker keeps its last "
                                f"{RING_SIZE})", "not_found")
         return 200, {"request_id": request_id, **diagnose.explain(found, backend.config), "record": found}
+
+    def _summary(self) -> tuple[int, dict]:
+        """``POST /diagnose/summary`` with JSON ``{"cause"}``: ``console.summarise``'s model
+        summarises that group of recent failures (through this gateway's front door)."""
+        backend = self.server.backend
+        config = backend.config
+        spec = (config.get("console") or {}).get("summarise")
+        if spec is None:
+            return _error(404, "no model summarises errors: set console.summarise.model", "not_configured")
+        request = self._json_body()
+        if not isinstance(request, dict) or not isinstance(request.get("cause"), str):
+            return _error(400, "a JSON body {\"cause\": ...} is required", "invalid_request")
+        records = backend.recent_failures()
+        group = next((g for g in diagnose.group(records, config) if g["cause"] == request["cause"]), None)
+        if group is None:
+            return _error(404, f"no recent failure has cause {request['cause']!r}", "not_found")
+        mine = [r for r in records if diagnose.explain(r, config)["cause"] == group["cause"]]
+        try:
+            text = summarise(group, mine, spec, config["listen"])
+        except SummaryFailed as exc:
+            return _error(exc.status, str(exc), "summary_failed")
+        return 200, {"cause": group["cause"], "count": group["count"], "model": spec["model"], "summary": text}
+
+    def _json_body(self) -> Any:
+        """The request's JSON body (at most 64 KiB), or None when it is missing or not JSON."""
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > 65536:
+            return None
+        try:
+            return json.loads(self.rfile.read(int(length)))
+        except ValueError:
+            return None
 
     def _post_config(self) -> tuple[int, dict]:
         length = self.headers.get("Content-Length")
@@ -410,8 +482,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
 
-    def _send_json(self, status: int, body: dict, *headers: tuple[str, str]) -> None:
-        self._send(status, json.dumps(body, indent=1).encode() + b"\n", "application/json", *headers)
+    def _send_json(self, status: int, body: dict, *headers: tuple[str, str], indent: int | None = 1) -> None:
+        self._send(status, json.dumps(body, indent=indent).encode() + b"\n", "application/json", *headers)
 
     def _send(self, status: int, body: bytes, content_type: str, *headers: tuple[str, str]) -> None:
         self.send_response(status)

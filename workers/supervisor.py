@@ -37,6 +37,7 @@ from fastgw.config.secrets import SCRUBBER
 from fastgw.config.wire import encode_generation
 from fastgw.limits.local import LocalLimitStore
 from fastgw.limits.quotas import QuotaAdmin
+from fastgw.obs.board import HEALTH
 from fastgw.obs.recent import RECENT
 from fastgw.proc import die_with_parent
 from workers.admin import AdminServer, format_url
@@ -51,6 +52,7 @@ from workers.trial import GenerationRefused, trial_build
 HISTORY = 20
 """Generations kept for /config/history and a rollback."""
 RECENT_SLOT_SIZE = 256 * 1024
+HEALTH_SLOT_SIZE = 128 * 1024
 """Shared memory for one worker's ring of failed requests (pages are touched only when written)."""
 
 WorkerMain = Callable[..., Any]
@@ -151,6 +153,7 @@ class Supervisor:
         self.control = ControlBlock(max_workers=len(self.slots))
         self.metrics = WorkerMetrics(len(self.slots))  # before any fork: workers inherit the mapping
         self.recent_area = MetricsArea(len(self.slots), slot_size=RECENT_SLOT_SIZE)  # each worker's failed requests
+        self.health_area = MetricsArea(len(self.slots), slot_size=HEALTH_SLOT_SIZE)  # each worker's providers' health
         self.limit_store = LocalLimitStore(slots=65536, quota_slots=4096)  # one budget per node, not per worker
         self.ticket_seed = os.urandom(32)  # TLS ticket keys every worker derives alike (fastgw.server.tickets)
         self._worker_main = worker_main
@@ -176,6 +179,13 @@ class Supervisor:
                 records.extend(json.loads(found[2]))
         records.sort(key=lambda record: record["time"])
         return records
+
+    def _provider_health(self, slot: int, pid: int) -> dict | None:
+        """The worker's breakers, key cool-downs and probe verdicts (published once a second)."""
+        found = self.health_area.read(slot)
+        if found is None or found[1] != pid:
+            return None
+        return json.loads(found[2])
 
     def status(self) -> dict:
         """Snapshot of the generation and every slot, as served by ``GET /status``."""
@@ -203,6 +213,7 @@ class Supervisor:
                     "requests_total": record.requests_total if mine else 0,
                     "uptime_s": round(now - started, 3) if pid else 0.0,
                     "restarts": slot.restarts,
+                    "providers": self._provider_health(slot.index, pid) if mine else None,
                 }
             )
         return {"generation": self.generation, "workers": workers, "pid": self._pid, "failed_generation": self.failed}
@@ -294,6 +305,13 @@ class Supervisor:
                         "changed": changed if before is not None else None})
             before = config
         return out
+
+    def generation_config(self, generation: int) -> dict | None:
+        """The normalised config of a generation still in the history (not redacted)."""
+        for number, _, _, config in list(self.history):
+            if number == generation:
+                return config
+        return None
 
     def rollback(self) -> tuple[int, int]:
         """Publish the config of the generation before the live one again, as a new generation;
@@ -515,6 +533,7 @@ class Supervisor:
                 from workers.worker import run_worker as worker_main
             self.metrics.bind_worker(index)
             RECENT.bind(self.recent_area, index)
+            HEALTH.bind(self.health_area, index)
             worker_main(
                 index, self._listeners.for_slot(index), self.control, self.heartbeat_interval,
                 limit_store=self.limit_store, ticket_seed=self.ticket_seed,
@@ -674,6 +693,7 @@ class Supervisor:
             self.console.stop()
         self.metrics.close()
         self.recent_area.close()
+        self.health_area.close()
         if self._listeners:
             self._listeners.close()
             self._listeners = None

@@ -28,6 +28,7 @@ from typing import NoReturn
 from fastgw.config.secrets import SCRUBBER
 from fastgw.limits.local import LocalLimitStore
 from fastgw.obs.accesslog import AccessLog, UsageSink
+from fastgw.obs.board import HEALTH
 from fastgw.obs.errorlog import ErrorLog
 from fastgw.obs.metrics import GATEWAY
 from fastgw.obs.recent import RECENT
@@ -232,6 +233,8 @@ class Worker:
         self._mirror_limit_stats()
         GATEWAY.registry.publish()  # at most once a second: the admin API sums all workers' snapshots
         RECENT.publish()  # the failed requests /diagnose explains, when there are new ones
+        if self._ticks % max(1, round(1.0 / self.tick)) == 0:  # once a second: /status, the console
+            HEALTH.publish(self.resources.health.report())
         self.loop.call_later(self.tick, self._tick)
 
     def _configure_usage_sink(self) -> None:

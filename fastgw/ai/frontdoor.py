@@ -69,7 +69,8 @@ MOCK_OPTIONS = ("chunks", "chunk_delay_ms", "fail_status", "stall_ms", "cut_afte
 class ModelEntry:
     """A public model name (maybe with one ``*``) and its ordered failover chain."""
 
-    __slots__ = ("name", "spec", "target_chain", "max_attempts", "failover", "filters", "chain", "compression")
+    __slots__ = ("name", "spec", "target_chain", "max_attempts", "failover", "filters", "chain", "compression",
+                 "pricing")
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.name = spec["name"]
@@ -80,6 +81,19 @@ class ModelEntry:
         self.filters: list[Filter] = []
         self.chain: Chain | None = None  # the AI chain plus this model's filters (AIFrontDoor)
         self.compression = Compression.of(spec.get("compression"))
+        price = spec.get("pricing")  # USD per token: input, output, cached input
+        self.pricing = None if price is None else (
+            price["input_per_mtok"] * 1e-6, price["output_per_mtok"] * 1e-6, price["cached_input_per_mtok"] * 1e-6)
+
+    def cost(self, usage: dict[str, Any]) -> float | None:
+        """USD for a call's ``usage`` by this model's ``pricing`` (None without one); prompt-cache
+        reads (``cached_tokens``, part of ``prompt_tokens``) at the cached-input price."""
+        if self.pricing is None:
+            return None
+        per_input, per_output, per_cached = self.pricing
+        prompt = usage["prompt_tokens"]
+        cached = min(usage.get("cached_tokens", 0), prompt)
+        return (prompt - cached) * per_input + cached * per_cached + usage["completion_tokens"] * per_output
 
     def compile(self, base: list[Filter], env: BuildEnv) -> None:
         """This model's chain: the front door's filters, then its own (which run once the
@@ -187,6 +201,7 @@ class ProviderRuntime:
 
     def probed(self, healthy: bool) -> None:
         """An active probe's verdict: down skips the provider; up closes its open breakers."""
+        self._health.probes[self.name] = (healthy, time.time())
         if healthy:
             self._health.probed_down.discard(self.name)
             for (provider, _), breaker in self._health.breakers().items():

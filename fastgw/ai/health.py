@@ -116,6 +116,7 @@ class ProviderHealth:
         self._pools: dict[tuple[str, str], KeyPool] = {}
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self.probed_down: set[str] = set()  # providers whose last active health probe failed
+        self.probes: dict[str, tuple[bool, float]] = {}  # provider -> (last verdict, wall time)
 
     def key_pool(self, provider: str, keys: list[str]) -> KeyPool:
         # Keyed by a digest of the keys: a push that changes them starts fresh, one that doesn't keeps cool-downs.
@@ -135,3 +136,34 @@ class ProviderHealth:
 
     def breakers(self) -> dict[tuple[str, str], Breaker]:
         return self._breakers
+
+    def report(self) -> dict:
+        """This worker's view of its providers, for ``/status`` and the console: every breaker,
+        each provider's keys that are cooling down (and why), and the last probe verdicts.
+
+        Only a provider's newest key pool is shown (an older one belongs to keys a push replaced).
+        """
+        now = time.monotonic()
+        breakers = [
+            {"provider": provider, "model": model, "state": b.state, "consecutive_failures": b.consecutive,
+             "open_for_s": round(max(0.0, b.cooldown - (now - b.opened_at)), 1) if b.state == OPEN else None}
+            for (provider, model), b in self._breakers.items()
+        ]
+        pools: dict[str, KeyPool] = {}
+        for (provider, _), pool in self._pools.items():
+            pools[provider] = pool  # insertion order: the newest pool last
+        keys = []
+        for provider, pool in pools.items():
+            if not pool.keys:
+                continue
+            cooling = [
+                {"index": i, "remaining_s": round(until - now, 1),
+                 "reason": "rate_limited" if pool.refusals[i] is None else "refused"}
+                for i, until in enumerate(pool.cooled_until) if until > now
+            ]
+            keys.append({"provider": provider, "keys": len(pool.keys), "cooling": cooling})
+        probes = [
+            {"provider": provider, "healthy": healthy, "at": round(at, 3)}
+            for provider, (healthy, at) in self.probes.items()
+        ]
+        return {"breakers": breakers, "keys": keys, "probes": probes}

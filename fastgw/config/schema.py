@@ -49,7 +49,8 @@ plain JSON-serialisable dict, shipped to workers as is.
 ``models``
     ``[{name, targets: [{provider, model, context_window}], failover}]``: the public name and its
     failover chain; ``context_window`` (tokens, optional) lets a context-window error skip targets
-    no larger; ``failover`` tunes waits and retries (see :mod:`fastgw.config.failover`).
+    no larger; ``failover`` tunes waits and retries (see :mod:`fastgw.config.failover`);
+    ``pricing`` (USD per million tokens) prices its calls (see :mod:`fastgw.config.pricing`).
     A name may hold one ``*`` (``gpt-4*``); in a target ``model`` (default: the public
     name) ``*`` stands for the part of the requested name the public ``*`` matched.
 ``consumers``
@@ -73,6 +74,9 @@ plain JSON-serialisable dict, shipped to workers as is.
     Access log and usage stream, see :mod:`fastgw.config.logging`.
 ``tracing``
     OpenTelemetry traces over OTLP/HTTP, see :mod:`fastgw.config.tracing`.
+``console``
+    ``{summarise: null | {model, api_key, timeout}}``: a model that summarises a group of
+    recent failures on request, see :mod:`fastgw.config.console`.
 ``compression``
     Response compression (off when absent), overridable per route and per model; see
     :mod:`fastgw.config.compression`.
@@ -87,6 +91,7 @@ from typing import Any
 from fastgw.config import net
 from fastgw.config.cache import cache
 from fastgw.config.compression import compression
+from fastgw.config.console import console
 from fastgw.config.consumers import access
 from fastgw.config.failover import failover as _failover
 from fastgw.config.failover import pass_headers as _pass_headers
@@ -111,6 +116,7 @@ from fastgw.config.guard import guard
 from fastgw.config.limits import limits
 from fastgw.config.logging import log_section
 from fastgw.config.overload import overload
+from fastgw.config.pricing import pricing
 from fastgw.config.prompts import prompts, transform
 from fastgw.config.routes import routes
 from fastgw.config.tls import tls_section
@@ -136,6 +142,7 @@ TOP_LEVEL_KEYS = (
     "guard",
     "tracing",
     "compression",
+    "console",
 )
 PROVIDER_TYPES = (
     "openai",
@@ -216,6 +223,7 @@ def normalise(data: Any, source: str, issues: Issues) -> dict:
     config["cache"] = cache(data.get("cache"), issues, config["redis"])
     config["guard"] = guard(data.get("guard", {}), issues)
     config["tracing"] = tracing(data.get("tracing"), issues)
+    config["console"] = console(data.get("console"), issues, [m["name"] for m in config["models"] if m["name"]])
     config["prompts"] = prompts(
         data.get("prompts", {}),
         issues,
@@ -380,7 +388,7 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
     for i, item in enumerate(sequence(value, "models", issues) or []):
         path = f"models[{i}]"
         given = mapping(item, path, issues, ("name", "targets", "max_attempts", "transform", "waf", "filters",
-                                             "compression", "failover"))
+                                             "compression", "failover", "pricing"))
         if given is None:
             continue
         name = _required(given, "name", path, issues, text)
@@ -408,7 +416,9 @@ def _models(value: Any, providers: set[str], issues: Issues, compressing: dict |
                     "filters": model_filters,
                     "compression": compression(given["compression"], f"{path}.compression", issues, compressing)
                     if "compression" in given else compressing,
-                    "failover": _failover(given.get("failover", {}), f"{path}.failover", issues)})
+                    "failover": _failover(given.get("failover", {}), f"{path}.failover", issues),
+                    "pricing": pricing(given["pricing"], f"{path}.pricing", issues) if given.get("pricing") is not None
+                    else None})
     unique_names("models", names, issues)
     return out
 

@@ -36,6 +36,7 @@ SECRET_FIELDS: tuple[tuple[str, str], ...] = (
     ("consumers[*].api_keys", SECRET),
     ("auth.jwt[*].keys[*].secret", SECRET),
     ("cache.semantic.api_key", SECRET),
+    ("console.summarise.api_key", SECRET),
     ("cache.semantic.embeddings_url", URL),
     ("guard.moderation.url", URL),
     ("limits[*].match.headers", NAMED),

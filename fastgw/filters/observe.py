@@ -34,7 +34,10 @@ class Observe(Filter):
             return
         usage = s.usage
         ttft = s.first_byte_at - s.started if s.first_byte_at is not None else None
-        cost = s.cost
+        cost = s.cost  # by a cost quota's price table (the ratelimit filter), unless the model has pricing
+        entry = s.entry
+        if usage is not None and entry is not None and entry.pricing is not None:
+            cost = entry.cost(usage)
         consumer = s.consumer.name if s.consumer is not None else None
         GATEWAY.ai_done(
             consumer=consumer or "", model=s.model, provider=s.provider, status=s.status,

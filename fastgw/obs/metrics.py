@@ -311,7 +311,8 @@ class Gateway:
         self.tokens_estimated = r.counter(
             "fastgw_tokens_estimated_total", "The part of fastgw_tokens_total that the gateway estimated because the provider reported no usage.",
             ("consumer", "model", "provider", "direction"))
-        self.cost = r.counter("fastgw_cost_total", "Estimated spend in USD.", ("consumer", "model"))
+        self.cost = r.counter("fastgw_cost_total", "Estimated spend in USD (models[].pricing, else a cost quota's prices).",
+                              ("consumer", "model", "provider"))
         self.ratelimit_rejections = r.counter(
             "fastgw_ratelimit_rejections_total", "Requests rejected by a limit rule (kind: tokens|requests|quota).",
             ("rule", "kind"))
@@ -399,7 +400,7 @@ class Gateway:
                 if estimated:
                     self.tokens_estimated.inc((consumer, model, provider, direction), count)
         if cost:
-            self.cost.inc((consumer, model), cost)
+            self.cost.inc((consumer, model, provider), cost)
 
 
 GATEWAY = Gateway()

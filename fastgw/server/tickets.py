@@ -142,6 +142,9 @@ class TicketKeys:
         openssl.set_timeout(pointer, int(self.rotate))  # the lifetime hint clients are given
         if openssl.set_callback(pointer, self._callback) != 1:
             raise TicketsUnavailable("OpenSSL refused the ticket-key callback")
+        # OpenSSL holds a bare pointer to the callback's thunk: the context keeps these keys
+        # (and so the thunk) alive for as long as it can call them, whoever else drops them.
+        context.fastgw_ticket_keys = self
 
     def epoch(self) -> int:
         return int(self._clock() // self.rotate)

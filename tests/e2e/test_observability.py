@@ -82,7 +82,7 @@ def test_metrics_and_access_log(tmp_path, upstream):
             assert line["total_tokens"] == line["prompt_tokens"] + line["completion_tokens"] > 0
             expected_cost = (line["prompt_tokens"] * 2.0 + line["completion_tokens"] * 8.0) / 1e6  # USD per 1M tokens
             assert line["cost"] == pytest.approx(expected_cost)
-        assert value(found, "fastgw_cost_total", consumer="team", model="m") == pytest.approx(
+        assert value(found, "fastgw_cost_total", consumer="team", model="m", provider="mock") == pytest.approx(
             sum(line["cost"] for line in ai)
         )
         assert any("ttft_ms" in line for line in ai)

@@ -22,7 +22,7 @@ from tests.support.gateway import ROOT, Gateway, free_port, http_json, send_json
 FIELDS = (
     "admin_token", "redis_password", "provider_key", "base_url_userinfo", "base_url_query", "goog_header",
     "apim_header", "consumer_key", "jwt_secret", "embedder_key", "embedder_query", "moderation_query",
-    "route_match_header", "route_header", "route_query_key", "route_query_sig", "limit_header",
+    "route_match_header", "route_header", "route_query_key", "route_query_sig", "limit_header", "console_key",
 )
 SECRETS = {name: f"planted-{name.replace('_', '-')}-{i:02d}-0123456789abcdef" for i, name in enumerate(FIELDS)}
 
@@ -84,6 +84,7 @@ def planted_config(provider_port: int, redis_port: int, tmp_path: Path) -> dict:
         ],
         "limits": [{"name": "l", "match": {"headers": {"authorization": s["limit_header"]}}, "requests": {"per_minute": 1000}}],
         "log": {"access": str(tmp_path / "access.log")},
+        "console": {"summarise": {"model": "m", "api_key": s["console_key"]}},
     }
 
 

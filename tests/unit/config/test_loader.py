@@ -52,7 +52,7 @@ def test_embedded_default() -> None:
     assert config["models"] == [
         {"name": "mock-gpt", "targets": [{"provider": "mock", "model": "mock-gpt", "context_window": None}],
          "max_attempts": 3, "transform": None, "waf": None, "filters": [], "compression": None,
-         "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}}
+         "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}, "pricing": None}
     ]
     assert config["compression"] is None
     assert config["consumers"] == [] and config["routes"] == [] and config["limits"] == []
@@ -458,7 +458,7 @@ models:
     assert wildcard == {
         "name": "gpt-4*", "targets": [{"provider": "oa", "model": "gpt-4*", "context_window": None}], "max_attempts": 3,
         "transform": None, "waf": None, "filters": [], "compression": None,
-        "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0},
+        "failover": {"wait_retry_after": 2.0, "retry_5xx": 1, "retry_delay": 0.25, "deadline": 30.0}, "pricing": None,
     }
 
 

@@ -83,6 +83,7 @@ consumers: [{{name: c, api_keys: [ck]}}]
 auth: {{jwt: [{{issuer: i, audience: a, algorithms: [HS256], keys: [{{secret: {"s" * 32}}}]}}]}}
 cache: {{semantic: {{embeddings_url: "http://e/v1/embeddings", model: e, api_key: ek}}}}
 guard: {{moderation: {{url: "http://m/v1/moderations"}}}}
+console: {{summarise: {{model: m, api_key: console-key-123}}}}
 limits: [{{name: l, match: {{headers: {{x-team: a}}}}, requests: {{per_minute: 1}}}}]
 routes: [{{name: r, match: {{headers: {{x-a: b}}}}, upstream: "http://u:1",
            transform: {{request: {{headers: {{add: {{x-b: c}}}}}}}}, filters: [{{name: auth}}]}}]

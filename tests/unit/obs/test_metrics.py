@@ -83,7 +83,7 @@ def test_gateway_helpers_record_every_family() -> None:
     assert gw.requests.values == {("api", "5xx"): 1}
     assert gw.tokens.values == {("team", "gpt", "openai", "prompt"): 10, ("team", "gpt", "openai", "completion"): 5}
     assert gw.tokens_estimated.values == gw.tokens.values
-    assert gw.cost.values == {("team", "gpt"): 0.5}
+    assert gw.cost.values == {("team", "gpt", "openai"): 0.5}
     assert gw.ai_requests.values == {("team", "gpt", "openai", "200"): 1}
     assert sum(gw.ai_ttft.values[("gpt", "openai")][:-1]) == 1
     names = set(gw.registry.snapshot())
@@ -207,7 +207,7 @@ def test_aggregation_across_forked_workers() -> None:
     team = {("consumer", "team"), ("model", "gpt"), ("provider", "openai")}
     assert got[("fastgw_ai_requests_total", frozenset(team | {("status", "200")}))] == 6
     assert got[("fastgw_tokens_total", frozenset(team | {("direction", "prompt")}))] == 600
-    assert got[("fastgw_cost_total", frozenset({("consumer", "team"), ("model", "gpt")}))] == 3.0
+    assert got[("fastgw_cost_total", frozenset(team))] == 3.0
     duration = frozenset({("model", "gpt"), ("provider", "openai")})
     assert got[("fastgw_ai_request_duration_seconds_count", duration)] == 6
     assert got[("fastgw_ai_request_duration_seconds_bucket", duration | {("le", "0.25")})] == 6

@@ -101,3 +101,18 @@ def test_another_seed_or_default_keys_never_open_a_ticket(cert):
 def test_a_short_seed_is_refused():
     with pytest.raises(ValueError):
         TicketKeys(b"short", rotate=60)
+
+
+def test_the_context_keeps_its_keys_alive_when_everyone_else_drops_them(cert):
+    """OpenSSL holds only a pointer to the callback: freeing it under a live context crashed a
+    test run. Nothing but the context refers to these keys here."""
+    import gc
+
+    server = Server(cert, TicketKeys(b"g" * 32, rotate=3600))
+    gc.collect()
+    litter = [bytearray(256) for _ in range(20000)]  # reuse the freed memory, if it was freed
+    version = ssl.TLSVersion.TLSv1_3
+    for _ in range(5):
+        _, ticket = resume(server.port, version)
+        assert resume(server.port, version, ticket)[0]
+    del litter
