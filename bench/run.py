@@ -108,7 +108,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "ai-sse zstd-compressed (nginx: its gzip relay of the stream)", coding="zstd", compare="sse-gzip"),
 )}
 COMPRESSED = tuple(name for name, sc in SCENARIOS.items() if sc.coding)
-EXTRAS = ("ttfb", "push", "overload")
+EXTRAS = ("ttfb", "push", "overload", "concurrency")
 ALL = (*SCENARIOS, *EXTRAS)
 ALIASES = {"ai-full": ("ai-full-json", "ai-full-sse"), "compression": COMPRESSED, "all": ALL}
 CHECKS: dict[str, Callable[[check.Response], dict[str, object]]] = {  # "decoded", "openai-sse-coded": in verify
@@ -212,7 +212,8 @@ def time_budget(args: argparse.Namespace) -> int:
     seconds = 120 + wrk_runs * (1 + args.retries) * (args.duration + args.warmup + 30) + 6 * 90  # 6 starts at most
     seconds += ("ttfb" in args.scenarios) * 4 * 60
     seconds += ("push" in args.scenarios) * (2 * args.duration + 200)
-    seconds += ("overload" in args.scenarios) * 2 * (3 * args.duration + 150)
+    seconds += ("overload" in args.scenarios) * (2 * (3 * args.duration + 150) + args.duration)
+    seconds += ("concurrency" in args.scenarios) * 2 * ((1 + args.retries) * (args.duration + args.warmup) + 60)
     return int(seconds)
 
 
@@ -540,11 +541,38 @@ def run_scenarios(bench: Bench) -> None:
         run_full(bench, full, up_port)
     if "overload" in args.scenarios:
         run_overload(bench, up_port)
+    if "concurrency" in args.scenarios:
+        run_concurrency(bench, up_port)
+
+
+def run_concurrency(bench: Bench, up_port: int) -> None:
+    """What a `concurrency` limit costs per request: the json plain relay with and without one
+    (local mode: the node's shared-memory slot table; the limit is never reached)."""
+    workdir, pins, stack, workers = bench.workdir, bench.pins, bench.stack, bench.args.workers
+    sc = SCENARIOS["json"]
+    for limited in (False, True):
+        name = f"fastgw-concurrency-{'on' if limited else 'off'}"
+
+        def render(port: int, admin: int, on: bool = limited) -> str:
+            text = targets.fastgw_plain_config(port, admin, workers, up_port)
+            if on:
+                text += ("limits:\n  - {name: in-flight, match: {routes: [upstream]}, key: [ip], "
+                         "concurrency: 100000}\n")
+            return text
+
+        with bench.running(name, lambda n=name, r=render: targets.start_gateway(workdir, n, r, workers, pins, stack)
+                           ) as gw:
+            target = "fastgw concurrency limit" if limited else "fastgw without limit"
+            if gw is None:
+                _skip(bench, ["concurrency"], target, f"{name} not running")
+                continue
+            bench.record("concurrency", target, lambda g=gw: bench.measure(g, sc.request, sc.shape))
 
 
 def run_overload(bench: Bench, up_port: int) -> None:
     """The probe's p99 under a 2x low-priority flood, with shedding off then on (bench/overload.py)."""
     args, workdir, pins, stack, workers = bench.args, bench.workdir, bench.pins, bench.stack, bench.args.workers
+    saturated: float | None = None
     for shedding in (False, True):
         name = f"fastgw-overload-{'on' if shedding else 'off'}"
         render = lambda port, admin, on=shedding: overload.config(port, admin, workers, up_port, on)  # noqa: E731
@@ -554,8 +582,11 @@ def run_overload(bench: Bench, up_port: int) -> None:
             if gw is None:
                 _skip(bench, ["overload"], target, f"{name} not running")
                 continue
-            bench.record("overload", target, lambda g=gw: overload.measure(
-                g, 2 * args.json_connections, args.duration, args.wrk_threads, pins.prefix("load")))
+            if saturated is None:  # measured without shedding: what the gateway can serve
+                saturated = overload.saturation(gw, 2 * args.json_connections, args.duration, args.wrk_threads,
+                                                pins.prefix("load"))
+            bench.record("overload", target, lambda g=gw, rate=saturated: overload.measure(
+                g, rate, args.duration, args.wrk_threads, pins.prefix("load")))
 
 
 def run_full(bench: Bench, full: list[Scenario], up_port: int) -> None:
@@ -783,16 +814,30 @@ def print_extras(results: dict[str, dict[str, object]]) -> None:
     elif isinstance(gw_push, dict) and "error" in gw_push:
         print(f"\npush: {gw_push['error']}")
     if "overload" in results:
-        print("\noverload: a normal-priority probe's p99 (ms) under a 2x low-priority flood of a plain route")
+        print("\noverload: a normal-priority probe's p99 (ms) while a low-priority flood of a plain route is "
+              "offered at 2x the saturating rate (paced wrk)")
         body = []
         for target, r in results["overload"].items():
             if "error" in r:
-                body.append([target, "-", "-", "-", "-", r["error"][:60]])  # type: ignore[index]
+                body.append([target, "-", "-", "-", "-", "-", r["error"][:60]])  # type: ignore[index]
                 continue
             body.append([target, _fmt(r["unloaded_p99_ms"], ".2f"), _fmt(r["loaded_p99_ms"], ".2f"),
-                         _fmt(r["p99_ratio"], ".2f"), f"{r['flood_shed']}/{r['flood_requests']}",
+                         _fmt(r["p99_ratio"], ".2f"),
+                         f"{r['flood_rps']:,.0f} of {r['flood_target_rps']:,.0f}",
+                         _fmt(100 * (r["flood_shed_share"] or 0), ".0f") + "%",
                          f"{r['probe_shed']}/{r['probe_requests']}"])
-        _print(["target", "unloaded p99", "loaded p99", "ratio", "flood shed", "probe shed"], body)
+        _print(["target", "unloaded p99", "loaded p99", "ratio", "flood req/s (target)", "flood shed",
+                "probe shed"], body)
+    if "concurrency" in results:
+        print("\nconcurrency: CPU us per request of the json plain relay without and with a `concurrency` "
+              "limit on the route (local mode)")
+        off = _get(results, "concurrency", "fastgw without limit", "cpu_us_per_req")
+        on = _get(results, "concurrency", "fastgw concurrency limit", "cpu_us_per_req")
+        body = [[t, _fmt(r.get("rps"), ",.0f"), _fmt(r.get("cpu_us_per_req"), ".1f")]
+                for t, r in results["concurrency"].items()]
+        _print(["target", "req/s", "us/req"], body)
+        if off is not None and on is not None:
+            print(f"delta: {on - off:+.1f} us CPU per request")
 
 
 def write_results(out: Path, report: dict[str, object]) -> Path:

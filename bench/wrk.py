@@ -16,6 +16,7 @@ from pathlib import Path
 from bodies import Request
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "chat.lua"
+PACED = SCRIPT.with_name("paced.lua")
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _BYTES = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}  # wrk's units are binary
 _DURATION = re.compile(r"^\s*([\d.]+)(us|ms|s|m|h)\s*$")
@@ -80,12 +81,18 @@ def parse(raw: str) -> WrkResult:
     )
 
 
-def command(url: str, connections: int, threads: int, seconds: float, pin: list[str]) -> list[str]:
+def command(url: str, connections: int, threads: int, seconds: float, pin: list[str],
+            script: Path = SCRIPT) -> list[str]:
     """The wrk argv (under `pin`, a taskset prefix); threads never exceed connections (wrk refuses that)."""
     return [
         *pin, "wrk", "--latency", "-t", str(min(threads, connections)), "-c", str(connections),
-        "-d", f"{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(SCRIPT), url,
+        "-d", f"{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(script), url,
     ]
+
+
+def paced_env(rate: float, threads: int) -> dict[str, str]:
+    """What scripts/paced.lua reads beside the request: the rate to offer, over all threads."""
+    return {"BENCH_CHAT_LUA": str(SCRIPT), "BENCH_RATE": f"{rate:.0f}", "BENCH_THREADS": str(threads)}
 
 
 def run(base_url: str, request: Request, connections: int, threads: int, seconds: float,
@@ -105,10 +112,13 @@ class Background:
     """
 
     def __init__(self, base_url: str, request: Request, connections: int, threads: int, max_seconds: float,
-                 pin: list[str]) -> None:
+                 pin: list[str], rate: float | None = None) -> None:
+        """``rate``: requests/s offered on a fixed timetable (scripts/paced.lua), else a closed loop."""
         self.max_seconds = max_seconds
-        self.popen = subprocess.Popen(command(base_url + request.path, connections, threads, max_seconds, pin),
-                                      env=os.environ | request.env(), stdout=subprocess.PIPE,
+        threads = min(threads, connections)
+        script, extra = (SCRIPT, {}) if rate is None else (PACED, paced_env(rate, threads))
+        self.popen = subprocess.Popen(command(base_url + request.path, connections, threads, max_seconds, pin, script),
+                                      env=os.environ | request.env() | extra, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def stop(self) -> WrkResult:

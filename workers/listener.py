@@ -8,6 +8,13 @@ on Linux ``shutdown(SHUT_RD)`` on a listening socket stops it listening for ever
 that holds it, and new connections are refused; ``listen()`` later resumes it (HAProxy
 pauses its listeners this way). The event loop serves a duplicate descriptor, so closing
 its server leaves the socket itself open for the next resume.
+
+Only a socket that is listening is shut down. ``shutdown(SHUT_RD)`` on one that is not
+(already shut, e.g. by the worker this one replaced while the node was drained) fails
+with ENOTCONN *but still marks it read-shut*; that mark survives the next ``listen()`` and
+is copied into every connection accepted from it, which then reads end-of-file as soon as
+its receive queue is empty: a client whose request had not arrived before the first read
+was closed unanswered.
 """
 
 from __future__ import annotations
@@ -17,6 +24,14 @@ import contextlib
 import socket
 from collections.abc import Callable
 from typing import Any
+
+
+def listening(sock: socket.socket) -> bool:
+    """Whether ``sock`` is in the listening state now (SO_ACCEPTCONN)."""
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:  # closed
+        return False
 
 
 class Acceptor:
@@ -64,8 +79,9 @@ class Acceptor:
             self._handing_over.add(task)
             task.add_done_callback(self._handing_over.discard)
             taken += 1
-        with contextlib.suppress(OSError):  # ENOTCONN: not listening (already shut)
-            self.sock.shutdown(socket.SHUT_RD)
+        if listening(self.sock):  # see the module docstring: never shut a socket that is not
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RD)
         return taken
 
     def close(self) -> None:

@@ -14,7 +14,11 @@ Rate limit::
 Concurrency limit (at most N requests in flight per key; a stream counts until it ends)::
 
     {name, match: {...}, key: [...], concurrency: N, lease: seconds (10),
-     on_redis_down: local | open | closed, nodes: 1}
+     queue: {size: N, timeout: duration (2s)}, on_redis_down: local | open | closed, nodes: 1}
+
+Without ``queue`` a request over the limit is refused at once (429 ``concurrency_limited``);
+with it, up to ``size`` requests per key wait, first come first served, up to ``timeout``
+for a slot (then 429 with Retry-After); one more than ``size`` is refused at once.
 
 Quota::
 
@@ -34,7 +38,7 @@ lives.
 Normalised rule: ``{name, match: {consumers, models, routes, headers, cidrs} (each null
 when not given; header names lower-case; CIDRs canonical), key, tokens: {window: N},
 requests: {...}, concurrency: null | N, lease: seconds, quota: null | {tokens} | {cost,
-prices}, on_redis_down, nodes}``.
+prices}, queue: null | {size, timeout}, on_redis_down, nodes}``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 
 from fastgw.config.fields import (
     Issues,
+    duration,
     integer,
     join,
     mapping,
@@ -63,11 +68,14 @@ WINDOWS = {"per_second": 1, "per_minute": 60, "per_hour": 3600, "per_day": 86400
 KEY_PARTS = ("consumer", "model", "ip")
 KEY_PREFIXES = ("header:", "query:")
 _RULE_KEYS = (
-    "name", "match", "key", "tokens", "requests", "concurrency", "lease", "quota", "on_redis_down", "nodes",
+    "name", "match", "key", "tokens", "requests", "concurrency", "lease", "queue", "quota", "on_redis_down",
+    "nodes",
 )
 _MATCH_KEYS = ("consumers", "models", "routes", "headers", "cidrs")
 DEFAULT_LEASE = 10.0
 """Seconds a cluster concurrency slot outlives its holder's last renewal."""
+DEFAULT_QUEUE_TIMEOUT = 2.0
+"""Seconds a queued request waits for a concurrency slot before it is refused."""
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _POSITIVE = integer(1)
@@ -106,6 +114,7 @@ def _rule(given: dict, path: str, issues: Issues) -> dict:
         if "concurrency" in given
         else None,
         "lease": _lease(given, path, issues),
+        "queue": _queue(given, path, issues),
         "quota": _quota(given["quota"], f"{path}.quota", issues) if is_quota else None,
         "on_redis_down": "closed" if is_quota else "local",
         "nodes": _POSITIVE(given["nodes"], f"{path}.nodes", issues) if "nodes" in given else 1,
@@ -168,6 +177,19 @@ def _lease(given: dict, path: str, issues: Issues) -> float:
         issues.add(f"{path}.lease", "only a concurrency rule has a lease")
     lease = _number(given["lease"], f"{path}.lease", issues, positive=True)
     return lease if lease is not None else DEFAULT_LEASE
+
+
+def _queue(given: dict, path: str, issues: Issues) -> dict | None:
+    if "queue" not in given:
+        return None
+    if "concurrency" not in given:
+        issues.add(f"{path}.queue", "only a concurrency rule has a queue")
+        return None
+    at = f"{path}.queue"
+    options = mapping(given["queue"], at, issues, ("size", "timeout")) or {}
+    size = required(options, "size", at, issues, _POSITIVE)
+    timeout = duration()(options["timeout"], f"{at}.timeout", issues) if "timeout" in options else None
+    return {"size": size, "timeout": DEFAULT_QUEUE_TIMEOUT if timeout is None else timeout}
 
 
 def _cidr(value: Any, path: str, issues: Issues) -> str | None:

@@ -3,17 +3,19 @@
 ::
 
     http:
-      overload: {max_in_flight: 512, max_loop_lag: 50ms, retry_after: 1}
+      overload: {max_in_flight: 512, max_loop_lag: 50ms, retry_after: 1, pause: 250ms}
     consumers: [{name: batch, api_keys: [...], priority: low}]
     routes: [{name: checkout, ..., priority: high}]
 
 Either threshold may be left out (not both). A worker is loaded by the larger of
 ``in flight / max_in_flight`` and ``loop lag / max_loop_lag``: at 0.75 it sheds new
 ``low`` requests, at 1 ``normal`` ones too; ``high`` ones are never shed. A request's
-priority is its consumer's if set, else its route's, else ``normal``.
+priority is its consumer's if set, else its route's, else ``normal``. After a shed ``low``
+answer the connection is not read for ``pause`` (default 250ms; 0: read on at once), so a client
+retrying at once on it waits in the kernel instead of costing the worker another refusal.
 
 Normalised: ``null`` (off) or ``{max_in_flight: N | null, max_loop_lag: seconds | null,
-retry_after: seconds}``; priorities: ``"low" | "normal" | "high" | null``.
+retry_after: seconds, pause: seconds}``; priorities: ``"low" | "normal" | "high" | null``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from fastgw.config.fields import Issues, duration, integer, mapping, one_of
 
 PRIORITIES = ("low", "normal", "high")
 priority = one_of(*PRIORITIES)
-_KEYS = ("max_in_flight", "max_loop_lag", "retry_after")
+_KEYS = ("max_in_flight", "max_loop_lag", "retry_after", "pause")
+DEFAULT_PAUSE = 0.25
+"""Seconds a connection whose request was shed is not read."""
 
 
 def overload(value: Any, path: str, issues: Issues) -> dict | None:
@@ -46,4 +50,7 @@ def overload(value: Any, path: str, issues: Issues) -> dict | None:
         "retry_after": integer(1)(given["retry_after"], f"{path}.retry_after", issues)
         if "retry_after" in given
         else 1,
+        "pause": duration(allow_zero=True)(given["pause"], f"{path}.pause", issues)
+        if "pause" in given
+        else DEFAULT_PAUSE,
     }

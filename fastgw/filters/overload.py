@@ -5,10 +5,19 @@ so a shed request costs no body read, no upstream call and no limiter round trip
 this worker's: requests in flight (others than this one) over ``max_in_flight``, and
 event-loop lag over ``max_loop_lag`` (:mod:`fastgw.server.load`); the larger ratio counts.
 See :mod:`fastgw.config.overload` for the thresholds per priority.
+
+A shed ``low`` request also holds its connection unread for ``pause``: on a cheap route a 503 costs
+the worker about as much as an answer (the parse, the route, the reply), so a client that
+sends again at once would keep the loop as busy as before; unread, its next request waits
+in the kernel and costs nothing until the pause ends (it was told ``Retry-After`` anyway).
+Each pause is drawn from 0.5-1.5 x ``pause``: connections shed in one burst must not all be
+read again in one burst. A ``normal`` request shed in a severe overload is only refused: its
+client's next request is read at once, so normal traffic never waits out a pause.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from fastgw.filters.api import Filter, Phase, Status
@@ -30,6 +39,7 @@ class Overload(Filter):
         self.max_in_flight = spec["max_in_flight"]
         self.max_loop_lag = spec["max_loop_lag"]
         self.retry_after = spec["retry_after"]
+        self.pause = spec["pause"]
         self.route_priority = route_priority
         self.consumers = {c["name"]: c["priority"] for c in consumers if c.get("priority")}
 
@@ -52,6 +62,8 @@ class Overload(Filter):
             return Status.CONTINUE
         GATEWAY.overload_shed.inc((level,))
         s.retry_after = float(self.retry_after)
+        if level == "low":  # spread out: connections held together must not come back together
+            s.hold_after = self.pause * (0.5 + random.random())
         return s.reply(
             503,
             "the gateway is overloaded; retry later",

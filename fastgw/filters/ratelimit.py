@@ -13,7 +13,10 @@ name (``match.routes``; such a rule puts this filter on the routes it names by i
 
 Concurrency rules come first: the request takes a slot of each (all or none) before its
 rates are charged, and ``on_done`` — which runs once however the request ends, a
-client that disconnects mid-stream included — gives the slots back.
+client that disconnects mid-stream included — gives the slots back. A rule with a
+``queue`` makes a request over the limit wait for a slot in a spawned coroutine; a client
+that goes meanwhile (``on_done``) or closes its side (``Stream.on_client_eof``) leaves the
+queue at once.
 """
 
 from __future__ import annotations
@@ -58,14 +61,17 @@ class RateLimit(Filter):
         head = s.head
         consumer = s.consumer.name if s.consumer is not None else None
         ctx = RequestContext(consumer, model, s.peer.decode(), head.get, head.query, s.route_name)
-        s.vars[self.slot] = held = [None, None]  # [concurrency holding, rate reservation]
+        s.vars[self.slot] = held = [None, None, None]  # [concurrency holding, rate reservation, waiter]
         rules = limiter.concurrency.applies(ctx)
         if not rules:
             return self._rates(s, ctx, held, prompt, completion)
         decision = limiter.concurrency.acquire_nowait(rules, ctx)
-        if decision is None:  # a Redis round trip
+        if decision is None:  # a Redis round trip, or a wait in a queue
+            waiter = held[2] = limiter.concurrency.waiter(rules)
+            if waiter is not None:
+                s.on_client_eof = waiter.leave  # a client gone (or half-closed) gives its place back
             return s.spawn(
-                limiter.concurrency.acquire(rules, ctx),
+                limiter.concurrency.acquire(rules, ctx, waiter),
                 lambda result: self._slots_decided(s, ctx, held, result, prompt, completion),
             )
         return self._slots_decided(s, ctx, held, decision, prompt, completion)
@@ -73,6 +79,7 @@ class RateLimit(Filter):
     def _slots_decided(
         self, s: Stream, ctx: RequestContext, held: list, decision: Any, prompt: int, completion: int
     ) -> Status:
+        s.on_client_eof = None
         if isinstance(decision, BaseException):
             return s.reply(500, f"concurrency limiter failed: {decision!r}", "limiter_error")
         held[0] = decision.reservation
@@ -132,7 +139,9 @@ class RateLimit(Filter):
         cached = usage.get("cached_tokens", 0) if usage else 0
         written = usage.get("cache_write_tokens", 0) if usage else 0
         if held is not None:
-            holding, reservation = held
+            holding, reservation, waiter = held
+            if waiter is not None:  # still queued if the client left: stop waiting now
+                waiter.leave()
             self.limiter.concurrency.release(holding)  # the request is no longer in flight
             if reservation is not None:  # charge what was really used; a failed call costs nothing
                 self.limiter.settle(reservation, usage["prompt_tokens"] if usage else 0,

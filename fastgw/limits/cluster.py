@@ -50,6 +50,7 @@ class Script:
 RESERVE = Script("reserve.lua")
 SETTLE = Script("settle.lua")
 ACQUIRE = Script("acquire.lua")
+ACQUIRE_QUEUED = Script("acquire_queued.lua")
 RENEW = Script("renew.lua")
 RELEASE = Script("release.lua")
 
@@ -77,6 +78,10 @@ class RedisLink:
     async def acquire(self, keys: list[str], args: list[str | int | float]) -> list | None:
         """``acquire.lua``'s reply (concurrency slots), or None if Redis failed."""
         return await self._run(ACQUIRE, keys, args)
+
+    async def acquire_queued(self, keys: list[str], args: list[str | int | float]) -> list | None:
+        """``acquire_queued.lua``'s reply (slots behind a wait queue), or None if Redis failed."""
+        return await self._run(ACQUIRE_QUEUED, keys, args)
 
     async def renew(self, keys: list[str], args: list[str | int | float]) -> bool:
         """Extend slot leases with ``renew.lua``; False if Redis failed."""

@@ -27,9 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = ["ALLOWED", "Decision", "Limiter", "Reservation"]
 
-STATS = ("redis_errors", "fallbacks", "rejections", "lost_settlements")
+STATS = (
+    "redis_errors", "fallbacks", "rejections", "lost_settlements",
+    "queued", "queue_full", "queue_timeouts", "queue_abandoned",
+)
 """``Limiter.stats`` counters: Redis calls that failed; requests decided without Redis
-because it was down; requests refused; settlements dropped because Redis was down."""
+because it was down; requests refused; settlements dropped because Redis was down; and of
+concurrency wait queues: requests that waited, were refused because the queue was full,
+waited out the timeout, or whose client left while waiting."""
 
 
 

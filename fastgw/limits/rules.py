@@ -60,7 +60,8 @@ class Rule:
     """One normalised ``limits`` entry, ready to match requests."""
 
     __slots__ = (
-        "name", "windows", "concurrency", "lease", "quota", "on_redis_down", "nodes", "routes", "_tests", "_key",
+        "name", "windows", "concurrency", "lease", "queue_size", "queue_timeout", "quota", "on_redis_down", "nodes",
+        "routes", "_tests", "_key",
     )
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -72,6 +73,9 @@ class Rule:
         ]
         self.concurrency: int | None = spec.get("concurrency")
         self.lease: float = spec.get("lease", 10.0)
+        queue = spec.get("queue") or {}
+        self.queue_size: int = queue.get("size") or 0  # 0: over the limit is refused at once
+        self.queue_timeout: float = queue.get("timeout") or 0.0
         self.quota: dict[str, Any] | None = spec["quota"]
         self.on_redis_down: str = spec["on_redis_down"]
         self.nodes: int = spec["nodes"]

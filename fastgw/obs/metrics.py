@@ -358,7 +358,8 @@ class Gateway:
             "fastgw_cache_saved_tokens_total", "Tokens answered from the cache instead of a provider.", ("model",))
         self.limit_events = r.counter(
             "fastgw_limit_events_total",
-            "Limiter events: fallbacks (Redis down, on_redis_down applied), rejections, lost_settlements.",
+            "Limiter events: fallbacks (Redis down, on_redis_down applied), rejections, lost_settlements, "
+            "queued, queue_full, queue_timeouts, queue_abandoned (concurrency wait queues).",
             ("event",))
         self.connection_events = r.counter(
             "fastgw_connection_events_total",

@@ -32,6 +32,9 @@ from fastgw.server import lastresort
 from fastgw.server.stream import STAGE_HEADERS, Handler, Stream, WorkerServices
 
 # Connection states.
+DISCARD_LIMIT = 64 * 1024
+"""Bytes of an answered request's body (Content-Length framed) read and dropped to keep the connection."""
+
 S_IDLE = 0  # waiting for a request head
 S_BODY = 1  # reading the request body
 S_WAIT = 2  # request read; the response is being produced
@@ -69,6 +72,8 @@ class HttpConnection(asyncio.Protocol):
         "scheme",
         "reading_paused",
         "writing_paused",
+        "_hold",
+        "_discarding",
         "_pumping",
         "_timer",
         "timeout_kind",
@@ -99,6 +104,8 @@ class HttpConnection(asyncio.Protocol):
         self.keep_alive = True
         self.draining = False
         self.reading_paused = False
+        self._hold: asyncio.TimerHandle | None = None  # not reading after a shed answer (overload)
+        self._discarding: tuple[float, float] | None = None  # answered before its body: (hold, keep-alive)
         self.writing_paused = False
         self._pumping = False
         self._timer = Deadline(self.loop, self._on_timeout)
@@ -161,14 +168,20 @@ class HttpConnection(asyncio.Protocol):
             return self.proxy.tunnel_eof()
         if self.state == S_WAIT:
             self.keep_alive = False  # a client that half-closed after its request still gets the answer
+            stream = self.stream
+            if stream is not None and stream.on_client_eof is not None:
+                stream.on_client_eof()  # ...at once: it stops waiting in a concurrency queue
             return True
-        if self.state == S_BODY:
+        if self.state == S_BODY and self._discarding is None:
             self._request_broken(400, "the client closed the connection inside the request body")
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = S_CLOSED
         self._cancel_timer()
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         if self.handler is not None:
             self.abort_exchange()
         if self.admitted:
@@ -203,6 +216,8 @@ class HttpConnection(asyncio.Protocol):
             while True:
                 state = self.state
                 if state == S_IDLE:
+                    if self._hold is not None:
+                        return  # not read during an overload pause
                     try:
                         event = parser.next_event()
                     except ParseError as exc:
@@ -217,7 +232,10 @@ class HttpConnection(asyncio.Protocol):
                     try:
                         event = parser.next_event()
                     except ParseError as exc:
-                        self._request_broken(exc.status, exc.reason)
+                        if self._discarding is not None:
+                            self._close()
+                        else:
+                            self._request_broken(exc.status, exc.reason)
                         return
                     if event is None:
                         return
@@ -314,6 +332,8 @@ class HttpConnection(asyncio.Protocol):
             self.handler.on_request_end()
 
     def _on_request_body(self, chunk: Any) -> None:
+        if self._discarding is not None:
+            return  # the rest of a body already answered (bounded: DISCARD_LIMIT)
         self.body_seen += len(chunk)
         if self.timeout_kind == T_BODY:
             self._timer.extend(self._body_deadline())  # progress: a later deadline
@@ -323,6 +343,12 @@ class HttpConnection(asyncio.Protocol):
         self.handler.on_body(chunk)
 
     def _on_request_end(self) -> None:
+        if self._discarding is not None:  # the answered request's body is skipped: next request
+            hold, keepalive_timeout = self._discarding
+            self._discarding = None
+            self.state = S_IDLE
+            self._after_exchange(hold, keepalive_timeout)
+            return
         self.state = S_WAIT
         self.req_done = True
         if self.timeout_kind == T_BODY:
@@ -334,8 +360,16 @@ class HttpConnection(asyncio.Protocol):
 
     @property
     def reading_body(self) -> bool:
-        """The request body is still arriving (an answer now means closing after it)."""
-        return self.state == S_BODY
+        """The request body is still arriving and an answer now means closing after it (a
+        small body of known length is read and dropped after the answer instead)."""
+        return self.state == S_BODY and not self._body_discardable()
+
+    def _body_discardable(self) -> bool:
+        head = self.head
+        return (
+            head is not None and not head.chunked and self.keep_alive and not self.draining
+            and 0 <= head.content_length - self.body_seen <= DISCARD_LIMIT
+        )
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and self.state != S_CLOSED:
@@ -362,23 +396,60 @@ class HttpConnection(asyncio.Protocol):
     def finish_exchange(self) -> None:
         """The response is fully written: next request, or close."""
         gen = self.gen
+        hold = 0.0
         if self.stream is not None:
+            hold = self.stream.hold_after
             self.stream.done(self.resp_status)
+        discard = self.state == S_BODY and self._body_discardable()
         self.services.request_finished()
         self._reset_exchange()
         if self.state == S_BODY:
-            # Answered before the body was read (e.g. 401, or 404 on a POST): the rest of the
-            # body can't be skipped safely, so close, lingering so the client reads our answer.
+            # Answered before the body was read (e.g. 401, a shed or refused request): a
+            # small body of known length is read and dropped, keeping the connection (a
+            # client that retries at once must not cost a new connection each time); any
+            # other is not skipped, so close, lingering so the client reads our answer.
+            if discard:
+                self._discarding = (hold, gen.keepalive_timeout)
+                self.set_timeout(T_KEEPALIVE, gen.header_timeout)  # the rest must come: else a quiet close
+                if self.reading_paused and not self.writing_paused:
+                    self.reading_paused = False
+                    self.transport.resume_reading()
+                if self.parser.buffered:
+                    self._pump()
+                return
             self._linger_close()
             return
         if not self.keep_alive or self.state == S_CLOSED:
             self._close()
             return
         self.state = S_IDLE
+        self._after_exchange(hold, gen.keepalive_timeout)
+
+    def _after_exchange(self, hold: float, keepalive_timeout: float) -> None:
+        """Idle after an exchange: the next request, after an overload pause if ``hold``."""
         if self.draining and not self.parser.buffered:  # a request already here is still answered (and closes)
             self._close()
             return
-        self.set_timeout(T_KEEPALIVE, gen.keepalive_timeout)
+        if hold > 0:  # shed for overload: this client's next request waits unread (TCP back-pressure)
+            self._cancel_timer()
+            if not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+            self._hold = self.loop.call_later(hold, self._end_hold, keepalive_timeout)
+            return
+        self._next_request(keepalive_timeout)
+
+    def _end_hold(self, keepalive_timeout: float) -> None:
+        self._hold = None
+        if self.state != S_IDLE:
+            return
+        if self.draining and not self.parser.buffered:
+            self._close()
+            return
+        self._next_request(keepalive_timeout)
+
+    def _next_request(self, keepalive_timeout: float) -> None:
+        self.set_timeout(T_KEEPALIVE, keepalive_timeout)
         if self.reading_paused and not self.writing_paused:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -427,7 +498,7 @@ class HttpConnection(asyncio.Protocol):
 
     def local_reply(self, status: int, message: str, *, code: str | None = None, extra: bytes = b"") -> None:
         """Answer from the gateway itself (404, 502, 504...) and keep the connection if we can."""
-        if self.state == S_BODY:
+        if self.reading_body:
             self.keep_alive = False  # the unread body would be taken for the next request
         self.resp_status = status
         stream = self.stream

@@ -130,6 +130,8 @@ class Stream:
     lane: Any = None  # the request's gray-release lane (fastgw.filters.lanes Lane); None: the base lane
     sticky_issued: dict[bytes, bytes] | None = None  # sticky cookies set on this answer (name -> value)
     finished = False
+    hold_after = 0.0  # seconds the connection is not read after this answer (a request shed for overload)
+    on_client_eof: Callable[[], None] | None = None  # a filter waiting on the client's behalf (a queue)
     _task: asyncio.Future | None = None  # the spawned task: the loop keeps only a weak reference
     _then: Callable[[], None] | None = None  # set while a request stage runs
     _stage = STAGE_HEADERS

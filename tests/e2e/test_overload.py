@@ -113,3 +113,43 @@ def test_a_loaded_worker_sheds_low_then_normal_never_high(tmp_path, upstream):
     finally:
         upstream.release()
         gw.stop()
+
+
+def test_a_shed_low_request_holds_its_connection_unread_for_the_pause(tmp_path, upstream):
+    spec = config(upstream)
+    spec["http"]["overload"] |= {"pause": "1s"}
+    spec["routes"].append({"name": "api", "match": {"path": "/api"}, "upstream": upstream.url})  # normal priority
+    gw = Gateway(spec, tmp_path, workers=1)
+    try:
+        streams = [client(gw, "high").chat.completions.create(model="m", messages=MESSAGES, stream=True)
+                   for _ in range(3)]
+        for stream in streams:
+            next(iter(stream))
+        upstream.wait_in_flight(3)  # load 1.0 and more: low and normal requests are shed
+
+        def two_on_one_connection(path: str) -> tuple[int, int, float]:
+            conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+            try:
+                conn.request("GET", path)
+                first = conn.getresponse()
+                first.read()
+                started = time.monotonic()
+                conn.request("GET", path)  # at once, on the same keep-alive connection
+                second = conn.getresponse()
+                second.read()
+                return first.status, second.status, time.monotonic() - started
+            finally:
+                conn.close()
+
+        first, second, waited = two_on_one_connection("/reports/today")  # low: held 0.5-1.5 s
+        assert (first, second) == (503, 503) and waited >= 0.45, waited
+        first, second, waited = two_on_one_connection("/api/today")  # normal: read again at once
+        assert (first, second) == (503, 503) and waited < 0.45, waited
+        upstream.release()
+        for stream in streams:
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello there"
+        upstream.wait_in_flight(0)
+        assert get(gw, "/reports/today")[0] == 200  # a fresh connection, load gone: served
+    finally:
+        upstream.release()
+        gw.stop()

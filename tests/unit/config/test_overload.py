@@ -15,7 +15,7 @@ def test_normalised_shape_and_defaults() -> None:
         + ROUTE,
         env={},
     )
-    assert config["http"]["overload"] == {"max_in_flight": None, "max_loop_lag": 0.05, "retry_after": 1}
+    assert config["http"]["overload"] == {"max_in_flight": None, "max_loop_lag": 0.05, "retry_after": 1, "pause": 0.25}
     assert [c["priority"] for c in config["consumers"]] == ["low", None]
     assert config["routes"][0]["priority"] == "high"
     assert load_text("{}", env={})["http"]["overload"] is None
