@@ -414,15 +414,9 @@ class _Handler(BaseHTTPRequestHandler):
             query = dict(parse_qsl(self.path.partition("?")[2]))
             request = {"rule": query.get("rule"), "consumer": query.get("consumer"), "action": "get"}
         else:
-            length = self.headers.get("Content-Length", "")
-            if not length.isdigit() or int(length) > 65536:
-                return _error(400, "a JSON body with Content-Length is required", "invalid_request")
-            try:
-                request = json.loads(self.rfile.read(int(length)))
-            except ValueError:
-                return _error(400, "the body is not valid JSON", "invalid_request")
-            if not isinstance(request, dict):
-                return _error(400, "the body must be a JSON object", "invalid_request")
+            request = self._json_body()
+            if isinstance(request, tuple):
+                return request
         rule, consumer, action = request.get("rule"), request.get("consumer"), request.get("action")
         if not isinstance(rule, str) or not isinstance(consumer, str):
             return _error(400, "'rule' and 'consumer' are required", "invalid_request")
