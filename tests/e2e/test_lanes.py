@@ -8,16 +8,15 @@ import http.client
 import json
 import re
 import time
-import urllib.request
 
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_cli import fastgw
 from tests.e2e.test_diagnose import diagnose
 from tests.support.echo_upstream import EchoUpstream
 from tests.support.gateway import free_port
+from tests.support.metrics import samples, value
 from tests.support.provider_fakes import FakeServer
 
 KEYS = {"alice": "sk-alice-lane-key-0001", "bob": "sk-bob-lane-key-0002"}
@@ -41,19 +40,6 @@ def get(port: int, path: str = "/", headers: dict[str, str] | None = None) -> tu
         return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(body or b"{}")
     finally:
         conn.close()
-
-
-def samples(admin: str) -> dict[tuple, float]:
-    text = urllib.request.urlopen(admin + "/metrics", timeout=5).read().decode()
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(found: dict, name: str, **labels: str) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def wait_for_metrics(admin: str, expected: dict[tuple, float]) -> dict:

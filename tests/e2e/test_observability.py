@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gateway import Gateway, MockLLMProcess, RawClient
+from tests.support.metrics import samples, value
 
 KEY = "sk-observed-consumer-secret"
 
@@ -20,19 +19,6 @@ def upstream():
     mock = MockLLMProcess()
     yield mock
     mock.stop()
-
-
-def samples(admin: str) -> dict[tuple, float]:
-    text = urllib.request.urlopen(admin + "/metrics", timeout=5).read().decode()
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(found: dict, name: str, **labels: str) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_and_access_log(tmp_path, upstream):
