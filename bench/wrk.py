@@ -95,6 +95,13 @@ def paced_env(rate: float, threads: int) -> dict[str, str]:
     return {"BENCH_CHAT_LUA": str(SCRIPT), "BENCH_RATE": f"{rate:.0f}", "BENCH_THREADS": str(threads)}
 
 
+def _script_failed(stderr: str) -> None:
+    """wrk reports a Lua error on stderr and then runs on *without* the script's hooks (a paced
+    flood silently becomes a closed loop): such a run measures something else, so it fails."""
+    if ".lua:" in stderr:
+        raise RuntimeError(f"wrk's Lua script failed: {stderr.strip().splitlines()[0]}")
+
+
 def run(base_url: str, request: Request, connections: int, threads: int, seconds: float,
         pin: list[str]) -> WrkResult:
     """Run wrk to completion; the timeout bounds a wrk that hangs on a wedged target."""
@@ -102,6 +109,7 @@ def run(base_url: str, request: Request, connections: int, threads: int, seconds
                           env=os.environ | request.env(), capture_output=True, text=True, timeout=seconds + 30)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+    _script_failed(proc.stderr)
     return parse(proc.stdout)
 
 
@@ -132,6 +140,7 @@ class Background:
             raise RuntimeError("wrk did not stop after SIGINT") from None
         if self.popen.returncode not in (0, -signal.SIGINT):
             raise RuntimeError(f"wrk exited {self.popen.returncode}: {err.strip() or out.strip()}")
+        _script_failed(err)
         return parse(out)
 
     def kill(self) -> None:

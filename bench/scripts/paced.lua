@@ -16,7 +16,8 @@ local function now_ms()
     return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
 end
 
-local rate = tonumber(assert(os.getenv("BENCH_RATE"), "BENCH_RATE is not set"))
+-- (assert(...)) in parentheses: assert returns its message too, which tonumber would take as the base
+local rate = tonumber((assert(os.getenv("BENCH_RATE"), "BENCH_RATE is not set")))
 local interval = 1000 * tonumber(os.getenv("BENCH_THREADS") or "1") / rate  -- ms between this thread's slots
 local next_slot
 
