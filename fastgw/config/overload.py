@@ -8,8 +8,10 @@
     routes: [{name: checkout, ..., priority: high}]
 
 Either threshold may be left out (not both). A worker is loaded by the larger of
-``in flight / max_in_flight`` and ``loop lag / max_loop_lag``: at 0.75 it sheds new
-``low`` requests, at 1 ``normal`` ones too; ``high`` ones are never shed. A request's
+``in flight / max_in_flight`` and ``loop lag / max_loop_lag``, where a request counts only
+the requests in flight of its own priority or higher: at 0.75 it sheds new ``low``
+requests, at 1 ``normal`` ones (admitted low traffic never gets a normal request shed);
+``high`` ones are never shed. A request's
 priority is its consumer's if set, else its route's, else ``normal``. After a shed ``low``
 answer the connection is not read for ``pause`` (default 250ms; 0: read on at once), so a client
 retrying at once on it waits in the kernel instead of costing the worker another refusal.

@@ -2,7 +2,8 @@
 
 Runs right after authentication (the consumer decides the priority) from the request head,
 so a shed request costs no body read, no upstream call and no limiter round trip. Load is
-this worker's: requests in flight (others than this one) over ``max_in_flight``, and
+this worker's, seen from the request's priority: the requests in flight of that priority or
+higher over ``max_in_flight`` (so admitted low requests never get normal ones shed), and
 event-loop lag over ``max_loop_lag`` (:mod:`fastgw.server.load`); the larger ratio counts.
 See :mod:`fastgw.config.overload` for the thresholds per priority.
 
@@ -22,11 +23,12 @@ from typing import Any
 
 from fastgw.filters.api import Filter, Phase, Status
 from fastgw.obs.metrics import GATEWAY
-from fastgw.server.load import loop_lag
+from fastgw.server.load import IN_FLIGHT, LEVELS, loop_lag
 from fastgw.server.stream import Stream
 
-SHED_AT = {"low": 0.75, "normal": 1.0}
-"""Load ratio at which each priority is shed; ``high`` never is."""
+SHED_AT = (0.75, 1.0, None)
+"""Load ratio at which each priority (by LEVELS index) is shed; ``high`` never is."""
+_LEVEL = {name: i for i, name in enumerate(LEVELS)}
 
 
 class Overload(Filter):
@@ -43,26 +45,29 @@ class Overload(Filter):
         self.route_priority = route_priority
         self.consumers = {c["name"]: c["priority"] for c in consumers if c.get("priority")}
 
-    def load(self, s: Stream) -> float:
-        """This worker's load ratio (1.0: at a threshold)."""
+    def load(self, s: Stream, level: int) -> float:
+        """This worker's load ratio as a request of ``level`` sees it (1.0: at a threshold)."""
         ratio = 0.0
         if self.max_in_flight:
-            ratio = (s.services.active_requests - 1) / self.max_in_flight
+            ratio = IN_FLIGHT.at_or_above(level) / self.max_in_flight
         if self.max_loop_lag:
             ratio = max(ratio, loop_lag(s.loop).lag / self.max_loop_lag)
         return ratio
 
     def on_request_headers(self, s: Stream) -> Status:
-        level = None
+        name = None
         if s.consumer is not None:
-            level = self.consumers.get(s.consumer.name)
-        level = level or self.route_priority or "normal"
-        threshold = SHED_AT.get(level)
-        if threshold is None or self.load(s) < threshold:
+            name = self.consumers.get(s.consumer.name)
+        name = name or self.route_priority or "normal"
+        level = _LEVEL[name]
+        threshold = SHED_AT[level]
+        if threshold is None or self.load(s, level) < threshold:
+            IN_FLIGHT.counts[level] += 1
+            s.vars[self.slot] = level
             return Status.CONTINUE
-        GATEWAY.overload_shed.inc((level,))
+        GATEWAY.overload_shed.inc((name,))
         s.retry_after = float(self.retry_after)
-        if level == "low":  # spread out: connections held together must not come back together
+        if level == 0:  # spread out: connections held together must not come back together
             s.hold_after = self.pause * (0.5 + random.random())
         return s.reply(
             503,
@@ -70,3 +75,8 @@ class Overload(Filter):
             "overloaded",
             headers=b"retry-after: %d\r\n" % self.retry_after,
         )
+
+    def on_done(self, s: Stream) -> None:
+        level = s.vars[self.slot]
+        if level is not None:
+            IN_FLIGHT.counts[level] -= 1

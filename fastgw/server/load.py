@@ -1,4 +1,4 @@
-"""How loaded this worker's event loop is: its lag, sampled by a timer that should be punctual.
+"""How loaded this worker is: its event loop's lag, and its requests in flight by priority.
 
 A callback scheduled every :data:`INTERVAL` runs late by as long as other callbacks kept
 the loop busy; that delay is the lag every new request would wait too. The reading decays
@@ -43,3 +43,28 @@ def loop_lag(loop: asyncio.AbstractEventLoop) -> LoopLag:
     if monitor is None:
         monitor = _MONITORS[loop] = LoopLag(loop)
     return monitor
+
+
+LEVELS = ("low", "normal", "high")
+
+
+class InFlight:
+    """Requests in flight in this worker that passed overload protection, by priority.
+
+    A request competes only with those of its own priority or higher: the low ones admitted
+    (at most ``0.75 x max_in_flight``) never make a normal request look like an overload,
+    so normal traffic is refused only when normal and high traffic alone fill the worker.
+    """
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]  # by LEVELS index
+
+    def at_or_above(self, level: int) -> int:
+        counts = self.counts
+        return counts[2] if level == 2 else counts[1] + counts[2] if level == 1 else counts[0] + counts[1] + counts[2]
+
+
+IN_FLIGHT = InFlight()
+"""This process's counts: one worker per process, one loop per worker."""

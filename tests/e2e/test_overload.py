@@ -63,16 +63,24 @@ def test_a_loaded_worker_sheds_low_then_normal_never_high(tmp_path, upstream):
         first = client(gw, "normal").chat.completions.create(model="m", messages=MESSAGES, stream=True)
         next(iter(first))
         upstream.wait_in_flight(1)
-        # Two in flight: load 1.0 for the next request.
+        # Two in flight: load 1.0 for a low request (it counts every priority)...
         second = client(gw, "low").chat.completions.create(model="m", messages=MESSAGES, stream=True)
         next(iter(second))
         upstream.wait_in_flight(2)
-        for level in ("low", "normal"):
+
+        def shed(level: str) -> None:
             with pytest.raises(openai.InternalServerError) as info:
                 client(gw, level).chat.completions.create(model="m", messages=MESSAGES)
             assert info.value.status_code == 503
             assert info.value.body["code"] == "overloaded"
             assert info.value.response.headers["retry-after"] == "3"
+
+        shed("low")
+        # ...but 0.5 for a normal one: admitted low traffic never gets normal traffic shed.
+        third = client(gw, "normal").chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        next(iter(third))
+        upstream.wait_in_flight(3)
+        shed("normal")  # two normal in flight: 1.0
         # The Anthropic front door sheds in its own dialect.
         front = anthropic.Anthropic(api_key=KEYS["low"], base_url=gw.url, max_retries=0, timeout=30)
         with pytest.raises(anthropic.InternalServerError) as shed:
@@ -89,11 +97,11 @@ def test_a_loaded_worker_sheds_low_then_normal_never_high(tmp_path, upstream):
         checkout.request("GET", "/checkout/cart")
         cart = checkout.getresponse()
         assert cart.status == 200
-        upstream.wait_in_flight(4)
+        upstream.wait_in_flight(5)
         upstream.release()
         assert cart.read() == b"first piece\nlast piece\n"
         checkout.close()
-        for stream in (first, second, answer):
+        for stream in (first, second, third, answer):
             assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello there"
         upstream.wait_in_flight(0)
         # Load gone: low priority is served again.
