@@ -12,6 +12,13 @@ admitted requests should keep a p99 near the unloaded one; with it off the probe
 behind the flood. Reported per mode: the probe's p99 unloaded and under the flood, their
 ratio, the flood's offered (target) and achieved rates, and the shed shares.
 
+The probe and the flood's generator share the load core with the upstream, so a flood slows
+the probe even when the gateway does nothing: after the loaded run the same paced flood, at
+the rate it achieved, is aimed at the upstream directly while the probe measures the idle
+gateway again. That p99 (`floor_p99_ms`) is what this machine's load core alone adds; the
+loaded p99 is also reported against it. On 2 cores it is well above the unloaded p99, so a
+ratio to the unloaded p99 below it cannot be observed here.
+
 The connections bound what is in flight: when answers take longer than FLOOD_CONNECTIONS /
 rate on average (shedding off, a saturated gateway), the achieved rate falls below the
 target, as with any generator of bounded connections; it is reported beside the target.
@@ -26,7 +33,10 @@ import targets
 import wrk
 
 PROBE_CONNECTIONS = 2
-MAX_IN_FLIGHT = 16
+PROBE_PRIORITY = ["chrt", "-f", "50"]
+"""The probe's wrk runs at a real-time priority on the load core, in every run: it is the
+instrument, and the flood's generator beside it must not delay its reading of an answer."""
+MAX_IN_FLIGHT = 4
 MAX_LOOP_LAG = "8ms"
 FLOOD = bodies.chat("/low/json/v1/chat/completions", "gpt-4o-mini", stream=False)
 PROBE = bodies.PLAIN_REQUESTS["json"]
@@ -58,23 +68,40 @@ def saturation(proc: targets.Process, connections: int, seconds: float, threads:
     return max(1.0, (flood.requests - flood.non2xx) / flood.seconds)
 
 
-def measure(proc: targets.Process, saturated_rps: float, seconds: float, threads: int,
-            pin: list[str]) -> dict[str, object]:
+def floor(proc: targets.Process, upstream_port: int, rate: float, seconds: float, threads: int,
+          pin: list[str]) -> float | None:
+    """The probe's p99 through the idle gateway while the flood, at ``rate``, goes to the upstream."""
     base = f"http://{targets.HOST}:{proc.info['port']}"
-    unloaded = wrk.run(base, PROBE, PROBE_CONNECTIONS, 1, seconds, pin)
+    direct = f"http://{targets.HOST}:{upstream_port}"
+    flood = wrk.Background(direct, PROBE, FLOOD_CONNECTIONS, threads, seconds + 30, pin, rate=max(rate, 1.0))
+    try:
+        time.sleep(1)
+        probe = wrk.run(base, PROBE, PROBE_CONNECTIONS, 1, seconds, pin + PROBE_PRIORITY)
+    finally:
+        flood.stop()
+    return probe.p99_ms
+
+
+def measure(proc: targets.Process, saturated_rps: float, seconds: float, threads: int,
+            pin: list[str], upstream_port: int) -> dict[str, object]:
+    base = f"http://{targets.HOST}:{proc.info['port']}"
+    unloaded = wrk.run(base, PROBE, PROBE_CONNECTIONS, 1, seconds, pin + PROBE_PRIORITY)
     target_rps = 2 * saturated_rps
     connections = FLOOD_CONNECTIONS
     flood = wrk.Background(base, FLOOD, connections, threads, seconds + 30, pin, rate=target_rps)
     try:
         time.sleep(1)  # the flood reaches its steady state
-        loaded = wrk.run(base, PROBE, PROBE_CONNECTIONS, 1, seconds, pin)
+        loaded = wrk.run(base, PROBE, PROBE_CONNECTIONS, 1, seconds, pin + PROBE_PRIORITY)
     finally:
         flooded = flood.stop()
     ratio = loaded.p99_ms / unloaded.p99_ms if loaded.p99_ms and unloaded.p99_ms else None
+    floor_p99 = floor(proc, upstream_port, flooded.rps, seconds, threads, pin)
     return {
         "unloaded_p99_ms": unloaded.p99_ms,
         "loaded_p99_ms": loaded.p99_ms,
         "p99_ratio": ratio,
+        "floor_p99_ms": floor_p99,
+        "p99_ratio_to_floor": loaded.p99_ms / floor_p99 if loaded.p99_ms and floor_p99 else None,
         "probe_requests": loaded.requests,
         "probe_shed": loaded.non2xx,
         "saturation_rps": saturated_rps,

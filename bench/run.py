@@ -212,7 +212,7 @@ def time_budget(args: argparse.Namespace) -> int:
     seconds = 120 + wrk_runs * (1 + args.retries) * (args.duration + args.warmup + 30) + 6 * 90  # 6 starts at most
     seconds += ("ttfb" in args.scenarios) * 4 * 60
     seconds += ("push" in args.scenarios) * (2 * args.duration + 200)
-    seconds += ("overload" in args.scenarios) * (2 * (3 * args.duration + 150) + args.duration)
+    seconds += ("overload" in args.scenarios) * (2 * (4 * args.duration + 150) + args.duration)
     seconds += ("concurrency" in args.scenarios) * 2 * ((1 + args.retries) * (args.duration + args.warmup) + 60)
     return int(seconds)
 
@@ -586,7 +586,7 @@ def run_overload(bench: Bench, up_port: int) -> None:
                 saturated = overload.saturation(gw, 2 * args.json_connections, args.duration, args.wrk_threads,
                                                 pins.prefix("load"))
             bench.record("overload", target, lambda g=gw, rate=saturated: overload.measure(
-                g, rate, args.duration, args.wrk_threads, pins.prefix("load")))
+                g, rate, args.duration, args.wrk_threads, pins.prefix("load"), up_port))
 
 
 def run_full(bench: Bench, full: list[Scenario], up_port: int) -> None:
@@ -819,15 +819,18 @@ def print_extras(results: dict[str, dict[str, object]]) -> None:
         body = []
         for target, r in results["overload"].items():
             if "error" in r:
-                body.append([target, "-", "-", "-", "-", "-", r["error"][:60]])  # type: ignore[index]
+                body.append([target, "-", "-", "-", "-", "-", "-", "-", r["error"][:60]])  # type: ignore[index]
                 continue
             body.append([target, _fmt(r["unloaded_p99_ms"], ".2f"), _fmt(r["loaded_p99_ms"], ".2f"),
-                         _fmt(r["p99_ratio"], ".2f"),
+                         _fmt(r["p99_ratio"], ".2f"), _fmt(r.get("floor_p99_ms"), ".2f"),
+                         _fmt(r.get("p99_ratio_to_floor"), ".2f"),
                          f"{r['flood_rps']:,.0f} of {r['flood_target_rps']:,.0f}",
                          _fmt(100 * (r["flood_shed_share"] or 0), ".0f") + "%",
                          f"{r['probe_shed']}/{r['probe_requests']}"])
-        _print(["target", "unloaded p99", "loaded p99", "ratio", "flood req/s (target)", "flood shed",
-                "probe shed"], body)
+        _print(["target", "unloaded p99", "loaded p99", "ratio", "floor p99", "to floor", "flood req/s (target)",
+                "flood shed", "probe shed"], body)
+        print("floor p99: the probe through the idle gateway while the same flood goes to the upstream "
+              "directly (what the shared load core alone adds)")
     if "concurrency" in results:
         print("\nconcurrency: CPU us per request of the json plain relay without and with a `concurrency` "
               "limit on the route (local mode)")
