@@ -212,7 +212,7 @@ def time_budget(args: argparse.Namespace) -> int:
     seconds = 120 + wrk_runs * (1 + args.retries) * (args.duration + args.warmup + 30) + 6 * 90  # 6 starts at most
     seconds += ("ttfb" in args.scenarios) * 4 * 60
     seconds += ("push" in args.scenarios) * (2 * args.duration + 200)
-    seconds += ("overload" in args.scenarios) * (2 * (4 * args.duration + 150) + args.duration)
+    seconds += ("overload" in args.scenarios) * (2 * (10 * args.duration + 150) + args.duration)
     seconds += ("concurrency" in args.scenarios) * 2 * ((1 + args.retries) * (args.duration + args.warmup) + 60)
     return int(seconds)
 

@@ -37,7 +37,7 @@ plain JSON-serialisable dict, shipped to workers as is.
     - ``keepalive_timeout`` (75s): idle time allowed between requests; 0 turns keep-alive off.
     - ``drain_timeout`` (30s): on shutdown, how long in-flight requests and streams may finish.
     - ``max_pipelined`` (32): pipelined requests queued per connection before reading pauses.
-    - ``overload`` (off): ``{max_in_flight, max_loop_lag, retry_after, pause}``, shed low-priority
+    - ``overload`` (off): ``{max_cpu, max_in_flight, max_loop_lag, retry_after, pause}``, shed low-priority
       requests with 503 when a worker is loaded, see :mod:`fastgw.config.overload`.
 ``providers``
     ``[{name, type, base_url, api_keys: [], timeouts: {connect, first_byte, idle}, options: {},

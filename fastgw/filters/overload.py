@@ -2,9 +2,11 @@
 
 Runs right after authentication (the consumer decides the priority) from the request head,
 so a shed request costs no body read, no upstream call and no limiter round trip. Load is
-this worker's, seen from the request's priority: the requests in flight of that priority or
-higher over ``max_in_flight`` (so admitted low requests never get normal ones shed), and
-event-loop lag over ``max_loop_lag`` (:mod:`fastgw.server.load`); the larger ratio counts.
+this worker's, seen from the request's priority: for a low request, the share of the core its
+loop is busy over ``max_cpu`` (busy normal traffic never sheds normal traffic: a worker busy
+serving it is working, not overloaded, and lag says when it collapses); the requests in flight of that priority or higher over ``max_in_flight`` (so
+admitted low requests never get normal ones shed), and event-loop lag over ``max_loop_lag``
+(:mod:`fastgw.server.load`); the largest ratio counts.
 See :mod:`fastgw.config.overload` for the thresholds per priority.
 
 A shed ``low`` request also holds its connection unread for ``pause``: on a cheap route a 503 costs
@@ -38,6 +40,7 @@ class Overload(Filter):
 
     def __init__(self, spec: dict[str, Any], consumers: list[dict], route_priority: str | None = None) -> None:
         super().__init__()
+        self.max_cpu = spec.get("max_cpu")
         self.max_in_flight = spec["max_in_flight"]
         self.max_loop_lag = spec["max_loop_lag"]
         self.retry_after = spec["retry_after"]
@@ -50,8 +53,12 @@ class Overload(Filter):
         ratio = 0.0
         if self.max_in_flight:
             ratio = IN_FLIGHT.at_or_above(level) / self.max_in_flight
-        if self.max_loop_lag:
-            ratio = max(ratio, loop_lag(s.loop).lag / self.max_loop_lag)
+        if self.max_loop_lag or self.max_cpu:
+            monitor = loop_lag(s.loop)
+            if self.max_loop_lag:
+                ratio = max(ratio, monitor.lag / self.max_loop_lag)
+            if self.max_cpu and level == 0:  # a low request is shed once the loop is busy past max_cpu
+                ratio = max(ratio, SHED_AT[0] * monitor.busy / self.max_cpu)
         return ratio
 
     def on_request_headers(self, s: Stream) -> Status:

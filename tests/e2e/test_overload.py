@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import threading
 import time
 import urllib.request
 
@@ -11,6 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.echo_upstream import EchoUpstream
 from tests.support.gateway import Gateway
 from tests.support.held_upstream import HeldUpstream
 
@@ -161,3 +163,54 @@ def test_a_shed_low_request_holds_its_connection_unread_for_the_pause(tmp_path, 
     finally:
         upstream.release()
         gw.stop()
+
+
+def test_a_busy_loop_sheds_low_priority_only_and_recovers(tmp_path):
+    echo = EchoUpstream("fast")
+    spec = {
+        "http": {"overload": {"max_cpu": "3%", "retry_after": 2, "pause": 0}},
+        "routes": [
+            {"name": "reports", "match": {"path": "/reports"}, "upstream": echo.url, "priority": "low"},
+            {"name": "api", "match": {"path": "/api"}, "upstream": echo.url},
+            {"name": "checkout", "match": {"path": "/checkout"}, "upstream": echo.url, "priority": "high"},
+        ],
+    }
+    gw = Gateway(spec, tmp_path, workers=1)
+    statuses: dict[str, list[int]] = {"low": [], "normal": [], "high": []}
+    flooding = threading.Event()
+    flooding.set()
+
+    def keep_asking(path: str, level: str, gap: float) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+        while flooding.is_set():
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            statuses[level].append(response.status)
+            if response.status == 503:
+                assert response.getheader("retry-after") == "2"
+            time.sleep(gap)
+        conn.close()
+
+    try:
+        assert get(gw, "/reports/x")[0] == 200  # idle: a low request is served
+        threads = [threading.Thread(target=keep_asking, args=("/reports/x", "low", 0)) for _ in range(4)]
+        threads += [threading.Thread(target=keep_asking, args=(path, level, 0.02))
+                    for path, level in (("/api/x", "normal"), ("/checkout/x", "high"))]
+        for thread in threads:
+            thread.start()
+        time.sleep(3)
+        flooding.clear()
+        for thread in threads:
+            thread.join(timeout=30)
+        # The loop was busy past 3% of a core: low requests were shed, normal and high never were.
+        assert 503 in statuses["low"] and 200 in statuses["low"], statuses["low"][:20]
+        assert set(statuses["low"]) == {200, 503}
+        assert statuses["normal"] and set(statuses["normal"]) == {200}
+        assert statuses["high"] and set(statuses["high"]) == {200}
+        time.sleep(0.3)  # the busy share decays within a few samples of the flood's end
+        assert get(gw, "/reports/x")[0] == 200
+    finally:
+        flooding.clear()
+        gw.stop()
+        echo.stop()

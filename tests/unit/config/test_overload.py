@@ -15,16 +15,21 @@ def test_normalised_shape_and_defaults() -> None:
         + ROUTE,
         env={},
     )
-    assert config["http"]["overload"] == {"max_in_flight": None, "max_loop_lag": 0.05, "retry_after": 1, "pause": 0.25}
+    assert config["http"]["overload"] == {"max_cpu": None, "max_in_flight": None, "max_loop_lag": 0.05, "retry_after": 1, "pause": 0.25}
     assert [c["priority"] for c in config["consumers"]] == ["low", None]
     assert config["routes"][0]["priority"] == "high"
     assert load_text("{}", env={})["http"]["overload"] is None
+    for given in ("80%", 0.8, "80 %"):
+        assert load_text(f"http: {{overload: {{max_cpu: {given}}}}}\n", env={})["http"]["overload"]["max_cpu"] == 0.8
 
 
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        ("http: {overload: {}}\n", "http.overload: expected max_in_flight, max_loop_lag or both"),
+        ("http: {overload: {}}\n", "http.overload: expected max_cpu, max_in_flight or max_loop_lag"),
+        ("http: {overload: {max_cpu: 120%}}\n", "http.overload.max_cpu: expected a share of one core"),
+        ("http: {overload: {max_cpu: 0}}\n", "http.overload.max_cpu: expected a share of one core"),
+        ("http: {overload: {max_cpu: lots}}\n", "http.overload.max_cpu: expected a share of one core"),
         ("http: {overload: {max_in_flight: 0}}\n", "http.overload.max_in_flight: must be >= 1"),
         ("http: {overload: {max_loop_lag: fast}}\n", "http.overload.max_loop_lag: expected a duration"),
         ("http: {overload: {max_in_flight: 9, retry: 1}}\n", "http.overload.retry: unknown key"),
