@@ -12,6 +12,7 @@ from types import ModuleType
 
 from fastgw import compress, jsonscan, matcher, sse, tokens
 from fastgw.http import parser
+from fastgw.limits import slots
 from fastgw.waf import engine as waf_engine
 
 PURE = os.environ.get("FASTGW_PURE", "") == "1"
@@ -42,3 +43,4 @@ _twins(matcher, "matcher", "Matcher")
 _twins(jsonscan, "jsonscan", "scan_chunk", "usage_state", "usage_events", "model_span")
 _twins(compress, "compress", "Compressor", "negotiate")
 _twins(waf_engine, "modsec", "WafRules")
+_twins(slots, "slots", "SlotTable")

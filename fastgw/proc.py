@@ -22,3 +22,20 @@ def die_with_parent(sig: int, parent: int) -> bool:
         if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     return os.getppid() == parent
+
+
+class _Pid:
+    """This process's pid without a system call per use: read once, and again in a forked child."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.value = os.getpid()
+
+
+PID = _Pid()
+"""``PID.value`` is ``os.getpid()``, kept current across forks."""

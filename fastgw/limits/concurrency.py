@@ -33,15 +33,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import secrets
 import time
 from typing import TYPE_CHECKING
 
 from fastgw.limits.decision import ALLOWED, Decision
 from fastgw.limits.local import key_hash
-from fastgw.limits.rules import RequestContext, Rule
+from fastgw.limits.rules import RequestContext, Rule, key_of
 from fastgw.limits.slots import SlotTable, SlotTableFull
+from fastgw.proc import PID
 
 if TYPE_CHECKING:
     from fastgw.limits.cluster import RedisLink
@@ -54,6 +54,8 @@ LOCAL_POLL = (0.002, 0.025)
 """A queued request's first and longest pause between tries on the node's slot table (s)."""
 REDIS_POLL = (0.005, 0.05)
 """The same against Redis, where each try is a round trip."""
+HASH_CACHE = 8192
+"""Key hashes remembered per generation (a key's name and hash cost more than the slot itself)."""
 
 
 class Waiter:
@@ -81,7 +83,7 @@ class Holding:
         self.local = local  # key hashes in the node's slot table
         self.remote = remote  # (Redis key, lease in ms)
         self.member = member
-        self.pid = os.getpid()
+        self.pid = PID.value
         self.released = False
 
 
@@ -99,6 +101,7 @@ class Concurrency:
         self._renewer: asyncio.Task | None = None
         self._pending: set[asyncio.Task] = set()
         self._queues: dict[int | str, list[Waiter]] = {}  # this worker's waiters per key, oldest first
+        self._hashes: dict[tuple[str, tuple[str, ...]], int] = {}
 
     def applies(self, ctx: RequestContext) -> list[Rule]:
         return [rule for rule in self.rules if rule.matches(ctx)]
@@ -126,7 +129,7 @@ class Concurrency:
             if not queueable or waiter is None:
                 return decision
             return await self._wait_local(rules, ctx, waiter)
-        member = f"{_NODE}:{os.getpid()}:{next(_SERIAL)}"
+        member = f"{_NODE}:{PID.value}:{next(_SERIAL)}"
         keys = [self._key(rule, ctx) for rule in rules]
         leases = [max(1, round(rule.lease * 1000)) for rule in rules]
         if waiter is not None:
@@ -203,8 +206,8 @@ class Concurrency:
         """Queue on the node's slot table (the rules' ``queue.size`` over ``nodes``) and retry."""
         if self._redis is not None:  # Redis down: only the rules that count locally then
             rules = [rule for rule in rules if rule.on_redis_down == "local"]
-        pid = os.getpid()
-        hashes = [key_hash(self._key(rule, ctx)) for rule in rules]
+        pid = PID.value
+        hashes = [self._hash(rule, ctx) for rule in rules]
         items = [(h, max(1, (rule.concurrency or 0) // rule.nodes)) for h, rule in zip(hashes, rules, strict=True)]
         queued = [(h, rule) for h, rule in zip(hashes, rules, strict=True) if rule.queue_size]
         loop = asyncio.get_running_loop()
@@ -323,10 +326,10 @@ class Concurrency:
             rules = [rule for rule in rules if rule.on_redis_down == "local"]
             if not rules:
                 return ALLOWED, False
-        hashes = [key_hash(self._key(rule, ctx)) for rule in rules]
+        hashes = [self._hash(rule, ctx) for rule in rules]
         limits = [max(1, (rule.concurrency or 0) // rule.nodes) for rule in rules]
         try:
-            allowed, held = self._table.acquire(list(zip(hashes, limits, strict=True)), os.getpid())
+            allowed, held = self._table.acquire(list(zip(hashes, limits, strict=True)), PID.value)
         except SlotTableFull as exc:
             self.stats["rejections"] += 1
             return Decision(False, 503, "concurrency_table_full", str(exc), rule=rules[0].name, kind="concurrency"), False
@@ -402,6 +405,16 @@ class Concurrency:
     @staticmethod
     def _key(rule: Rule, ctx: RequestContext) -> str:
         return f"fastgw:cc:{rule.name}:{rule.key(ctx)}"
+
+    def _hash(self, rule: Rule, ctx: RequestContext) -> int:
+        """The node-table hash of ``_key(rule, ctx)``, remembered by the key's raw parts."""
+        parts = rule.key_parts(ctx)
+        cached = self._hashes.get((rule.name, parts))
+        if cached is None:
+            if len(self._hashes) >= HASH_CACHE:
+                self._hashes.clear()
+            cached = self._hashes[rule.name, parts] = key_hash(f"fastgw:cc:{rule.name}:{key_of(parts)}")
+        return cached
 
     @staticmethod
     def _queue_key(rule: Rule, ctx: RequestContext) -> str:

@@ -39,8 +39,8 @@ import os
 import struct
 from collections.abc import Sequence
 
+from fastgw import _speedups
 from fastgw.limits import gcra
-from fastgw.limits.slots import SlotTable
 
 PROBE = 32
 """Rate slots looked at per key before evicting."""
@@ -80,7 +80,7 @@ class LocalLimitStore:
         self._fd = os.memfd_create("fastgw-limits")
         os.ftruncate(self._fd, size)
         self._mm = mmap.mmap(self._fd, size, flags=mmap.MAP_SHARED)
-        self.slots = SlotTable()  # concurrency limits: requests in flight per key and worker
+        self.slots = _speedups.SlotTable()  # compiled or pure twin; concurrency limits: requests in flight per key and worker
 
     @property
     def evictions(self) -> int:

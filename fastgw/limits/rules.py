@@ -106,12 +106,24 @@ class Rule:
         return self.routes is not None and self.routes(name)
 
     def matches(self, ctx: RequestContext) -> bool:
-        return all(test(ctx) for test in self._tests)
+        for test in self._tests:  # a loop, not all(genexpr): this runs per request per rule
+            if not test(ctx):
+                return False
+        return True
 
     def key(self, ctx: RequestContext) -> str:
         """The counter this request uses, e.g. ``team-a:gpt-4o``; values are %-escaped so
         a ``:`` inside one cannot make two different requests share a key."""
-        return ":".join(quote(_part(ctx, kind, arg), safe="") for kind, arg in self._key)
+        return key_of(self.key_parts(ctx))
+
+    def key_parts(self, ctx: RequestContext) -> tuple[str, ...]:
+        """The raw values :meth:`key` joins: a cheap cache key for the counter's name."""
+        return tuple([_part(ctx, kind, arg) for kind, arg in self._key])
+
+
+def key_of(parts: tuple[str, ...]) -> str:
+    """:meth:`Rule.key` from its :meth:`Rule.key_parts`."""
+    return ":".join([quote(part, safe="") for part in parts])
 
 
 def _part(ctx: RequestContext, kind: str, arg: str) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from typing import Any
 
 import pytest
 
 from fastgw.config import ConfigError, load_text
 from fastgw.limits import Limiter, RequestContext
 from fastgw.limits.local import LocalLimitStore, key_hash
-from fastgw.limits.slots import PROBE, SlotTable
+from fastgw.limits.slots import PROBE
 
 FORK = multiprocessing.get_context("fork")
 
@@ -64,14 +65,14 @@ def test_route_rules_match_only_their_routes() -> None:
     assert cc.applies(ctx(route="api-v1")) and not cc.applies(ctx(route="web")) and not cc.applies(ctx())
 
 
-def _hold(table: SlotTable, h: int, ready) -> None:
+def _hold(table: Any, h: int, ready) -> None:
     assert table.acquire([(h, 10)], os.getpid())[0]
     ready.set()
     signal.pause()
 
 
-def test_a_killed_worker_slots_are_freed_by_release_pid() -> None:
-    table = SlotTable()
+def test_a_killed_worker_slots_are_freed_by_release_pid(slot_table: type) -> None:
+    table = slot_table()
     h = key_hash("fastgw:cc:cc:team-a")
     ready = FORK.Event()
     proc = FORK.Process(target=_hold, args=(table, h, ready))
@@ -85,8 +86,8 @@ def test_a_killed_worker_slots_are_freed_by_release_pid() -> None:
     assert table.in_flight(h) == 1
 
 
-def test_entries_are_reused_after_release() -> None:
-    table = SlotTable(entries=PROBE)
+def test_entries_are_reused_after_release(slot_table: type) -> None:
+    table = slot_table(entries=PROBE)
     pid = os.getpid()
     for round_ in range(3):  # more keys over time than entries: released ones are reused
         hashes = [key_hash(f"k{round_}-{i}") for i in range(PROBE)]

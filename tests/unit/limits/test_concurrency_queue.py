@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import time
+from typing import Any
 
 import pytest
 import uvloop
@@ -13,7 +14,6 @@ import uvloop
 from fastgw.config import ConfigError, load_text
 from fastgw.limits import Limiter, RequestContext
 from fastgw.limits.local import LocalLimitStore, key_hash
-from fastgw.limits.slots import SlotTable
 
 FORK = multiprocessing.get_context("fork")
 
@@ -102,8 +102,8 @@ def test_a_waiter_times_out_and_one_that_leaves_frees_its_place() -> None:
     run(scenario())
 
 
-def test_a_new_request_does_not_jump_the_queue() -> None:
-    table = SlotTable()
+def test_a_new_request_does_not_jump_the_queue(slot_table: type) -> None:
+    table = slot_table()
     h = key_hash("k")
     pid = os.getpid()
     assert table.set_waiting(h, pid + 1, 1, time.monotonic(), bound=5)  # another worker's waiter
@@ -111,7 +111,7 @@ def test_a_new_request_does_not_jump_the_queue() -> None:
     assert table.acquire([(h, 1)], pid, arrival=time.monotonic() - 10, ahead_here=[0])[0]  # older than it
 
 
-def _wait_in_other_worker(table: SlotTable, h: int, arrival: float, ready, served) -> None:
+def _wait_in_other_worker(table: Any, h: int, arrival: float, ready, served) -> None:
     assert table.set_waiting(h, os.getpid(), 1, arrival, bound=5)
     ready.set()
     deadline = time.monotonic() + 20
@@ -123,8 +123,8 @@ def _wait_in_other_worker(table: SlotTable, h: int, arrival: float, ready, serve
         time.sleep(0.005)
 
 
-def test_the_oldest_waiter_across_processes_gets_the_slot_first() -> None:
-    table = SlotTable()
+def test_the_oldest_waiter_across_processes_gets_the_slot_first(slot_table: type) -> None:
+    table = slot_table()
     h = key_hash("fastgw:cc:shared:team-a")
     pid = os.getpid()
     assert table.acquire([(h, 1)], pid)[0]
