@@ -138,20 +138,15 @@ cdef class SlotTable:
             if e.count <= 0 and e.waiting <= 0 and free[0] == NULL:
                 free[0] = e
 
-    cdef fg_entry* _free_excluding(self, uint64_t h, fg_entry** taken, int n) noexcept nogil:
-        cdef fg_entry* e
-        cdef int i, j
-        cdef bint used
-        for i in range(_probe):
-            e = self._at(h, i)
-            used = False
-            for j in range(n):
-                if taken[j] == e:
-                    used = True
-                    break
-            if not used and (e.h == 0 or (e.count <= 0 and e.waiting <= 0)):
-                return e
-        return NULL
+    cdef void _give_back(self, uint64_t* hashes, int n, uint32_t pid) noexcept nogil:
+        cdef long total, ahead
+        cdef fg_entry* own
+        cdef fg_entry* free
+        cdef int i
+        for i in range(n):
+            self._scan(hashes[i], pid, 0.0, True, &total, &own, &free, &ahead)
+            if own != NULL and own.count > 0:
+                own.count -= 1
 
     def acquire(self, items, unsigned int pid, arrival=None, ahead_here=None):
         """Take one slot of every ``(key hash, limit)`` for ``pid``, or none of them; see the twin."""
@@ -160,12 +155,12 @@ cdef class SlotTable:
             raise ValueError(f"at most {MAX_KEYS} keys per request")
         cdef uint64_t hashes[MAX_KEYS]
         cdef long limits[MAX_KEYS]
-        cdef long totals[MAX_KEYS]
+        cdef long totals[MAX_KEYS + 1]  # the last: scratch for the second scans
         cdef long aheads[MAX_KEYS]
         cdef fg_entry* owns[MAX_KEYS]
         cdef fg_entry* frees[MAX_KEYS]
-        cdef fg_entry* taken[MAX_KEYS]
-        cdef int i, j, ntaken = 0
+        cdef fg_entry* free
+        cdef int i
         cdef long extra
         cdef bint any_waiter = arrival is None
         cdef double when = 0.0 if any_waiter else arrival
@@ -190,26 +185,20 @@ cdef class SlotTable:
                     full = True
                     break
         if allowed and not full:
-            for i in range(n):
-                e = owns[i]
+            for i in range(n):  # scanned again per key: an entry one key takes may be another's free one
+                self._scan(hashes[i], pid, 0.0, True, &totals[n], &e, &free, &extra)
                 if e != NULL:
                     e.count += 1
-                    continue
-                e = frees[i]
-                for j in range(ntaken):
-                    if taken[j] == e:  # two keys of one request probed to the same free entry
-                        e = self._free_excluding(hashes[i], taken, ntaken)
-                        break
-                if e == NULL:  # cannot happen with PROBE > keys, but never write through NULL
+                elif free != NULL:
+                    free.h = hashes[i]
+                    free.pid = pid
+                    free.count = 1
+                    free.waiting = 0
+                    free.oldest = 0.0
+                else:  # an earlier key of this request took the last free entry: none of them then
+                    self._give_back(hashes, i, pid)
                     full = True
                     break
-                e.h = hashes[i]
-                e.pid = pid
-                e.count = 1
-                e.waiting = 0
-                e.oldest = 0.0
-                taken[ntaken] = e
-                ntaken += 1
         self._unlock()
         if full and allowed:
             raise SlotTableFull(f"all {PROBE} concurrency entries near a key are in use")
@@ -246,10 +235,6 @@ cdef class SlotTable:
 
     def release(self, hashes, unsigned int pid):
         """Give back one slot of each key that ``pid`` took."""
-        cdef long total, ahead
-        cdef fg_entry* own
-        cdef fg_entry* free
-        cdef uint64_t h
         cdef int n = len(hashes)
         if n > MAX_KEYS:
             raise ValueError(f"at most {MAX_KEYS} keys per request")
@@ -258,10 +243,7 @@ cdef class SlotTable:
         for i in range(n):
             values[i] = hashes[i]
         self._lock()
-        for i in range(n):
-            self._scan(values[i], pid, 0.0, True, &total, &own, &free, &ahead)
-            if own != NULL and own.count > 0:
-                own.count -= 1
+        self._give_back(values, n, pid)
         self._unlock()
 
     def release_pid(self, unsigned int pid):

@@ -208,7 +208,7 @@ class Concurrency:
             rules = [rule for rule in rules if rule.on_redis_down == "local"]
         pid = PID.value
         hashes = [self._hash(rule, ctx) for rule in rules]
-        items = [(h, max(1, (rule.concurrency or 0) // rule.nodes)) for h, rule in zip(hashes, rules, strict=True)]
+        items = [(h, rule.node_limit) for h, rule in zip(hashes, rules, strict=True)]
         queued = [(h, rule) for h, rule in zip(hashes, rules, strict=True) if rule.queue_size]
         loop = asyncio.get_running_loop()
         waiter.arrival = time.monotonic()
@@ -326,15 +326,15 @@ class Concurrency:
             rules = [rule for rule in rules if rule.on_redis_down == "local"]
             if not rules:
                 return ALLOWED, False
-        hashes = [self._hash(rule, ctx) for rule in rules]
-        limits = [max(1, (rule.concurrency or 0) // rule.nodes) for rule in rules]
+        items = [(self._hash(rule, ctx), rule.node_limit) for rule in rules]
         try:
-            allowed, held = self._table.acquire(list(zip(hashes, limits, strict=True)), PID.value)
+            allowed, held = self._table.acquire(items, PID.value)
         except SlotTableFull as exc:
             self.stats["rejections"] += 1
             return Decision(False, 503, "concurrency_table_full", str(exc), rule=rules[0].name, kind="concurrency"), False
         if allowed:
-            return Decision(True, reservation=Holding(hashes, [], "")), False
+            return Decision(True, reservation=Holding([h for h, _ in items], [], "")), False
+        limits = [limit for _, limit in items]
         # Full, or free slots promised to waiters: it may queue unless a rule without a queue is full.
         queueable = any(r.queue_size for r in rules) and not any(
             not r.queue_size and h >= n for r, h, n in zip(rules, held, limits, strict=True)

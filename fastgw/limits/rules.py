@@ -61,7 +61,7 @@ class Rule:
 
     __slots__ = (
         "name", "windows", "concurrency", "lease", "queue_size", "queue_timeout", "quota", "on_redis_down", "nodes",
-        "routes", "_tests", "_key",
+        "routes", "node_limit", "_tests", "_key",
     )
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -79,6 +79,8 @@ class Rule:
         self.quota: dict[str, Any] | None = spec["quota"]
         self.on_redis_down: str = spec["on_redis_down"]
         self.nodes: int = spec["nodes"]
+        self.node_limit: int = max(1, (self.concurrency or 0) // self.nodes)
+        """A concurrency rule's share for one node when the node's table counts it."""
         self._key: list[tuple[str, str]] = [part.partition(":")[::2] for part in spec["key"]]
         self._tests: list[Callable[[RequestContext], bool]] = []
         match = spec["match"]

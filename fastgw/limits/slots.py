@@ -103,16 +103,18 @@ class SlotTable:
                     return False, counts
             if any(own < 0 and free < 0 for _, own, free, _ in scans):
                 raise SlotTableFull(f"all {PROBE} concurrency entries near a key are in use")
-            taken: set[int] = set()
-            for (h, _), (_, own, free, _) in zip(items, scans, strict=True):
+            done: list[int] = []
+            for h, _ in items:  # scanned again per key: an entry one key takes may be another's free one
+                _, own, free, _ = self._scan(h, pid)
                 if own >= 0:
                     _, _, count, waiting, oldest = _ENTRY.unpack_from(self._mm, own)
                     _ENTRY.pack_into(self._mm, own, h, pid, count + 1, waiting, oldest)
-                    continue
-                if free in taken:  # two keys of one request probed to the same free entry
-                    free = self._scan_excluding(h, taken)
-                _ENTRY.pack_into(self._mm, free, h, pid, 1, 0, 0.0)
-                taken.add(free)
+                elif free >= 0:
+                    _ENTRY.pack_into(self._mm, free, h, pid, 1, 0, 0.0)
+                else:  # an earlier key of this request took the last free entry: none of them then
+                    self._give_back(done, pid)
+                    raise SlotTableFull(f"all {PROBE} concurrency entries near a key are in use")
+                done.append(h)
             return True, counts
         finally:
             self._unlock()
@@ -140,26 +142,20 @@ class SlotTable:
         finally:
             self._unlock()
 
-    def _scan_excluding(self, h: int, taken: set[int]) -> int:
-        mm, mask = self._mm, self._mask
-        for i in range(PROBE):
-            offset = ((h + i) & mask) * _ENTRY.size
-            found, _, count, waiting, _ = _ENTRY.unpack_from(mm, offset)
-            if offset not in taken and (found == 0 or (count <= 0 and waiting <= 0)):
-                return offset
-        raise SlotTableFull(f"all {PROBE} concurrency entries near a key are in use")
-
     def release(self, hashes: Sequence[int], pid: int) -> None:
         """Give back one slot of each key that ``pid`` took."""
         self._lock()
         try:
-            for h in hashes:
-                _, own, _, _ = self._scan(h, pid)
-                if own >= 0:
-                    _, _, count, waiting, oldest = _ENTRY.unpack_from(self._mm, own)
-                    _ENTRY.pack_into(self._mm, own, h, pid, max(0, count - 1), waiting, oldest)
+            self._give_back(hashes, pid)
         finally:
             self._unlock()
+
+    def _give_back(self, hashes: Sequence[int], pid: int) -> None:
+        for h in hashes:
+            _, own, _, _ = self._scan(h, pid)
+            if own >= 0:
+                _, _, count, waiting, oldest = _ENTRY.unpack_from(self._mm, own)
+                _ENTRY.pack_into(self._mm, own, h, pid, max(0, count - 1), waiting, oldest)
 
     def release_pid(self, pid: int) -> int:
         """Free every slot a (dead) worker held, and its queue places; returns how many
