@@ -102,8 +102,16 @@ class Concurrency:
         self._pending: set[asyncio.Task] = set()
         self._queues: dict[int | str, list[Waiter]] = {}  # this worker's waiters per key, oldest first
         self._hashes: dict[tuple[str, tuple[str, ...]], int] = {}
+        self._by_route: dict[str, list[Rule]] | None = (
+            {} if all(rule.by_route_only for rule in self.rules) else None
+        )  # the rules per plain route, when only route names decide (a generation's routes: bounded)
 
     def applies(self, ctx: RequestContext) -> list[Rule]:
+        if self._by_route is not None and ctx.route is not None:  # the route's name decides: looked up once
+            rules = self._by_route.get(ctx.route)
+            if rules is None:
+                rules = self._by_route[ctx.route] = [rule for rule in self.rules if rule.matches(ctx)]
+            return rules
         return [rule for rule in self.rules if rule.matches(ctx)]
 
     @staticmethod

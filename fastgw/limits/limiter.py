@@ -101,6 +101,7 @@ class Limiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rules = [Rule(spec) for spec in limits]
+        self._rate_rules = [rule for rule in self.rules if rule.concurrency is None]
         self._quotas = {rule.name: Quota(rule.quota) for rule in self.rules if rule.quota}
         self._store = store
         self._redis = redis
@@ -120,7 +121,7 @@ class Limiter:
     def needs_check(self, ctx: RequestContext) -> bool:
         """Whether any rule applies to ``ctx`` (remembered on it); if not, the request is free."""
         if ctx.matched is None:
-            ctx.matched = [rule for rule in self.rules if rule.concurrency is None and rule.matches(ctx)]
+            ctx.matched = [rule for rule in self._rate_rules if rule.matches(ctx)] if self._rate_rules else []
         return bool(ctx.matched)
 
     def reserve_nowait(

@@ -61,7 +61,7 @@ class Rule:
 
     __slots__ = (
         "name", "windows", "concurrency", "lease", "queue_size", "queue_timeout", "quota", "on_redis_down", "nodes",
-        "routes", "node_limit", "_tests", "_key",
+        "routes", "node_limit", "by_route_only", "_tests", "_key",
     )
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -102,6 +102,9 @@ class Rule:
         if match["cidrs"] is not None:
             networks = [ipaddress.ip_network(c) for c in match["cidrs"]]
             self._tests.append(lambda ctx: _in_networks(ctx.ip, networks))
+
+        self.by_route_only = len(self._tests) == (1 if self.routes is not None else 0)
+        """Whether the route's name alone decides if this rule applies (no other match)."""
 
     def applies_to_route(self, name: str) -> bool:
         """Whether this rule names the plain route ``name`` in ``match.routes``."""
