@@ -118,7 +118,9 @@ class FakeProvider(BaseHTTPRequestHandler):
         if thinking:
             blocks.append({"type": "thinking", "thinking": THINKING, "signature": signature_of(THINKING)})
         if choice.get("type") == "tool":
-            tool = next(t for t in body.get("tools", []) if t["name"] == choice["name"])
+            tool = next((t for t in body.get("tools", []) if t.get("name") == choice.get("name")), None)
+            if tool is None:  # Anthropic answers a forced tool that is not in `tools` with a 400
+                return self.anthropic_error(f"tool_choice: tool '{choice.get('name')}' not found in tools")
             blocks.append({"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": tool["name"],
                            "input": sample_for(tool.get("input_schema"))})
             stop = "tool_use"
