@@ -3,9 +3,9 @@
 # `test` everything the suite needs on a fresh machine (apt tools, test extras, the build).
 PY ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server nginx wrk libzstd-dev libbrotli-dev zlib1g-dev libmodsecurity-dev modsecurity-crs \
+APT_PACKAGES := redis-server nginx wrk libzstd-dev libbrotli-dev zlib1g-dev libssl-dev libmodsecurity-dev modsecurity-crs \
 	libnginx-mod-http-modsecurity chromium
-HEADERS := /usr/include/zstd.h /usr/include/brotli/encode.h /usr/include/zlib.h
+HEADERS := /usr/include/zstd.h /usr/include/brotli/encode.h /usr/include/zlib.h /usr/include/openssl/ssl.h
 WAF_FILES := /usr/include/modsecurity/modsecurity.h /etc/modsecurity/crs/crs-setup.conf /usr/bin/chromium
 # The extras a test run needs: the test tools and every optional feature the suite covers.
 TEST_EXTRAS := test,semantic
@@ -27,6 +27,7 @@ setup-test:
 	$(PY) -m pip install -q -e '.[$(TEST_EXTRAS)]'
 	@$(MAKE) --no-print-directory build
 	@$(PY) -c "import fastgw._c.compress" || { echo "csrc/compress.pyx did not build: are libzstd-dev, libbrotli-dev and zlib1g-dev installed?"; exit 1; }
+	@$(PY) -c "import fastgw._c.tlslayer" || { echo "csrc/tlslayer.pyx did not build or cannot run on this ssl module (libssl-dev?)"; exit 1; }
 	@$(PY) -c "import fastgw._c.modsec" || { echo "csrc/modsec.pyx did not build: is libmodsecurity-dev installed?"; exit 1; }
 
 setup: setup-test

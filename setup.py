@@ -13,10 +13,11 @@ from glob import glob
 from setuptools import setup
 
 ext_modules = []
-LIBRARIES = {"compress": ["zstd", "brotlienc", "z"], "modsec": ["modsecurity"]}
+LIBRARIES = {"compress": ["zstd", "brotlienc", "z"], "modsec": ["modsecurity"], "tlslayer": ["ssl", "crypto"]}
 """C libraries an extension links against (Debian: libmodsecurity-dev for modsec)."""
 HEADERS = {"compress": {"zstd.h": "libzstd-dev", "brotli/encode.h": "libbrotli-dev", "zlib.h": "zlib1g-dev"},
-           "modsec": {"modsecurity/modsecurity.h": "libmodsecurity-dev"}}
+           "modsec": {"modsecurity/modsecurity.h": "libmodsecurity-dev"},
+           "tlslayer": {"openssl/ssl.h": "libssl-dev"}}
 """Headers an extension needs, with the Debian package that ships each (Makefile APT_PACKAGES)."""
 
 

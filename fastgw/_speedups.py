@@ -13,6 +13,7 @@ from types import ModuleType
 from fastgw import compress, jsonscan, matcher, sse, tokens
 from fastgw.http import parser
 from fastgw.limits import slots
+from fastgw.server import tlslayer
 from fastgw.waf import engine as waf_engine
 
 PURE = os.environ.get("FASTGW_PURE", "") == "1"
@@ -44,3 +45,4 @@ _twins(jsonscan, "jsonscan", "scan_chunk", "usage_state", "usage_events", "model
 _twins(compress, "compress", "Compressor", "negotiate")
 _twins(waf_engine, "modsec", "WafRules")
 _twins(slots, "slots", "SlotTable")
+_twins(tlslayer, "tlslayer", "TLSLayer")

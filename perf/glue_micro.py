@@ -26,6 +26,7 @@ from fastgw.generation import Generation, Resources  # noqa: E402
 from fastgw.limits.local import LocalLimitStore  # noqa: E402
 from fastgw.obs.accesslog import AccessLog  # noqa: E402
 from fastgw.proxy.upstream import PoolSet, UpstreamConnection  # noqa: E402
+from fastgw.server.admission import Admission  # noqa: E402
 
 
 class Transport(asyncio.Transport):
@@ -59,6 +60,8 @@ class Services:
         self.access_log = AccessLog(None, worker=0)
         self.usage_sink = None
         self.upstream_errors = self.rejected = 0
+        self.active_requests = 0
+        self.admission = Admission()
 
     def current_generation(self):
         return self.generation

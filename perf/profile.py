@@ -75,8 +75,9 @@ def main() -> None:
                                 env=__import__("os").environ | request.env(), stdout=subprocess.PIPE, text=True)
         time.sleep(1.5)
         raw = work / "profile.txt"
+        # py-spy reads native stacks only with the worker stopped at each sample (no --nonblocking)
         cmd = ["py-spy", "record", "-f", "raw", "-o", str(raw), "--pid", str(worker), "--duration",
-               str(int(args.seconds)), "--rate", "250", "--nonblocking"] + (["--native"] if args.native else [])
+               str(int(args.seconds)), "--rate", "250"] + (["--native"] if args.native else ["--nonblocking"])
         subprocess.run(cmd, check=True, capture_output=True)
         out = load.communicate()[0]
         own: collections.Counter = collections.Counter()

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Any
 
 
 def listening(sock: socket.socket) -> bool:
@@ -39,14 +38,12 @@ class Acceptor:
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[[], asyncio.Protocol],
-        backlog: int, **tls: Any,
+        backlog: int,
     ) -> None:
-        """``tls``: ``ssl``, ``ssl_handshake_timeout``, ``ssl_shutdown_timeout`` for a TLS listener."""
         self.loop = loop
         self.sock = sock
         self.factory = factory
         self.backlog = backlog
-        self.tls = tls
         self._server: asyncio.AbstractServer | None = None
         self._handing_over: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
 
@@ -59,7 +56,7 @@ class Acceptor:
         if self._server is None:
             # create_server listens with ``backlog`` (its default, 100, would override the config's)
             self._server = await self.loop.create_server(
-                self.factory, sock=self.sock.dup(), backlog=self.backlog, **self.tls
+                self.factory, sock=self.sock.dup(), backlog=self.backlog
             )
 
     def stop(self) -> int:
@@ -75,7 +72,7 @@ class Acceptor:
             except OSError:  # BlockingIOError: the queue is empty; EINVAL: already shut
                 break
             conn.setblocking(False)
-            task = self.loop.create_task(self.loop.connect_accepted_socket(self.factory, conn, **self.tls))
+            task = self.loop.create_task(self.loop.connect_accepted_socket(self.factory, conn))
             self._handing_over.add(task)
             task.add_done_callback(self._handing_over.discard)
             taken += 1

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from fastgw.config.secrets import SCRUBBER
 from fastgw.limits.local import LocalLimitStore
@@ -39,6 +39,9 @@ from workers.exitcodes import WORKER_BOOT_ERROR, WORKER_CONFIG_ERROR
 from workers.listener import Acceptor
 from workers.shm import STATE_BOOTING, STATE_DRAINING, STATE_READY, ControlBlock
 
+if TYPE_CHECKING:
+    from fastgw.server.tls import TLSListener
+
 TICK = 0.1
 """How often an idle worker looks for a new generation and writes its heartbeat."""
 SWEEP_INTERVAL = 5.0
@@ -48,11 +51,6 @@ GC_YOUNG = 20_000
 FLUSH_GRACE = 0.5
 """After the drain deadline: how long ended answers may take to reach their clients before
 their connections are reset (a client that stopped reading would hold them forever)."""
-
-
-TLS_SHUTDOWN_TIMEOUT = 2.0
-"""Seconds a closing TLS connection waits for the client's close_notify (asyncio's default is
-30 s, which held every drain open for as long as a client that never reads kept quiet)."""
 
 
 def log(message: str) -> None:
@@ -328,8 +326,18 @@ class Worker:
         except TicketsUnavailable as exc:
             log(f"TLS session tickets stay per worker: {exc}")
 
-    async def serve(self) -> None:
+    def _connection_factory(self, listener: TLSListener | None) -> Callable[[], asyncio.BaseProtocol]:
+        """A client connection; behind fastgw's own TLS layer (fastgw.server.tlslayer) on a TLS listener."""
         from fastgw.server.connection import HttpConnection
+
+        if listener is None:
+            return lambda: HttpConnection(self)
+        from fastgw._speedups import TLSLayer
+
+        context = listener.context
+        return lambda: TLSLayer(HttpConnection(self), context, self.loop, self.generation.header_timeout)
+
+    async def serve(self) -> None:
 
         self._stopping = asyncio.Event()
         self.loop.set_exception_handler(ErrorLog(log).handle)  # no traceback per bad request
@@ -343,14 +351,8 @@ class Worker:
             listener = TLSListener(tls, lambda: self._certificates(listener))
             listener.use(self.generation.tls)
             self._share_tickets(listener.context, tls["session_tickets"])
-        tls_options = {} if listener is None else {
-            "ssl": listener.context,
-            "ssl_handshake_timeout": self.generation.header_timeout,
-            # a closing connection waits this long for the client's close_notify, not 30 s
-            "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT,
-        }
         backlog = self.generation.config["listen"]["backlog"]
-        self.acceptor = Acceptor(self.loop, self.sock, lambda: HttpConnection(self), backlog, **tls_options)
+        self.acceptor = Acceptor(self.loop, self.sock, self._connection_factory(listener), backlog)
         from fastgw.ai.probes import HealthProber
 
         self.prober = HealthProber(self.loop, self.resources.endpoint_table, probes_for_node=self.slot == 0)

@@ -364,7 +364,7 @@ class Gateway:
         self.connection_events = r.counter(
             "fastgw_connection_events_total",
             "Client connections refused or cut (reason: refused_max|refused_per_ip|header_timeout|body_timeout|"
-            "send_timeout|tunnel_idle).",
+            "send_timeout|tunnel_idle|tls_handshake_failed|tls_handshake_timeout).",
             ("reason",))
         self.tls_handshakes = r.counter(
             "fastgw_tls_handshakes_total",

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -162,3 +163,81 @@ def test_check_names_unreadable_or_mismatched_certificate_files(tmp_path):
     assert "listen.tls.certificates[1].cert" in out  # the key is not this certificate's
     assert "listen.tls.certificates[1].hosts" in out
     assert "listen.tls.min_version" in out
+
+
+class BodyUpstream:
+    """Answers a POST with its body, and ``GET /api/big?n=N`` with N bytes."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _send(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._send(self.rfile.read(int(self.headers["Content-Length"])))
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(bytes(range(256)) * (int(self.path.rsplit("=", 1)[1]) // 256))
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def read_answer(file) -> bytes:
+    status = file.readline()
+    assert b" 200 " in status, status
+    length = 0
+    while (line := file.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return file.read(length)
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_large_bodies_keep_alive_and_close_notify_over_tls(tmp_path, pure):
+    """Bodies of many TLS records both ways, a slow reader (the gateway's writes pause and resume),
+    many requests on one connection, and a client's close_notify: through fastgw's TLS layer."""
+    upstream = BodyUpstream()
+    cert, key, _ = make_certificate(tmp_path, "a", ["api.example.test"])
+    gw = Gateway({"routes": [{"match": {"path": "/api"}, "upstream": upstream.url}]}, tmp_path, pure=pure,
+                 listen_options=tls_listen([(["api.example.test"], cert, key)]))
+    try:
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        sock = client_context().wrap_socket(raw, server_hostname="api.example.test")
+        file = sock.makefile("rb")
+        body = bytes(range(251)) * 8000  # ~2 MB: ~120 records each way
+        sock.sendall(b"POST /api/echo HTTP/1.1\r\nHost: api.example.test\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        assert read_answer(file) == body
+        for n in range(30):
+            sock.sendall(b"GET /api/big?n=%d HTTP/1.1\r\nHost: api.example.test\r\n\r\n" % (256 * (n + 1)))
+            assert read_answer(file) == bytes(range(256)) * (n + 1)
+        sock.sendall(b"GET /api/big?n=8388608 HTTP/1.1\r\nHost: api.example.test\r\n\r\n")
+        status = file.readline()
+        assert b" 200 " in status
+        while file.readline() not in (b"\r\n", b""):
+            pass
+        got = 0
+        while got < 8388608:  # slowly at first: the gateway's socket buffer fills and it must wait
+            chunk = file.read(min(65536, 8388608 - got))
+            assert chunk
+            got += len(chunk)
+            if got < 1 << 20:
+                time.sleep(0.01)
+        file.close()
+        clear = sock.unwrap()  # close_notify: the gateway answers with its own and closes
+        assert clear.recv(10) == b""
+        clear.close()
+    finally:
+        assert gw.stop() == 0
+        upstream.server.shutdown()
