@@ -77,7 +77,9 @@ class Services:
 def main() -> None:
     scenario = sys.argv[1] if len(sys.argv) > 1 else "plain"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
-    loop = asyncio.new_event_loop()
+    import uvloop  # as a worker runs
+
+    loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     if scenario in ("plain", "plain-sse"):
         config = "routes: [{name: up, upstream: 'http://127.0.0.1:9'}]\n"

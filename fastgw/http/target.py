@@ -14,6 +14,9 @@ from typing import Any
 # uri-host [ ":" port ]: IP-literal, or reg-name / IPv4 (unreserved, pct-encoded, sub-delims).
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]{0,5})?")
 _ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+\-.]*)://([^/?#]*)(.*)", re.S)
+_valid_hosts: set[bytes] = set()
+"""Host values already found valid: a client's every request names the same one (bounded below)."""
+VALID_HOSTS_KEPT = 4096
 
 
 def normalise_target(head: Any) -> str | None:
@@ -34,8 +37,13 @@ def normalise_target(head: Any) -> str | None:
             return None
         if target != b"*" or head.method != b"OPTIONS":
             return "invalid request target"
-    if not _HOST.fullmatch(head.host):
+    host = head.host
+    if host in _valid_hosts:
+        return None
+    if not _HOST.fullmatch(host):
         return "invalid Host header"
+    if len(_valid_hosts) < VALID_HOSTS_KEPT:
+        _valid_hosts.add(host)
     return None
 
 

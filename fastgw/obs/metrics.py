@@ -278,9 +278,12 @@ def merge(into: Snapshot, snapshot: Snapshot) -> Snapshot:
 # -- the gateway's standard families --------------------------------------------------------
 
 
+_STATUS_CLASSES = tuple(f"{digit}xx" for digit in range(10))
+
+
 def status_class(status: int) -> str:
-    """``204`` -> ``"2xx"``: the label for ``fastgw_requests_total``."""
-    return f"{status // 100}xx"
+    """``204`` -> ``"2xx"``: the label for ``fastgw_requests_total`` (statuses have three digits)."""
+    return _STATUS_CLASSES[status // 100] if 0 <= status < 1000 else f"{status // 100}xx"
 
 
 class Gateway:

@@ -13,6 +13,7 @@ handling one upstream read is written with a single ``transport.write``.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 from fastgw._speedups import serialize_head
@@ -20,7 +21,7 @@ from fastgw.generation import HOST_LITERAL, HOST_PRESERVE, Route
 from fastgw.http.encoding import BodyCoder, plan_relay
 from fastgw.http.errors import END, ParseError
 from fastgw.http.response import LAST_CHUNK, chunk, chunk_into
-from fastgw.obs.metrics import GATEWAY
+from fastgw.obs.metrics import GATEWAY, status_class
 from fastgw.proxy import replies
 from fastgw.proxy.balancer import NONE_ELIGIBLE
 from fastgw.proxy.endpoints import CONNECT_FAILURE, STATUS_5XX
@@ -49,6 +50,9 @@ HOP_BY_HOP = frozenset(
 )
 # Content-Length is re-emitted from the parsed value: one header, one value ("5, 5" -> "5").
 FRAMING = frozenset({b"content-length"})
+REQUEST_DROP = HOP_BY_HOP | FRAMING
+"""What never leaves as the client sent it (a route with lanes adds their headers: _with_lanes)."""
+CHUNKED = b"Transfer-Encoding: chunked\r\n"
 # The one upgrade the gateway tunnels; the request's own Upgrade/Connection never pass as is.
 WEBSOCKET_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
 RESPONSE_HOP_BY_HOP = frozenset(
@@ -63,6 +67,21 @@ BODY_HIGH_WATER = 256 * 1024  # pause the client while this much body waits for 
 
 # connection timer kinds this handler arms (fastgw.server.connection)
 T_NONE, T_FIRST_BYTE, T_UPSTREAM_IDLE, T_CLIENT_STALL, T_TUNNEL_IDLE = 0, 4, 5, 6, 9
+
+
+@functools.lru_cache(maxsize=256)
+def _status_line(status: int, reason: bytes) -> bytes:
+    """The upstream's status line as it sent it (its reason phrase kept), or the standard one."""
+    if not reason:
+        line = replies.STATUS_LINES.get(status)
+        if line is not None:
+            return line
+    return b"HTTP/1.1 %d %b" % (status, reason)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_lanes(lane_headers: frozenset[bytes]) -> frozenset[bytes]:
+    return REQUEST_DROP | lane_headers
 
 
 def offers_websocket(head: Any) -> bool:
@@ -273,52 +292,57 @@ class ProxyHandler:
         self._connect()
 
     def _upstream_head(self, body_length: int | None = None) -> bytes:
-        head = self.conn.head
+        conn = self.conn
+        head = conn.head
         route = self.route
         stream = self.stream
-        target = stream.upstream_target if stream.upstream_target is not None else head.target
-        if route.strip_prefix and head.path.startswith(route.strip_prefix):
-            rest = target[len(route.strip_prefix) :]
+        target = stream.upstream_target
+        if target is None:
+            target = head.target
+        strip = route.strip_prefix
+        if strip and head.path.startswith(strip):
+            rest = target[len(strip) :]
             target = rest if rest.startswith(b"/") else b"/" + rest
-        first = b"%b %b HTTP/1.1" % (head.method, target)
-        if route.host_mode == HOST_PRESERVE:
+        mode = route.host_mode
+        if mode == HOST_PRESERVE:
             host = head.host or self.endpoint.host_header
-        elif route.host_mode == HOST_LITERAL:
+        elif mode == HOST_LITERAL:
             host = route.literal_host
         else:
             host = self.endpoint.host_header
-        peer = self.conn.peer
         forwarded = head.get(b"x-forwarded-for")
-        xff = forwarded + b", " + peer if forwarded else peer
         via = head.get(b"via")
-        extra = b"Host: %b\r\nX-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nVia: %b\r\n" % (
-            host,
-            xff,
-            self.conn.scheme,
-            via + b", " + VIA if via else VIA,
-        )
         if body_length is not None:  # a rewritten body: its own length, no chunked framing
-            extra += b"Content-Length: %d\r\n" % body_length
+            framing = b"Content-Length: %d\r\n" % body_length
         elif head.chunked:
-            extra += b"Transfer-Encoding: chunked\r\n"
+            framing = CHUNKED
         elif head.content_length >= 0:
-            extra += b"Content-Length: %d\r\n" % head.content_length
+            framing = b"Content-Length: %d\r\n" % head.content_length
+        else:
+            framing = b""
+        extra = b"Host: %b\r\nX-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\nVia: %b\r\n%b" % (
+            host,
+            forwarded + b", " + conn.peer if forwarded else conn.peer,
+            conn.scheme,
+            via + b", " + VIA if via else VIA,
+            framing,
+        )
         if self.upgrading:
             extra += WEBSOCKET_UPGRADE
-        drop = HOP_BY_HOP | FRAMING
-        if head.connection_tokens:
-            drop = drop | frozenset(head.connection_tokens)
+        lane_headers = route.lane_headers
+        drop = _with_lanes(lane_headers) if lane_headers else REQUEST_DROP
+        tokens = head.connection_tokens
+        if tokens and not drop.issuperset(tokens):  # "Connection: keep-alive" names nothing new
+            drop = drop | frozenset(tokens)
         trace = stream.trace
         if trace is not None and trace.traceparent is not None:  # the upstream is a child of our span
             drop = drop | {b"traceparent"}
             extra += b"traceparent: %b\r\n" % trace.traceparent
-        if route.lane_headers:  # the gateway alone says which lane a request is in
-            drop = drop | route.lane_headers
-            lane = stream.lane
-            if lane is not None:
-                extra += b"%b: %b\r\n" % (lane.header, lane.value)
+        lane = stream.lane
+        if lane is not None and lane_headers:  # the gateway alone says which lane a request is in
+            extra += b"%b: %b\r\n" % (lane.header, lane.value)
         headers = stream.upstream_headers if stream.upstream_headers is not None else head.headers
-        return serialize_head(first, headers, drop, extra)
+        return serialize_head(b"%b %b HTTP/1.1" % (head.method, target), headers, drop, extra)
 
     # -- upstream selection and connection ---------------------------------------------
 
@@ -526,8 +550,13 @@ class ProxyHandler:
             self.conn.local_reply(500, str(exc), code="filter_error")
             return
         self._write(out)
-        if self.resp_started and self.conn.timeout_kind != T_CLIENT_STALL:
-            self.conn.extend_timeout(self.route.idle_timeout)
+        if self.resp_started:  # the answer goes on: the upstream may now be idle this long
+            client = self.conn
+            kind = client.timeout_kind
+            if kind == T_UPSTREAM_IDLE:
+                client.extend_timeout(self.route.idle_timeout)
+            elif kind != T_CLIENT_STALL:
+                client.set_timeout(T_UPSTREAM_IDLE, self.route.idle_timeout)
 
     def _on_response_head(self, rhead: Any, out: list[bytes]) -> None:
         status = rhead.status
@@ -543,7 +572,7 @@ class ProxyHandler:
             if (rhead.get(b"upgrade") or b"").strip().lower() != b"websocket":
                 raise ParseError(502, "upstream switched to a protocol other than websocket")
         self.resp_started = True
-        self._outcome(f"{status // 100}xx", STATUS_5XX if status >= 500 else None)
+        self._outcome(status_class(status), STATUS_5XX if status >= 500 else None)
         if status == 101:
             self.tunnel = True
             client.start_tunnel()
@@ -570,10 +599,10 @@ class ProxyHandler:
         elif head.version == 10:
             extra += b"Connection: keep-alive\r\n"  # RFC 9112 9.3: a kept HTTP/1.0 connection says so
         self.resp_keep_alive = rhead.keep_alive
-        if rhead.connection_tokens:
-            drop = drop | frozenset(rhead.connection_tokens)
-        out.append(self._response_head(rhead, drop, extra))
-        client.set_timeout(T_UPSTREAM_IDLE, self.route.idle_timeout)
+        tokens = rhead.connection_tokens
+        if tokens and not drop.issuperset(tokens):  # "Connection: keep-alive" names nothing new
+            drop = drop | frozenset(tokens)
+        out.append(self._response_head(rhead, drop, extra))  # T_UPSTREAM_IDLE: after this read, if the answer goes on
 
     def _response_head(self, rhead: Any, drop: frozenset, extra: bytes) -> bytes:
         headers = rhead.headers
@@ -584,10 +613,7 @@ class ProxyHandler:
             extra += stream.response_headers
         via = rhead.get(b"via")
         extra += b"Via: %b\r\n" % (via + b", " + VIA if via else VIA)
-        first = replies.STATUS_LINES.get(rhead.status)
-        if first is None or rhead.reason:
-            first = b"HTTP/1.1 %d %b" % (rhead.status, rhead.reason)
-        return serialize_head(first, headers, drop, extra)
+        return serialize_head(_status_line(rhead.status, rhead.reason), headers, drop, extra)
 
     def on_upstream_eof(self, conn: UpstreamConnection) -> None:
         try:

@@ -307,10 +307,10 @@ class HttpConnection(asyncio.Protocol):
         stream.handler = handler
         self.stream = stream
         self.handler = handler
-        if has_body:
+        if has_body and (head.chunked or self.parser.buffered < head.content_length):
             self.body_started = self.loop.time()
             self.set_timeout(T_BODY, gen.body_timeout)
-        else:
+        else:  # no body, or all of it came with the head: nothing to wait for
             self.set_timeout(T_NONE, 0.0)
         if stream.chain.on_request_headers:
             stream.run(STAGE_HEADERS, self._start_handler)
