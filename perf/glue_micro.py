@@ -1,4 +1,4 @@
-"""CPU of the Python glue per request, without sockets: `python perf/glue_micro.py [plain|plain-sse|ai-json|ai-sse] [N]`.
+"""CPU of the Python glue per request, without sockets: `python perf/glue_micro.py [plain|plain-sse|plain-limit|ai-json|ai-sse] [N]`.
 
 A real connection object over a fake client transport, and a real pooled upstream connection
 over a fake transport that answers each request at once with the bench's pre-built answer, so
@@ -81,10 +81,12 @@ def main() -> None:
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    if scenario in ("plain", "plain-sse"):
+    if scenario in ("plain", "plain-sse", "plain-limit"):
         config = "routes: [{name: up, upstream: 'http://127.0.0.1:9'}]\n"
-        request = bodies.PLAIN_REQUESTS["json" if scenario == "plain" else "sse"]
-        answer = bodies.openai_json() if scenario == "plain" else bodies.openai_sse()
+        if scenario == "plain-limit":  # what bench/run.py's concurrency scenario adds
+            config += "limits: [{name: in-flight, match: {routes: [up]}, key: [ip], concurrency: 100000}]\n"
+        request = bodies.PLAIN_REQUESTS["sse" if scenario == "plain-sse" else "json"]
+        answer = bodies.openai_sse() if scenario == "plain-sse" else bodies.openai_json()
     else:
         stream = scenario == "ai-sse"
         config = ("providers: [{name: p, type: openai, base_url: 'http://127.0.0.1:9/v1', api_keys: [k]}]\n"
