@@ -458,7 +458,7 @@ class Worker:
         self.resources.close_tracing()  # the queued spans, bounded by the exporter's timeout
         self._write_record()
         GATEWAY.registry.publish(force=True)
-        RECENT.publish()
+        RECENT.publish(force=True)
 
 
 def build_generation(blob: bytes, resources, use_redis: Callable[[str | None], None]):
