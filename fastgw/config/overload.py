@@ -10,7 +10,7 @@
 Any threshold may be left out (not all). A worker is loaded by the largest of
 ``busy / max_cpu``, ``in flight / max_in_flight`` and ``loop lag / max_loop_lag``, where a
 request counts only the requests in flight of its own priority or higher: at 0.75 it sheds new ``low``
-requests, at 1 ``normal`` ones (admitted low traffic never gets a normal request shed);
+requests (a rising share of them from 0.85 x 0.75), at 1 ``normal`` ones (admitted low traffic never gets a normal request shed);
 ``high`` ones are never shed. A request's
 priority is its consumer's if set, else its route's, else ``normal``. After a shed ``low``
 answer the connection is not read for ``pause`` (default 250ms; 0: read on at once), so a client

@@ -31,6 +31,8 @@ from fastgw.server.stream import Stream
 SHED_AT = (0.75, 1.0, None)
 """Load ratio at which each priority (by LEVELS index) is shed; ``high`` never is."""
 _LEVEL = {name: i for i, name in enumerate(LEVELS)}
+RAMP_FROM = 0.85
+"""Share of its threshold at which a ``low`` request may start being shed (see Overload._shed)."""
 
 
 class Overload(Filter):
@@ -61,6 +63,18 @@ class Overload(Filter):
                 ratio = max(ratio, SHED_AT[0] * monitor.busy / self.max_cpu)
         return ratio
 
+    @staticmethod
+    def _shed(share: float, level: int) -> bool:
+        """``share``: the load over this priority's threshold. ``low`` requests are shed with a
+        chance that rises from 0 at RAMP_FROM of the threshold to 1 at it, so admission eases off
+        as the load nears it instead of flipping between all and none (each flip let a wave of
+        held clients in at once, and the loop's latency with it); ``normal`` ones at it."""
+        if share >= 1.0:
+            return True
+        if level != 0 or share < RAMP_FROM:
+            return False
+        return random.random() < (share - RAMP_FROM) / (1.0 - RAMP_FROM)
+
     def on_request_headers(self, s: Stream) -> Status:
         name = None
         if s.consumer is not None:
@@ -68,7 +82,7 @@ class Overload(Filter):
         name = name or self.route_priority or "normal"
         level = _LEVEL[name]
         threshold = SHED_AT[level]
-        if threshold is None or self.load(s, level) < threshold:
+        if threshold is None or not self._shed(self.load(s, level) / threshold, level):
             IN_FLIGHT.counts[level] += 1
             s.vars[self.slot] = level
             return Status.CONTINUE
