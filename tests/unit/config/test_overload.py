@@ -15,10 +15,12 @@ def test_normalised_shape_and_defaults() -> None:
         + ROUTE,
         env={},
     )
-    assert config["http"]["overload"] == {"max_cpu": None, "max_in_flight": None, "max_loop_lag": 0.05, "retry_after": 1, "pause": 0.25}
+    assert config["http"]["overload"] == {"max_cpu": None, "max_in_flight": None, "max_loop_lag": 0.05, "retry_after": 1, "pause": 1.0}
     assert [c["priority"] for c in config["consumers"]] == ["low", None]
     assert config["routes"][0]["priority"] == "high"
     assert load_text("{}", env={})["http"]["overload"] is None
+    # the pause defaults to the Retry-After the shed answer gives
+    assert load_text("http: {overload: {max_in_flight: 8, retry_after: 3}}\n", env={})["http"]["overload"]["pause"] == 3.0
     for given in ("80%", 0.8, "80 %"):
         assert load_text(f"http: {{overload: {{max_cpu: {given}}}}}\n", env={})["http"]["overload"]["max_cpu"] == 0.8
 
