@@ -209,6 +209,8 @@ cdef class TLSLayer:
             if ret == 1:
                 chunk = PyBytes_FromStringAndSize(_plain, <Py_ssize_t>got)
                 data = chunk if data is None else data + chunk
+                if not BIO_ctrl_pending(self.rbio) and not SSL_pending(self.tls):
+                    break  # nothing left to decrypt: spare the call that would only say so
                 continue
             err = SSL_get_error(self.tls, ret)
             if err == SSL_ERROR_WANT_READ:  # no whole record left: the rest comes with the next read
