@@ -24,6 +24,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 
 from fastgw.obs.metrics import GATEWAY
+from fastgw.server.tlslayer import TLSTransport
 
 
 cdef extern from "openssl/ssl.h" nogil:
@@ -90,9 +91,9 @@ def _check_runtime():
 _check_runtime()
 
 
-cdef class TLSLayer:
+cdef class TLSRecords:
     """One server-side TLS connection (see the twin): a protocol to the event loop, and the
-    transport of ``app`` once the handshake is done."""
+    transport of ``app`` once the handshake is done, but for the pass-through calls (TLSLayer)."""
 
     cdef readonly object app
     cdef readonly object context
@@ -263,9 +264,6 @@ cdef class TLSLayer:
             return
         self._flush()
 
-    def writelines(self, chunks):
-        self.write(b"".join(chunks))
-
     def close(self):
         if self.closing:
             return
@@ -282,40 +280,13 @@ cdef class TLSLayer:
         self.closing = True
         self.transport.abort()
 
-    def is_closing(self):
-        return self.closing or self.transport.is_closing()
-
-    def can_write_eof(self):
-        return False
-
-    def write_eof(self):
-        raise NotImplementedError("TLS connections cannot half-close; close() instead")
-
-    def get_extra_info(self, name, default=None):
-        if name == "ssl_object":
-            return self.sslobj
-        if name == "sslcontext":
-            return self.sslobj.context if self.sslobj is not None else None
-        if name == "peercert":
-            return self.sslobj.getpeercert() if self.state == OPEN else default
-        if name == "cipher":
-            return self.sslobj.cipher() if self.state == OPEN else default
-        return self.transport.get_extra_info(name, default)
-
-    def pause_reading(self):
-        self.transport.pause_reading()
-
-    def resume_reading(self):
-        self.transport.resume_reading()
-
-    def is_reading(self):
-        return self.transport.is_reading()
-
     def get_write_buffer_size(self):
         return self.transport.get_write_buffer_size() + BIO_ctrl_pending(self.wbio)
 
-    def set_write_buffer_limits(self, high=None, low=None):
-        self.transport.set_write_buffer_limits(high, low)
 
-    def get_protocol(self):
-        return self.app
+class TLSLayer(TLSRecords, TLSTransport):
+    """The compiled layer: records and the handshake are TLSRecords' (first in the MRO, before the
+    protocol base's no-op callbacks); the transport calls that only pass through are the twin's
+    (TLSTransport)."""
+
+    __slots__ = ()

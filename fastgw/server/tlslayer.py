@@ -37,7 +37,59 @@ _view = memoryview(_buffer)
 HANDSHAKE, OPEN, CLOSED = 0, 1, 2
 
 
-class TLSLayer(asyncio.BufferedProtocol):
+class TLSTransport(asyncio.BufferedProtocol):
+    """What both twins of the layer give the HTTP connection besides reads, writes and closing:
+    the transport calls that only pass through (the compiled twin's ``TLSLayer`` is this class over
+    its compiled record layer). Subclasses have ``app``, ``transport``, ``sslobj``, ``state`` and
+    ``closing``."""
+
+    __slots__ = ()
+    app: asyncio.Protocol
+    transport: Any
+    sslobj: Any
+    state: int
+    closing: bool
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
+    def is_closing(self) -> bool:
+        return self.closing or self.transport.is_closing()
+
+    def can_write_eof(self) -> bool:
+        return False  # TLS has no half-close of its own: close() sends close_notify
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS connections cannot half-close; close() instead")
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "ssl_object":
+            return self.sslobj
+        if name == "sslcontext":
+            return self.sslobj.context if self.sslobj is not None else None
+        if name == "peercert":
+            return self.sslobj.getpeercert() if self.state == OPEN else default
+        if name == "cipher":
+            return self.sslobj.cipher() if self.state == OPEN else default
+        return self.transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self.transport.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.transport.set_write_buffer_limits(high, low)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.app
+
+
+class TLSLayer(TLSTransport):
     """One server-side TLS connection: ``app`` (an ``asyncio.Protocol``) sees this object as its
     transport once the handshake is done; until then it sees nothing."""
 
@@ -177,9 +229,6 @@ class TLSLayer(asyncio.BufferedProtocol):
             return
         self._flush()
 
-    def writelines(self, chunks: Any) -> None:
-        self.write(b"".join(chunks))
-
     def close(self) -> None:
         if self.closing:
             return
@@ -196,40 +245,5 @@ class TLSLayer(asyncio.BufferedProtocol):
         self.closing = True
         self.transport.abort()
 
-    def is_closing(self) -> bool:
-        return self.closing or self.transport.is_closing()
-
-    def can_write_eof(self) -> bool:
-        return False  # TLS has no half-close of its own: close() sends close_notify
-
-    def write_eof(self) -> None:
-        raise NotImplementedError("TLS connections cannot half-close; close() instead")
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "ssl_object":
-            return self.sslobj
-        if name == "sslcontext":
-            return self.sslobj.context if self.sslobj is not None else None
-        if name == "peercert":
-            return self.sslobj.getpeercert() if self.state == OPEN else default
-        if name == "cipher":
-            return self.sslobj.cipher() if self.state == OPEN else default
-        return self.transport.get_extra_info(name, default)
-
-    def pause_reading(self) -> None:
-        self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.transport.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self.transport.is_reading()
-
     def get_write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() + self.outgoing.pending
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self.transport.set_write_buffer_limits(high, low)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self.app
